@@ -1,0 +1,265 @@
+"""The audio engine: a synth thread that keeps a lock-free ring a few blocks ahead of a C audio callback.
+
+No Python runs in the audio callback: rtmixer's C callback only copies from the ring buffer, so a garbage
+collection or a busy video thread delays the synth thread, not the sound card (see shared/real-parts.md). The
+synth thread renders whenever the ring has room for a block and sleeps otherwise. With no usable device it
+runs silent, paced by the clock, so recordings still get audio and a show never fails for want of a card.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rtmixer
+import sounddevice as sd
+
+from live.audio import devices
+from live.audio.synth import TIMBRE_AXES, Synth
+from live.errors import LiveError
+from live.inference import open_session
+from live.models.manifest import load_manifest
+from live.params import Event, Param, ParamTree
+
+GAIN = "/synth/gain"
+AUTO = "/synth/auto"
+NOTE = "/synth/note"
+TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
+
+DEFAULT_PATTERN = (45, 52, 57, 60, 64, 57, 52, 48)
+DEFAULT_BPM = 96.0
+LEAD_BLOCKS = 6  # how far the synth stays ahead of the callback: 16 ms at 128/48 kHz
+RING_FRAMES = 2048  # power of two, comfortably above the lead
+TAP_SECONDS = 2.0
+PEAK_FALL_DB_PER_S = 20.0
+
+
+class Tap:
+    """The newest `capacity` stereo frames for a recorder; a reader that falls behind loses the oldest (counted)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._buffer = np.zeros((capacity, 2), dtype=np.float32)
+        self._read = 0  # absolute frame positions; the buffer index is position % capacity
+        self._written = 0
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def write(self, block: np.ndarray) -> None:
+        capacity = len(self._buffer)
+        with self._lock:
+            start = self._written % capacity
+            first = min(len(block), capacity - start)
+            self._buffer[start:start + first] = block[:first]
+            self._buffer[:len(block) - first] = block[first:]
+            self._written += len(block)
+            if self._written - self._read > capacity:
+                self.dropped += self._written - self._read - capacity
+                self._read = self._written - capacity
+
+    def read(self) -> np.ndarray:
+        """Everything written since the last read, oldest first."""
+        capacity = len(self._buffer)
+        with self._lock:
+            positions = np.arange(self._read, self._written) % capacity
+            self._read = self._written
+            return self._buffer[positions]
+
+
+class Arpeggio:
+    """Eighth notes cycling through a pattern; timed in rendered frames, so it follows the audio clock."""
+
+    def __init__(self, notes: Sequence[int], bpm: float, samplerate: int) -> None:
+        bad = [n for n in notes if not 0 <= n <= 127]
+        if bad or not notes or bpm <= 0:
+            raise LiveError(f"audio pattern {list(notes)} at {bpm} bpm is not playable",
+                            "use MIDI notes 0..127 and a bpm above 0 in [audio] pattern / bpm")
+        self.notes = tuple(notes)
+        self.step_frames = samplerate * 60.0 / bpm / 2.0
+        self._due = 0.0  # frames until the next step
+        self._index = 0
+        self.playing: int | None = None
+
+    def advance(self, synth: Synth, on: bool, frames: int) -> None:
+        """Play the steps due within the next `frames`; when switched off, release the sounding note."""
+        if not on:
+            if self.playing is not None:
+                synth.note_off(self.playing)
+                self.playing, self._due = None, 0.0
+            return
+        while self._due <= 0.0:
+            if self.playing is not None:
+                synth.note_off(self.playing)
+            self.playing = self.notes[self._index % len(self.notes)]
+            synth.note_on(self.playing, 0.55 if self._index % 4 == 0 else 0.4)  # a soft accent on the beat
+            self._index += 1
+            self._due += self.step_frames
+        self._due -= frames
+
+
+class AudioEngine:
+    """The neural synth on an output device (or silent), steered by the /synth/* parameters."""
+
+    @staticmethod
+    def params() -> tuple[list[Param], list[Event]]:
+        """The engine's parameters and events, available before an engine exists (to build the tree)."""
+        params = [Param(GAIN, "float", 0.5, 0.0, 1.0, doc="synth output level (soft-limited)")]
+        params += [Param(address, "float", 0.0, -1.0, 1.0, doc=f"timbre {name}: {doc}")
+                   for address, (name, doc) in zip(TIMBRE, TIMBRE_AXES)]
+        params.append(Param(AUTO, "bool", True, doc="play the built-in arpeggio, so a show sounds with no controller"))
+        note = Event(NOTE, (("note", "int", 0, 127), ("velocity", "float", 0.0, 1.0)),
+                     doc="play a note (MIDI number, velocity 0..1); velocity 0 releases it")
+        return params, [note]
+
+    def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
+                 samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
+                 pattern: Sequence[int] = (), pattern_bpm: float = DEFAULT_BPM) -> None:
+        missing = [a for a in (GAIN, AUTO, NOTE, *TIMBRE) if a not in tree]
+        if missing:
+            raise LiveError(f"the parameter tree lacks {', '.join(missing)}",
+                            "build the tree with AudioEngine.params()")
+        manifest = load_manifest(decoder_manifest)
+        if manifest.kind != "synth-decoder":
+            raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
+                            "set [audio] model to exported_models/synth-decoder.json")
+        self.synth = Synth(open_session(manifest.onnx_path, ("cpu",), threads=1), samplerate, blocksize, voices)
+        self.tree, self.device_spec = tree, device
+        self.samplerate, self.blocksize = samplerate, blocksize
+        self.tap = Tap(int(TAP_SECONDS * samplerate))
+        self.status = ""
+        self._events = tree.listen("/synth/")
+        self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, pattern_bpm, samplerate)
+        self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
+        self._mixer: rtmixer.Mixer | None = None
+        self._lost = False  # the stream died while playing
+        self._mapping: list[int] = [1, 2]
+        self._device_name: str | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._blocks = self._underruns = self._starved = 0
+        self._peak = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Open the output and start the synth thread; never raises for a missing device: runs silent instead."""
+        if self._thread is not None:
+            return self.status
+        self._device_name = None
+        self.status = self._open_device()
+        self._stop.clear()
+        target = self._feed_device if self._mixer is not None else self._feed_clock
+        self._thread = threading.Thread(target=target, name="live-synth", daemon=True)
+        self._thread.start()
+        return self.status
+
+    def _open_device(self) -> str:
+        silent = "running silent — fix:"
+        try:
+            device = devices.resolve(self.device_spec)
+        except LiveError as err:
+            return f"Audio: {err.what}; {silent} {err.fix}"
+        except sd.PortAudioError as err:
+            return f"Audio: PortAudio failed to list devices ({err}); {silent} check the audio system"
+        try:
+            mixer = rtmixer.Mixer(device=device.index, channels=min(2, device.channels),
+                                  samplerate=self.samplerate, blocksize=self.blocksize, latency="low")
+            mixer.start()
+        except (sd.PortAudioError, ValueError) as err:
+            return (f"Audio: could not open {device.label} at {self.samplerate} Hz ({err}); {silent} "
+                    f"check [audio] samplerate (the device runs at {device.samplerate:g} Hz) and [audio] device")
+        self._mixer, self._device_name = mixer, device.name
+        self._mapping = [1, 2] if device.channels >= 2 else [1, 1]  # a mono device gets both channels summed
+        return f"Audio: {device.label}, {self.samplerate} Hz, {self.blocksize}-frame blocks"
+
+    def close(self) -> None:
+        """Stop the thread and the stream and release the device; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+        if self._mixer is not None and not self._lost:  # closing a dead JACK stream hangs inside PortAudio
+            self._mixer.abort(ignore_errors=True)
+            self._mixer.close(ignore_errors=True)
+        self._mixer, self._lost = None, False  # stats() keeps naming the device, for a summary after close
+
+    # --- the synth thread ------------------------------------------------------------------------------------
+
+    def _render(self) -> np.ndarray:
+        """One block: take note events and the current parameters, render, feed the tap and the meters."""
+        values = self.tree.snapshot
+        while self._events:
+            address, args = self._events.popleft()
+            if address == NOTE:
+                self.synth.note_on(int(args[0]), float(args[1]))
+        self._arpeggio.advance(self.synth, bool(values[AUTO]), self.blocksize)
+        timbre = np.array([values[a] for a in TIMBRE], dtype=np.float32)
+        block = self.synth.render(float(values[GAIN]), timbre)
+        self.tap.write(block)
+        self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
+        self._blocks += 1
+        return block
+
+    def _feed_device(self) -> None:
+        """Keep the ring LEAD_BLOCKS ahead of the callback.
+
+        rtmixer's callback retires a ring-buffer action that finds the ring short of a block; that is how a
+        starved ring shows, so a retired action is counted and playback is restarted once the lead is rebuilt.
+        """
+        assert self._mixer is not None
+        mixer, ring = self._mixer, rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
+        lead = LEAD_BLOCKS * self.blocksize
+        action, retired_underflows = None, 0
+        while not self._stop.is_set():
+            if action is not None and action not in mixer.actions:
+                self._starved += 1
+                retired_underflows += action.stats.output_underflows
+                action = None
+            self._underruns = retired_underflows + (action.stats.output_underflows if action is not None else 0)
+            queued = ring.read_available
+            if queued + self.blocksize <= lead:
+                ring.write(self._render())
+            elif action is None:
+                action = mixer.play_ringbuffer(ring, channels=self._mapping)
+            elif not mixer.active:  # the stream died under us: JACK server gone, device unplugged
+                self._lost, name, self._device_name = True, self._device_name, None
+                self.status = (f"Audio: output '{name}' stopped (device or JACK server gone); "
+                               "running silent — fix: restart the show once the device is back")
+                self._feed_clock()
+            else:
+                time.sleep((queued + self.blocksize - lead) / self.samplerate)
+
+    def _feed_clock(self) -> None:
+        """No device: render in real time against the clock (LEAD_BLOCKS ahead), for the tap and the meters.
+
+        Falling a full lead behind (the machine stalled) counts as starved and skips ahead rather than bursting.
+        """
+        lead = LEAD_BLOCKS * self.blocksize
+        start, rendered = time.perf_counter(), 0
+        while not self._stop.is_set():
+            now = time.perf_counter()
+            due = (now - start) * self.samplerate
+            if rendered < due - lead:
+                self._starved += 1
+                start = now - rendered / self.samplerate
+                due = rendered
+            if rendered + self.blocksize <= due + lead:
+                self._render()
+                rendered += self.blocksize
+            else:
+                time.sleep((rendered + self.blocksize - due - lead) / self.samplerate)
+
+    # --- what the show reads ---------------------------------------------------------------------------------
+
+    def read_tap(self) -> np.ndarray:
+        """Everything rendered since the last call, (frames, 2) float32 (at most the last TAP_SECONDS)."""
+        return self.tap.read()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the status line; `starved` is ours alone, `underruns` also measures the machine."""
+        return {"blocks": self._blocks, "underruns": self._underruns, "starved": self._starved,
+                "peak": round(min(self._peak, 1.0), 4), "device": self._device_name,
+                "tap_dropped": self.tap.dropped}

@@ -1,0 +1,130 @@
+"""The `live` command: run, params, doctor, bench.
+
+Every user-facing failure is a LiveError printed as one message with its fix; an unexpected error is summarised in
+one line too (LIVE_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from live.errors import LiveError
+from live.show import DEFAULT_SHOW, load_show
+
+
+def _run(args: argparse.Namespace) -> int:
+    from live.player import Player
+
+    show = load_show(args.show)
+    if args.for_seconds is not None and args.for_seconds <= 0:
+        raise LiveError(f"--for {args.for_seconds}: the duration must be positive", "give seconds, e.g. --for 10")
+    player = Player(show, source=args.source, record=args.record, window=False if args.no_window else None)
+    print(f"Show: {show.name} ({show.path})")
+    player.start()
+    print("Playing" + (f" for {args.for_seconds:g} s" if args.for_seconds else "; Ctrl-C (or Esc in the window) stops"),
+          flush=True)
+    summary = player.run(args.for_seconds)
+    print(summary.line())
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from live.player import build_tree
+
+    items = build_tree(load_show(args.show)).describe()
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    print(params_table(items))
+    return 0
+
+
+def params_table(items: list[dict]) -> str:
+    """The parameter list as a Markdown table (README carries the same table)."""
+    rows = ["| address | type | range | default | unit | what |", "|---|---|---|---|---|---|"]
+    for p in items:
+        if p["type"] == "event":
+            kind = "event (" + ", ".join(f"{a['name']}: {a['type']}" for a in p["args"]) + ")"
+            span = "; ".join(f"{a['name']} {a['min']:g}–{a['max']:g}" for a in p["args"])
+        elif p["type"] == "enum":
+            kind, span = "enum", " / ".join(p["choices"])
+        elif p["type"] == "bool":
+            kind, span = "bool", "0–1"
+        else:
+            kind, span = p["type"], f"{p['min']:g}–{p['max']:g}"
+        default = "" if p["default"] is None else str(p["default"]).lower() if isinstance(p["default"], bool) \
+            else str(p["default"])
+        rows.append(f"| `{p['address']}` | {kind} | {span} | {default} | {p['unit']} | {p['doc']} |")
+    return "\n".join(rows)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from live.doctor import report
+
+    problems = report(print)
+    return 1 if problems and args.strict else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from live.bench import bench
+
+    result = bench(load_show(args.show), seconds=args.seconds, print_=print)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="live", description="Real-time AI performance: stylized video and neural "
+                                                           "synth, steered over OSC.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="play a show")
+    run.add_argument("show", nargs="?", default=str(DEFAULT_SHOW), help="show file (default: %(default)s)")
+    run.add_argument("--source", help="camera index, video file, URL or 'builtin' (overrides the show)")
+    run.add_argument("--for", dest="for_seconds", type=float, metavar="SECONDS", help="play this long, then exit")
+    run.add_argument("--record", type=Path, metavar="FILE.mp4", help="record the output video with its audio")
+    run.add_argument("--no-window", action="store_true", help="no window (record or just run)")
+    run.set_defaults(func=_run)
+
+    params = sub.add_parser("params", help="list every parameter: OSC address, type, range, default, unit")
+    params.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
+    params.add_argument("--json", action="store_true", help="as a JSON list")
+    params.set_defaults(func=_params)
+
+    doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")
+    doctor.set_defaults(func=_doctor)
+
+    bench = sub.add_parser("bench", help="measure model, pipeline and naive-loop speed and latency")
+    bench.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
+    bench.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(func=_bench)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LiveError as err:
+        print(f"live: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # the last line of defence: one line, not a traceback on the projector
+        if os.environ.get("LIVE_DEBUG"):
+            traceback.print_exc()
+        print(f"live: unexpected error: {type(err).__name__}: {err} (set LIVE_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

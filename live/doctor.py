@@ -1,0 +1,108 @@
+"""`live doctor`: what this machine really offers a show, each problem with its fix.
+
+Everything is checked by trying it (making an ONNX Runtime session, opening a camera), not by listing names.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from live.inference import PROVIDERS, open_session
+
+
+def _tiny_model(folder: Path) -> Path:
+    """A one-node model: enough to prove a provider can build and run a session."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = folder / "probe.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+def check_providers(say: Callable[[str], None]) -> list[str]:
+    import onnxruntime as ort
+
+    problems = []
+    say(f"ONNX Runtime {ort.__version__} ({ort.get_device()} build)")
+    with tempfile.TemporaryDirectory() as folder:
+        model = _tiny_model(Path(folder))
+        for short in PROVIDERS:
+            session = open_session(model, (short,))
+            if session.provider == short:
+                say(f"  ok    {short}: a session runs")
+            else:
+                why = session.fallback.split(";")[0]
+                fix = "install CUDA 12/13 + cuDNN 9 (and TensorRT for tensorrt) matching onnxruntime-gpu, " \
+                      "or run on CPU"
+                say(f"  --    {short}: {why}\n          fix: {fix}")
+                problems.append(short)
+    return problems
+
+
+def check_cameras(say: Callable[[str], None], indexes: range = range(4)) -> list[str]:
+    from live.video.capture import open_opencv
+
+    found = []
+    for index in indexes:
+        source, _ = open_opencv(index, 640, 480)
+        if source:
+            w, h = int(source.cap.get(3)), int(source.cap.get(4))
+            found.append(f"camera {index} ({w}x{h})")
+            source.close()
+    if found:
+        say("Cameras: " + ", ".join(found))
+        return []
+    say("Cameras: none found (tried indexes 0-3)\n          fix: connect a camera, or play a file/URL with "
+        "--source; shows fall back to the built-in animated source")
+    return ["camera"]
+
+
+def check_audio(say: Callable[[str], None]) -> list[str]:
+    from live.audio import devices
+
+    lines = devices.describe()
+    say("Audio:\n  " + "\n  ".join(lines))
+    if not devices.list_outputs():
+        say("          fix: connect a sound card, or start JACK (`jackd -d dummy` for a silent one); "
+            "shows run silent without one")
+        return ["audio"]
+    return []
+
+
+def check_midi(say: Callable[[str], None]) -> list[str]:
+    try:
+        import mido
+
+        inputs, outputs = mido.get_input_names(), mido.get_output_names()
+    except Exception as err:  # rtmidi raises SystemError/RtMidi errors when no MIDI system is reachable
+        say(f"MIDI: unavailable ({err})\n          fix: on Linux load the ALSA sequencer (snd-seq) or run JACK")
+        return ["midi"]
+    say(f"MIDI: inputs {inputs or 'none'}; outputs {outputs or 'none'}")
+    return []
+
+
+def check_display(say: Callable[[str], None]) -> list[str]:
+    from live.video.output import has_display, monitor_origin
+
+    if not has_display():
+        say("Display: none (DISPLAY/WAYLAND_DISPLAY unset)\n          fix: run on the machine's desktop, or "
+            "shows record to recordings/ instead")
+        return ["display"]
+    origin = monitor_origin(0)
+    say("Display: ok" + (f", monitor 0 at {origin[0]},{origin[1]} {origin[2]}x{origin[3]}" if origin else ""))
+    return []
+
+
+def report(say: Callable[[str], None] = print) -> list[str]:
+    """Run every check; returns the names of the things missing."""
+    problems: list[str] = []
+    for check in (check_providers, check_cameras, check_audio, check_midi, check_display):
+        problems += check(say)
+    say(f"{len(problems)} missing: {', '.join(problems)}" if problems else "Everything a show needs is here.")
+    return problems

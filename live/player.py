@@ -1,0 +1,185 @@
+"""Plays a show: builds the parameter tree and the stages from the show file, wires them with mailboxes, and runs
+the output loop on the main thread (where GUI toolkits want it) until the show ends.
+
+The frame path, camera to projector:
+    capture.py (capture thread) -> Mailbox -> stylize.py (inference thread) -> Mailbox -> output.py (this loop)
+The sound path runs beside it and never waits on video: audio/engine.py (synth thread) -> ring -> C callback.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from live.audio.engine import AudioEngine
+from live.control.osc import OscServer
+from live.errors import LiveError
+from live.mailbox import Mailbox
+from live.models.manifest import load_manifest
+from live.params import ParamTree
+from live.show import Show
+from live.video.capture import Capture
+from live.video.frame import Frame
+from live.video.output import Recorder, WindowOutput, has_display
+from live.video.stylize import Stylizer, StylizeThread, video_params
+
+
+def build_tree(show: Show) -> ParamTree:
+    """Every parameter the show offers, at the show's starting values; nothing is opened."""
+    manifest = load_manifest(show.resolve(show.video.model))
+    synth_params, synth_events = AudioEngine.params()
+    tree = ParamTree([*video_params(manifest), *synth_params], synth_events)
+    for address, value in show.params.items():
+        try:
+            tree.set(address, value)
+        except KeyError:
+            raise LiveError(f"{show.path}: [params] '{address}' is not a parameter of this show",
+                            "run `live params` for the list of addresses") from None
+        except ValueError as err:
+            raise LiveError(f"{show.path}: [params] {err}", "use a value of the parameter's type and range") from None
+    return tree
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+
+
+@dataclass
+class Summary:
+    seconds: float
+    frames: int
+    dropped: int
+    latency_ms: dict[str, float]
+    underruns: int | None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        audio = "no audio device" if self.underruns is None else f"{self.underruns} audio underruns"
+        return (f"Played {self.seconds:.1f} s: {self.frames} frames, {self.fps:.1f} fps, latency p50 "
+                f"{self.latency_ms['p50']:.1f} ms / p95 {self.latency_ms['p95']:.1f} ms, {self.dropped} dropped "
+                f"frames, {audio}")
+
+
+class Player:
+    """One running show. `start()` opens everything, `run()` plays, `close()` releases every device."""
+
+    def __init__(self, show: Show, source: str | None = None, record: Path | None = None,
+                 window: bool | None = None, say=print) -> None:
+        self.show, self.say = show, say
+        self.source = source if source is not None else show.video.source
+        self.record_path = record or (show.resolve(show.output.record) if show.output.record else None)
+        self.want_window = show.output.window if window is None else window
+        self.tree = build_tree(show)
+        self.captured: Mailbox[Frame] = Mailbox()
+        self.stylized: Mailbox[Frame] = Mailbox()
+        self.capture: Capture | None = None
+        self.stylize: StylizeThread | None = None
+        self.osc: OscServer | None = None
+        self.audio: AudioEngine | None = None
+        self.window: WindowOutput | None = None
+        self.recorder: Recorder | None = None
+        self.latencies: deque[float] = deque(maxlen=100_000)
+        self.frames = 0
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        show = self.show
+        try:
+            stylizer = Stylizer(show.resolve(show.video.model), tuple(show.video.providers), show.video.threads)
+            self.say(stylizer.session.describe())
+            self.capture = Capture(self.source, show.video.width, show.video.height, show.video.fps, self.captured,
+                                   self.say)
+            self.stylize = StylizeThread(stylizer, self.tree, self.captured, self.stylized)
+            if show.osc.enabled:
+                self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
+                self.say(self.osc.open())
+            if show.audio.enabled:
+                self.audio = AudioEngine(self.tree, show.resolve(show.audio.model), show.audio.device or None,
+                                         show.audio.samplerate, show.audio.blocksize, show.audio.voices,
+                                         show.audio.pattern, show.audio.bpm)
+                self.say(self.audio.open())
+            self._open_outputs()
+        except BaseException:
+            self.close()
+            raise
+        self.capture.start()
+        self.stylize.start()
+
+    def _open_outputs(self) -> None:
+        show = self.show
+        if self.want_window and has_display():
+            self.window = WindowOutput(show.output.title, show.video.width, show.video.height,
+                                       show.output.fullscreen, show.output.monitor)
+            self.say(f"Output: window '{show.output.title}'" + (" (fullscreen)" if show.output.fullscreen else ""))
+        elif self.want_window and not self.record_path:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.record_path = Path("recordings") / f"{show.name}-{stamp}.mp4"
+            self.say(f"Output: no display here; recording to {self.record_path}")
+        if self.record_path:
+            rate = show.audio.samplerate if self.audio else None
+            self.recorder = Recorder(self.record_path, show.video.width, show.video.height, show.video.fps, rate)
+            if self.window:
+                self.say(f"Output: recording to {self.record_path}")
+            if self.audio:
+                self.audio.read_tap()  # start the recording's audio now, not with what played before
+
+    def run(self, seconds: float | None = None) -> Summary:
+        """Play until `seconds` pass, the window is closed, Ctrl-C or SIGTERM; then close everything."""
+        previous = signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        started = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                if seconds is not None and time.perf_counter() - started >= seconds:
+                    break
+                frame = self.stylized.get(timeout=0.05)
+                if frame is None:
+                    continue
+                self.show_frame(frame)
+                if self.window and self.window.quit:
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            elapsed = time.perf_counter() - started
+            self.close()
+        return self.summary(elapsed)
+
+    def show_frame(self, frame: Frame) -> None:
+        """Put one stylized frame on every output; its latency is measured once it is out."""
+        if self.window:
+            self.window.write(frame.image)
+        now = time.perf_counter()
+        if self.recorder:
+            self.recorder.write(frame.image, now)
+            if self.audio:
+                self.recorder.write_audio(self.audio.read_tap())
+        self.latencies.append((now - frame.captured) * 1000)
+        self.frames += 1
+
+    def summary(self, seconds: float) -> Summary:
+        latency = {f"p{q}": percentile(self.latencies, q) for q in (50, 95, 99)}
+        underruns = None
+        if self.audio and self.audio.stats().get("device"):
+            underruns = int(self.audio.stats()["underruns"])
+        return Summary(seconds, self.frames, self.captured.dropped + self.stylized.dropped, latency, underruns)
+
+    def close(self) -> None:
+        """Stop every thread and release every device; safe to call twice."""
+        for stage in (self.capture, self.stylize):
+            if stage:
+                stage.stop()
+        self.capture = self.stylize = None
+        for closer in (self.osc, self.audio, self.window, self.recorder):
+            if closer:
+                closer.close()
+        self.osc = self.audio = self.window = self.recorder = None

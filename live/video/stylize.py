@@ -1,0 +1,112 @@
+"""The model stage: a uint8 BGR frame through an image-to-image ONNX model, steered by the parameter tree.
+
+The model does its own pre/post-processing inside the graph, so this stage hands over the camera's bytes and
+gets display-ready bytes back; per frame Python only builds a tiny style-weights vector.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from live.errors import LiveError
+from live.inference import Session, open_session
+from live.mailbox import Mailbox
+from live.models.manifest import Manifest, load_manifest
+from live.params import Param
+from live.video.frame import Frame
+
+
+def style_names(manifest: Manifest) -> tuple[str, ...]:
+    return tuple(manifest.controls.get("styles", ())) or ("default",)
+
+
+def video_params(manifest: Manifest) -> list[Param]:
+    """The /video/* parameters this model offers: two style slots, a crossfade between them, and strength."""
+    styles = style_names(manifest)
+    second = styles[1] if len(styles) > 1 else styles[0]
+    return [
+        Param("/video/style_a", "enum", styles[0], 0, len(styles) - 1, doc="style in slot A (name or index)",
+              choices=styles),
+        Param("/video/style_b", "enum", second, 0, len(styles) - 1, doc="style in slot B (name or index)",
+              choices=styles),
+        Param("/video/blend", "float", 0.0, 0.0, 1.0, doc="crossfade from style A (0) to style B (1)"),
+        Param("/video/strength", "float", 1.0, 0.0, 1.0, doc="stylization: 0 = camera image, 1 = full style"),
+    ]
+
+
+class Stylizer:
+    """Runs one image-to-image model on frames; `process` is the whole per-frame work."""
+
+    def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0) -> None:
+        self.manifest = load_manifest(manifest_path)
+        if self.manifest.kind != "image-to-image":
+            raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not an image-to-image one",
+                            "set [video] model to a style model's manifest")
+        self.session: Session = open_session(self.manifest.onnx_path, providers, threads)
+        self.styles = style_names(self.manifest)
+        self._frame_input = self.manifest.inputs[0].name
+        self._style_input = self.manifest.controls.get("style_input")
+        self._strength_input = self.manifest.controls.get("strength_input")
+        self._output = self.manifest.outputs[0].name
+        self._weights = np.zeros(len(self.styles), np.float32)
+        self._strength = np.zeros(1, np.float32)
+
+    def feeds(self, image: np.ndarray, values: Mapping) -> dict[str, np.ndarray]:
+        """The model's inputs for one frame under the current parameter values."""
+        feeds = {self._frame_input: image}
+        if self._style_input:
+            weights = np.zeros_like(self._weights)
+            blend = float(values["/video/blend"])
+            weights[self.styles.index(values["/video/style_a"])] += 1.0 - blend
+            weights[self.styles.index(values["/video/style_b"])] += blend
+            feeds[self._style_input] = weights
+        if self._strength_input:
+            feeds[self._strength_input] = np.array([values["/video/strength"]], np.float32)
+        return feeds
+
+    def process(self, image: np.ndarray, values: Mapping) -> np.ndarray:
+        return self.session.session.run([self._output], self.feeds(image, values))[0]
+
+
+class StylizeThread:
+    """The inference thread: newest frame in, stylized frame out, capture time carried through."""
+
+    def __init__(self, stylizer: Stylizer, tree, inbox: Mailbox[Frame], out: Mailbox[Frame]) -> None:
+        self.stylizer, self.tree, self.inbox, self.out = stylizer, tree, inbox, out
+        self.frames = 0
+        self.run_ms: deque[float] = deque(maxlen=2048)  # recent model times, bounded
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stylize", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.inbox.get(timeout=0.1)
+            if frame is None:
+                continue
+            started = time.perf_counter()
+            try:
+                image = self.stylizer.process(frame.image, self.tree.snapshot)
+            except Exception as err:  # a model failing mid-show must not stop the show: pass the camera through
+                if not self.error:
+                    self.error = f"model failed on a frame ({err}); showing the camera image"
+                    print(f"Video: {self.error}")
+                image = frame.image
+            self.run_ms.append((time.perf_counter() - started) * 1000)
+            self.out.put(Frame(image, frame.captured, frame.index))
+            self.frames += 1

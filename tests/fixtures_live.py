@@ -1,0 +1,162 @@
+"""Real parts for end-to-end tests: a video file as the camera, an X server, free UDP ports, `live run` itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SHOW = ROOT / "show_configs" / "default.toml"
+
+
+def scene(width: int = 640, height: int = 480) -> np.ndarray:
+    """A still test scene with colour, edges and text: what the 'camera' sees."""
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.dstack([(x * 255 // width), (y * 255 // height), ((x + y) * 127 // (width + height)) + 60]).astype(
+        np.uint8)
+    cv2.rectangle(img, (60, 60), (260, 220), (40, 200, 240), -1)
+    cv2.circle(img, (450, 300), 110, (200, 60, 160), -1)
+    cv2.putText(img, "CAMERA", (80, 420), cv2.FONT_HERSHEY_DUPLEX, 2.2, (255, 255, 255), 4)
+    return img
+
+
+def write_video(path: Path, frames: int = 60, fps: float = 30.0) -> Path:
+    """A still-scene video file, written by OpenCV, to stand in for a webcam."""
+    img = scene()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (img.shape[1], img.shape[0]))
+    for _ in range(frames):
+        writer.write(img)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def camera_file(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("camera") / "camera.mp4")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def show_with(tmp_path: Path, **sections: dict) -> Path:
+    """A copy of the default show with some keys changed; model paths stay pointing at exported_models/."""
+    import tomllib
+
+    data = tomllib.loads(DEFAULT_SHOW.read_text())
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    for section in ("video", "audio"):
+        data[section]["model"] = str(ROOT / "exported_models" / Path(data[section]["model"]).name)
+    lines = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{_toml(k) if k.startswith('/') else k} = {_toml(v)}" for k, v in value.items()]
+    path = tmp_path / "show.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def headless_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class LiveProcess:
+    """`live run ...` in a subprocess, with its output read line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "live", *args], cwd=ROOT, env=env or headless_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip())
+            if text in line:
+                return line
+        raise AssertionError(f"'{text}' never printed; output:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.lines += out.splitlines()
+        return self.proc.returncode, "\n".join(self.lines)
+
+
+def run_live(args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
+    return subprocess.run([sys.executable, "-m", "live", *args], cwd=ROOT, env=env or headless_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """An X server on a free display number; yields the DISPLAY value."""
+    if not shutil.which("Xvfb"):
+        pytest.fail("Xvfb is not installed (make test installs the xvfb package)")
+    number = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("Xvfb did not start")
+        time.sleep(0.05)
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+def screenshot(display: str, path: Path) -> np.ndarray:
+    """The whole X screen as a BGR image, through FFmpeg's x11grab (what a person would see)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "x11grab", "-video_size", "1280x720", "-i", display,
+                    "-frames:v", "1", str(path)], check=True, timeout=30)
+    return cv2.imread(str(path))
+
+
+def decode_frames(path: Path) -> list[tuple[float, np.ndarray]]:
+    """(time in s, BGR image) for every video frame of a recording."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [(float(f.time), f.to_ndarray(format="bgr24")) for f in container.decode(video=0)]
+
+
+def audio_of(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return np.zeros(0, np.float32)
+        chunks = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from live.errors import LiveError
+from live.player import build_tree
+from live.show import DEFAULT_SHOW, load_show
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_show_loads_with_paths_relative_to_itself():
+    show = load_show(DEFAULT_SHOW)
+    assert show.osc.port == 9000 and show.osc.host == "127.0.0.1"
+    assert show.resolve(show.video.model).is_file()
+    assert show.resolve(show.audio.model).is_file()
+
+
+def test_unknown_key_names_file_line_and_allowed_keys(tmp_path):
+    path = write(tmp_path, 'name = "x"\n\n[video]\nwidth = 640\nsorce = 0\n')
+    with pytest.raises(LiveError) as err:
+        load_show(path)
+    text = str(err.value)
+    assert f"{path}:5" in text and "[video] sorce" in text and "unknown key" in text
+    assert "source" in text and "width" in text  # the allowed keys
+
+
+def test_wrong_type_and_range_are_explained(tmp_path):
+    path = write(tmp_path, '[osc]\nport = "nine"\n[video]\nfps = -5\n')
+    with pytest.raises(LiveError) as err:
+        load_show(path)
+    text = str(err.value)
+    assert "[osc] port" in text and f"{path}:2" in text
+    assert "[video] fps" in text and "greater than 0" in text
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(LiveError, match="not valid TOML"):
+        load_show(write(tmp_path, "[video\n"))
+    with pytest.raises(LiveError, match="show file not found"):
+        load_show(tmp_path / "none.toml")
+
+
+def test_missing_model_names_the_file(tmp_path):
+    path = write(tmp_path, '[video]\nmodel = "nowhere/styles.json"\n')
+    with pytest.raises(LiveError) as err:
+        build_tree(load_show(path))
+    assert "nowhere/styles.json" in str(err.value) and "fix:" in str(err.value)
+
+
+def test_params_section_is_checked_against_the_tree(tmp_path):
+    models = Path(DEFAULT_SHOW).parent.parent / "exported_models"
+    base = f'[video]\nmodel = "{models}/styles-procedural.json"\n[audio]\nmodel = "{models}/synth-decoder.json"\n'
+    tree = build_tree(load_show(write(tmp_path, base + '[params]\n"/video/blend" = 0.25\n')))
+    assert tree.get("/video/blend") == 0.25
+    with pytest.raises(LiveError, match="'/video/nope' is not a parameter"):
+        build_tree(load_show(write(tmp_path, base + '[params]\n"/video/nope" = 1\n')))
+    with pytest.raises(LiveError, match="/video/style_a"):
+        build_tree(load_show(write(tmp_path, base + '[params]\n"/video/style_a" = "cubism"\n')))
