@@ -162,6 +162,12 @@ class ParamTree:
         return queue
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every parameter and event, sorted by address, as plain dicts."""
-        items = [*self.params.values(), *self.events.values()]
-        return [item.describe() for item in sorted(items, key=lambda i: i.address)]
+        """Every parameter and event, sorted by address, as plain dicts; a parameter's default is the value the
+        show starts it at."""
+        items = []
+        for item in sorted([*self.params.values(), *self.events.values()], key=lambda i: i.address):
+            described = item.describe()
+            if item.address in self.snapshot:
+                described["default"] = self.snapshot[item.address]
+            items.append(described)
+        return items

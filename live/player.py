@@ -150,9 +150,9 @@ class Player:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-            elapsed = time.perf_counter() - started
+            summary = self.summary(time.perf_counter() - started)
             self.close()
-        return self.summary(elapsed)
+        return summary
 
     def show_frame(self, frame: Frame) -> None:
         """Put one stylized frame on every output; its latency is measured once it is out."""
@@ -168,9 +168,8 @@ class Player:
 
     def summary(self, seconds: float) -> Summary:
         latency = {f"p{q}": percentile(self.latencies, q) for q in (50, 95, 99)}
-        underruns = None
-        if self.audio and self.audio.stats().get("device"):
-            underruns = int(self.audio.stats()["underruns"])
+        stats = self.audio.stats() if self.audio else {}
+        underruns = int(stats["underruns"]) if stats.get("device") else None
         return Summary(seconds, self.frames, self.captured.dropped + self.stylized.dropped, latency, underruns)
 
     def close(self) -> None:
