@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from live.inference import PROVIDERS, open_session
+from live.stdio import captured_output
 
 
 def _tiny_model(folder: Path) -> Path:
@@ -26,8 +28,6 @@ def _tiny_model(folder: Path) -> Path:
 
 
 def check_providers(say: Callable[[str], None]) -> list[str]:
-    import onnxruntime as ort
-
     problems = []
     say(f"ONNX Runtime {ort.__version__} ({ort.get_device()} build)")
     with tempfile.TemporaryDirectory() as folder:
@@ -38,8 +38,8 @@ def check_providers(say: Callable[[str], None]) -> list[str]:
                 say(f"  ok    {short}: a session runs")
             else:
                 why = session.fallback.split(";")[0]
-                fix = "install CUDA 12/13 + cuDNN 9 (and TensorRT for tensorrt) matching onnxruntime-gpu, " \
-                      "or run on CPU"
+                fix = f"install the libraries named, in the versions onnxruntime-gpu {ort.__version__} was built " \
+                      "for (its GPU requirements page); shows play on CPU meanwhile"
                 say(f"  --    {short}: {why}\n          fix: {fix}")
                 problems.append(short)
     return problems
@@ -69,21 +69,30 @@ def check_audio(say: Callable[[str], None]) -> list[str]:
     lines = devices.describe()
     say("Audio:\n  " + "\n  ".join(lines))
     if not devices.list_outputs():
-        say("          fix: connect a sound card, or start JACK (`jackd -d dummy` for a silent one); "
-            "shows run silent without one")
+        say("  no output devices\n          fix: connect a sound card, or start JACK; shows run silent without one")
         return ["audio"]
     return []
 
 
 def check_midi(say: Callable[[str], None]) -> list[str]:
-    try:
-        import mido
+    """MIDI ports through every rtmidi API compiled in (ALSA and JACK on Linux, CoreMIDI, Windows MM)."""
+    import mido
 
-        inputs, outputs = mido.get_input_names(), mido.get_output_names()
-    except Exception as err:  # rtmidi raises SystemError/RtMidi errors when no MIDI system is reachable
-        say(f"MIDI: unavailable ({err})\n          fix: on Linux load the ALSA sequencer (snd-seq) or run JACK")
+    errors, found = [], False
+    for api in mido.Backend("mido.backends.rtmidi").module.get_api_names():
+        backend = mido.Backend(f"mido.backends.rtmidi/{api}")
+        try:
+            with captured_output():  # ALSA's library prints to stderr when /dev/snd/seq is missing
+                inputs, outputs = backend.get_input_names(), backend.get_output_names()
+        except Exception as err:  # rtmidi raises SystemError or its own types when an API is unreachable
+            errors.append(f"{api}: {str(err).strip()}")
+            continue
+        found = True
+        say(f"MIDI ({api}): inputs {inputs or 'none'}; outputs {outputs or 'none'}")
+    if not found:
+        say("MIDI: unavailable (" + "; ".join(errors) + ")\n          fix: on Linux load the ALSA sequencer "
+            "(modprobe snd-seq) or run a JACK server")
         return ["midi"]
-    say(f"MIDI: inputs {inputs or 'none'}; outputs {outputs or 'none'}")
     return []
 
 

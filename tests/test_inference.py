@@ -55,7 +55,8 @@ def test_doctor_reports_each_part_with_fixes(jack_server):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "cpu: a session runs" in out
-    assert "Cameras:" in out and "Audio:" in out and "MIDI:" in out and "Display:" in out
-    assert "JACK" in out  # the running JACK server's device is listed
+    assert "Cameras:" in out and "Audio:" in out and "MIDI" in out and "Display:" in out
+    assert "JACK" in out  # the running JACK server's audio device is listed...
+    assert "MIDI (UNIX_JACK): inputs" in out  # ...and its MIDI API
     if "Cameras: none found" in out:
         assert "--source" in out  # and the fix is given

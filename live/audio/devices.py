@@ -64,8 +64,6 @@ def describe() -> list[str]:
              for api in sd.query_hostapis()]
     lines += [f"output {d.index}: {d.label}, {d.channels} ch, {d.samplerate:g} Hz"
               + (" (default)" if d == default else "") for d in found]
-    if not found:
-        lines.append(f"no audio output devices: the synth will run silent ({DEVICE_FIX})")
     return lines
 
 
