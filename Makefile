@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: run test models bench doctor
 
@@ -34,6 +35,9 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
+# Tests train a few steps, so they need PyTorch: pinned first, because an unpinned torch pulls the newest CUDA
+# build (GBs); where a CPU wheel of 2.13.0 is on pip's find-links, that is what installs.
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e '.[test,train]'
 	@touch $@ $(VENV)/.installed-run

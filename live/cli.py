@@ -80,6 +80,25 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from live.models.commands import main as models_main
+
+    return models_main(args.rest)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"live.train.{args.kind}")
+    except ModuleNotFoundError as err:
+        if err.name == "torch":
+            raise LiveError("training needs PyTorch, which is not installed",
+                            "install the training extra: .venv/bin/pip install -e '.[train]'") from None
+        raise
+    return module.main(args.rest)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="live", description="Real-time AI performance: stylized video and neural "
                                                            "synth, steered over OSC.")
@@ -107,6 +126,15 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
+    models = sub.add_parser("models", help="list, verify and import models (live models --help)", add_help=False)
+    models.add_argument("rest", nargs=argparse.REMAINDER)
+    models.set_defaults(func=_models)
+
+    train = sub.add_parser("train", help="train a model on data we make: style, synth or latent "
+                                         "(live train KIND --help)")
+    train.add_argument("kind", choices=("style", "synth", "latent"))
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_train)
     return top
 
 

@@ -1,0 +1,68 @@
+"""Export a trained torch module to ONNX the way every shipped model needs it: opset 17, checked against torch on
+ONNX Runtime, and moved into place only when whole (a failed export leaves nothing half-written behind)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shlex
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from live.errors import LiveError
+
+OPSET = 17
+
+
+def command_line(kind: str, argv: list[str]) -> str:
+    """The exact `live train` command, for a manifest's provenance."""
+    return shlex.join(["live", "train", kind, *argv])
+
+
+def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+                output_names: list[str], dynamic_shapes: Any = None, check: tuple[torch.Tensor, ...] | None = None,
+                tolerance: float = 1e-3) -> float:
+    """Export `module` to `path` and return the max |torch - ORT| difference on `check` (default: `example`).
+
+    Raises LiveError (and writes nothing) if the export fails or ORT disagrees with torch by more than
+    `tolerance`. Inputs to `check` may differ in size from `example` to prove dynamic axes work.
+    """
+    module = module.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=input_names,
+                                        output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
+            program.save(str(tmp))
+        inputs = check or example
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run(None, {name: t.detach().numpy() for name, t in zip(input_names, inputs)})
+        with torch.no_grad():
+            want = module(*inputs)
+        want = want if isinstance(want, (tuple, list)) else (want,)
+        diff = max(float(np.abs(g.astype(np.float64) - w.detach().numpy().astype(np.float64)).max())
+                   for g, w in zip(got, want))
+        if diff > tolerance:
+            raise LiveError(f"ONNX export of {path.name} disagrees with torch by {diff:.3g} (> {tolerance:g})",
+                            "report this: an operator exported wrongly")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return diff
+    except LiveError:
+        raise
+    except Exception as err:  # torch.export raises many types; the user needs the one line
+        raise LiveError(f"could not export {path.name} to ONNX: {type(err).__name__}: {str(err)[:300]}",
+                        "check the model code; set LIVE_DEBUG=1 for the full error") from err
+    finally:
+        tmp.unlink(missing_ok=True)
