@@ -8,6 +8,7 @@ The sound path runs beside it and never waits on video: audio/engine.py (synth t
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -123,7 +124,9 @@ class Player:
         elif self.want_window and not self.record_path:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.record_path = Path("recordings") / f"{show.name}-{stamp}.mp4"
-            self.say(f"Output: no display here; recording to {self.record_path}")
+            display = os.environ.get("DISPLAY")
+            why = f"display {display} does not answer" if display else "no display here"
+            self.say(f"Output: {why}; recording to {self.record_path}")
         if self.record_path:
             rate = show.audio.samplerate if self.audio else None
             self.recorder = Recorder(self.record_path, show.video.width, show.video.height, show.video.fps, rate)

@@ -10,6 +10,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
 from fixtures_live import (DEFAULT_SHOW, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
@@ -120,11 +121,15 @@ def test_camera_that_does_not_open_plays_the_builtin_source(tmp_path):
     assert mean_diff(frames[2][1], frames[-1][1]) > 1  # animated
 
 
-def test_no_display_records_and_says_where(tmp_path, camera_file):
+@pytest.mark.parametrize("display", [None, ":987"])
+def test_no_display_records_and_says_where(tmp_path, display):
+    """No DISPLAY, or one naming an X server that is not there (Qt would abort): record instead."""
     show = show_with(tmp_path, osc={"port": free_port()}, audio={"enabled": False})
-    result = run_live(["run", str(show), "--source", "builtin", "--for", "2"])
+    env = headless_env(**({"DISPLAY": display} if display else {}))
+    result = run_live(["run", str(show), "--source", "builtin", "--for", "2"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    line = next(l for l in result.stdout.splitlines() if "no display here; recording to" in l)
+    said = "display :987 does not answer" if display else "no display here"
+    line = next(l for l in result.stdout.splitlines() if f"{said}; recording to" in l)
     path = DEFAULT_SHOW.parent.parent / line.split("recording to ")[1].strip()
     try:
         assert len(decode_frames(path)) > 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -20,9 +21,32 @@ QUIT_KEYS = {27, ord("q")}  # Esc, q
 
 
 def has_display() -> bool:
-    """Whether a window can be shown: on Linux that needs an X11 or Wayland display."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Whether a window can be shown: on Linux, a Wayland display or an X server that answers.
+
+    Qt aborts the whole process when DISPLAY names an X server that is not there, so it is tried first.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    return bool(display) and _x_server_answers(display)
+
+
+def _x_server_answers(display: str) -> bool:
+    host, _, screen = display.rpartition(":")
+    number = screen.split(".")[0]
+    if not number.isdigit():
+        return False
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=1.0).close()
+    except OSError:
+        return False
     return True
 
 
