@@ -190,3 +190,12 @@ def test_bad_input_gets_one_clear_message(tmp_path):
     nodevice = show_with(tmp_path, osc={"port": free_port()}, audio={"device": "no-such-card"})
     result = run_live(["run", str(nodevice), "--source", "builtin", "--for", "1", "--no-window"])
     assert result.returncode == 0 and "no-such-card" in result.stdout
+
+
+def test_monitor_geometry_is_read_from_the_display(xvfb, monkeypatch):
+    from live.video.output import has_display, monitor_origin
+
+    monkeypatch.setenv("DISPLAY", xvfb)
+    assert has_display()
+    assert monitor_origin(0) == (0, 0, 1280, 720)  # the Xvfb screen the fixture made
+    assert monitor_origin(5) == (0, 0, 1280, 720)  # a monitor index past the last falls back to the last
