@@ -19,7 +19,8 @@ from live.player import build_tree, percentile
 from live.show import Show
 from live.video.capture import BuiltinSource, Capture
 from live.video.frame import Frame
-from live.video.stylize import Stylizer, StylizeThread
+from live.video.chain import ChainThread
+from live.video.stylize import Stylizer
 
 WIDTH, HEIGHT = 640, 480
 
@@ -41,9 +42,9 @@ def pipeline(stylizer: Stylizer, tree, seconds: float, source_fps: float) -> tup
     captured: Mailbox[Frame] = Mailbox()
     stylized: Mailbox[Frame] = Mailbox()
     capture = Capture("builtin", WIDTH, HEIGHT, source_fps, captured, say=lambda _: None)
-    stylize = StylizeThread(stylizer, tree, captured, stylized)
+    chain = ChainThread([stylizer], tree, captured, stylized)
     capture.start()
-    stylize.start()
+    chain.start()
     latencies, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds:
         frame = stylized.get(timeout=0.1)
@@ -51,7 +52,7 @@ def pipeline(stylizer: Stylizer, tree, seconds: float, source_fps: float) -> tup
             latencies.append((time.perf_counter() - frame.captured) * 1000)
     elapsed = time.perf_counter() - start
     capture.stop()
-    stylize.stop()
+    chain.stop()
     return len(latencies) / elapsed, latencies, captured.dropped + stylized.dropped
 
 

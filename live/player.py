@@ -2,7 +2,8 @@
 the output loop on the main thread (where GUI toolkits want it) until the show ends.
 
 The frame path, camera to projector:
-    capture.py (capture thread) -> Mailbox -> stylize.py (inference thread) -> Mailbox -> output.py (this loop)
+    capture.py (capture thread) -> Mailbox -> chain.py (inference thread: stylize.py, ...) -> Mailbox
+    -> output.py (this loop)
 The sound path runs beside it and never waits on video: audio/engine.py (synth thread) -> ring -> C callback.
 """
 
@@ -28,7 +29,8 @@ from live.show import Show
 from live.video.capture import Capture
 from live.video.frame import Frame
 from live.video.output import Recorder, WindowOutput, has_display
-from live.video.stylize import Stylizer, StylizeThread, video_params
+from live.video.chain import ChainThread
+from live.video.stylize import Stylizer, video_params
 
 
 def build_tree(show: Show) -> ParamTree:
@@ -83,7 +85,7 @@ class Player:
         self.captured: Mailbox[Frame] = Mailbox()
         self.stylized: Mailbox[Frame] = Mailbox()
         self.capture: Capture | None = None
-        self.stylize: StylizeThread | None = None
+        self.chain: ChainThread | None = None
         self.osc: OscServer | None = None
         self.audio: AudioEngine | None = None
         self.window: WindowOutput | None = None
@@ -99,7 +101,7 @@ class Player:
             self.say(stylizer.session.describe())
             self.capture = Capture(self.source, show.video.width, show.video.height, show.video.fps, self.captured,
                                    self.say)
-            self.stylize = StylizeThread(stylizer, self.tree, self.captured, self.stylized)
+            self.chain = ChainThread([stylizer], self.tree, self.captured, self.stylized)
             if show.osc.enabled:
                 self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
                 self.say(self.osc.open())
@@ -113,7 +115,7 @@ class Player:
             self.close()
             raise
         self.capture.start()
-        self.stylize.start()
+        self.chain.start()
 
     def _open_outputs(self) -> None:
         show = self.show
@@ -177,10 +179,10 @@ class Player:
 
     def close(self) -> None:
         """Stop every thread and release every device; safe to call twice."""
-        for stage in (self.capture, self.stylize):
+        for stage in (self.capture, self.chain):
             if stage:
                 stage.stop()
-        self.capture = self.stylize = None
+        self.capture = self.chain = None
         for closer in (self.osc, self.audio, self.window, self.recorder):
             if closer:
                 closer.close()

@@ -6,9 +6,6 @@ gets display-ready bytes back; per frame Python only builds a tiny style-weights
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,10 +13,8 @@ import numpy as np
 
 from live.errors import LiveError
 from live.inference import Session, open_session
-from live.mailbox import Mailbox
 from live.models.manifest import Manifest, load_manifest
 from live.params import Param
-from live.video.frame import Frame
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
@@ -70,43 +65,5 @@ class Stylizer:
             feeds[self._strength_input] = np.array([values["/video/strength"]], np.float32)
         return feeds
 
-    def process(self, image: np.ndarray, values: Mapping) -> np.ndarray:
+    def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
         return self.session.session.run([self._output], self.feeds(image, values))[0]
-
-
-class StylizeThread:
-    """The inference thread: newest frame in, stylized frame out, capture time carried through."""
-
-    def __init__(self, stylizer: Stylizer, tree, inbox: Mailbox[Frame], out: Mailbox[Frame]) -> None:
-        self.stylizer, self.tree, self.inbox, self.out = stylizer, tree, inbox, out
-        self.frames = 0
-        self.run_ms: deque[float] = deque(maxlen=2048)  # recent model times, bounded
-        self.error = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stylize", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.inbox.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout=1.0)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            frame = self.inbox.get(timeout=0.1)
-            if frame is None:
-                continue
-            started = time.perf_counter()
-            try:
-                image = self.stylizer.process(frame.image, self.tree.snapshot)
-            except Exception as err:  # a model failing mid-show must not stop the show: pass the camera through
-                if not self.error:
-                    self.error = f"model failed on a frame ({err}); showing the camera image"
-                    print(f"Video: {self.error}")
-                image = frame.image
-            self.run_ms.append((time.perf_counter() - started) * 1000)
-            self.out.put(Frame(image, frame.captured, frame.index))
-            self.frames += 1

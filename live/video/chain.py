@@ -1,0 +1,63 @@
+"""The inference thread: each newest frame through a plain list of stages, in order, capture time carried through.
+
+A stage is any object with `process(image, values, t) -> image` (uint8 HWC BGR in and out): the style model,
+the latent layer, and whatever comes next. The list reads like the signal path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from live.mailbox import Mailbox
+from live.params import ParamTree
+from live.video.frame import Frame
+
+
+class Stage(Protocol):
+    def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray: ...
+
+
+class ChainThread:
+    """Newest frame in, processed frame out; a stage that fails passes its input through and says so once."""
+
+    def __init__(self, stages: Sequence[Stage], tree: ParamTree, inbox: Mailbox[Frame], out: Mailbox[Frame]) -> None:
+        self.stages, self.tree, self.inbox, self.out = list(stages), tree, inbox, out
+        self.frames = 0
+        self.run_ms: deque[float] = deque(maxlen=2048)  # recent chain times, bounded
+        self.errors: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="video-chain", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.inbox.get(timeout=0.1)
+            if frame is None:
+                continue
+            started = time.perf_counter()
+            values, image = self.tree.snapshot, frame.image
+            for stage in self.stages:
+                try:
+                    image = stage.process(image, values, started)
+                except Exception as err:  # a stage failing mid-show must not stop the show: skip it
+                    name = type(stage).__name__
+                    if name not in self.errors:
+                        self.errors[name] = str(err)
+                        print(f"Video: {name} failed on a frame ({err}); passing its input through")
+            self.run_ms.append((time.perf_counter() - started) * 1000)
+            self.out.put(Frame(image, frame.captured, frame.index))
+            self.frames += 1
