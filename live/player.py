@@ -30,14 +30,16 @@ from live.video.capture import Capture
 from live.video.frame import Frame
 from live.video.output import Recorder, WindowOutput, has_display
 from live.video.chain import ChainThread
+from live.video.latent import LatentLayer, latent_params
 from live.video.stylize import Stylizer, video_params
 
 
 def build_tree(show: Show) -> ParamTree:
     """Every parameter the show offers, at the show's starting values; nothing is opened."""
     manifest = load_manifest(show.resolve(show.video.model))
+    layer = latent_params(load_manifest(show.resolve(show.video.latent))) if show.video.latent else []
     synth_params, synth_events = AudioEngine.params()
-    tree = ParamTree([*video_params(manifest), *synth_params], synth_events)
+    tree = ParamTree([*video_params(manifest), *layer, *synth_params], synth_events)
     for address, value in show.params.items():
         try:
             tree.set(address, value)
@@ -101,7 +103,11 @@ class Player:
             self.say(stylizer.session.describe())
             self.capture = Capture(self.source, show.video.width, show.video.height, show.video.fps, self.captured,
                                    self.say)
-            self.chain = ChainThread([stylizer], self.tree, self.captured, self.stylized)
+            stages = [stylizer]
+            if show.video.latent:
+                stages.append(LatentLayer(show.resolve(show.video.latent), show.video.width, show.video.height,
+                                          tuple(show.video.providers)))
+            self.chain = ChainThread(stages, self.tree, self.captured, self.stylized)
             if show.osc.enabled:
                 self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
                 self.say(self.osc.open())

@@ -30,6 +30,7 @@ class VideoSection(_Section):
     model: str = "../exported_models/styles-procedural.json"
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["tensorrt", "cuda", "cpu"]
     threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = ORT's choice")
+    latent: str = Field("", description="a latent-to-image model mixed over the video (/latent/*); '' = none")
 
 
 class OutputSection(_Section):
