@@ -38,7 +38,8 @@ def build_tree(show: Show) -> ParamTree:
     """Every parameter the show offers, at the show's starting values; nothing is opened."""
     manifest = load_manifest(show.resolve(show.video.model))
     layer = latent_params(load_manifest(show.resolve(show.video.latent))) if show.video.latent else []
-    synth_params, synth_events = AudioEngine.params()
+    synth = load_manifest(show.resolve(show.audio.model))
+    synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     tree = ParamTree([*video_params(manifest), *layer, *synth_params], synth_events)
     for address, value in show.params.items():
         try:

@@ -104,11 +104,16 @@ class AudioEngine:
     """The neural synth on an output device (or silent), steered by the /synth/* parameters."""
 
     @staticmethod
-    def params() -> tuple[list[Param], list[Event]]:
-        """The engine's parameters and events, available before an engine exists (to build the tree)."""
+    def params(latent_names: Sequence[str] = ()) -> tuple[list[Param], list[Event]]:
+        """The engine's parameters and events, available before an engine exists (to build the tree).
+
+        `latent_names` (the decoder manifest's controls.latent_names) describe what each timbre axis does in
+        that model; a learned latent has its own axes, unlike the analytic decoder's TIMBRE_AXES.
+        """
+        docs = [f"timbre axis {i}: {name}" for i, name in enumerate(latent_names)] or \
+            [f"timbre {name}: {doc}" for name, doc in TIMBRE_AXES]
         params = [Param(GAIN, "float", 0.5, 0.0, 1.0, doc="synth output level (soft-limited)")]
-        params += [Param(address, "float", 0.0, -1.0, 1.0, doc=f"timbre {name}: {doc}")
-                   for address, (name, doc) in zip(TIMBRE, TIMBRE_AXES)]
+        params += [Param(address, "float", 0.0, -1.0, 1.0, doc=doc) for address, doc in zip(TIMBRE, docs)]
         params.append(Param(AUTO, "bool", True, doc="play the built-in arpeggio, so a show sounds with no controller"))
         note = Event(NOTE, (("note", "int", 0, 127), ("velocity", "float", 0.0, 1.0)),
                      doc="play a note (MIDI number, velocity 0..1); velocity 0 releases it")
