@@ -83,7 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from live.models.commands import main as models_main
 
-    return models_main(args.rest)
+    return models_main(args.rest[1:] if args.rest[:1] == ["--"] else args.rest)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -139,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["models"]:  # its own parser, options and --help included
+        argv = ["models", "--", *argv[1:]]
     args = parser().parse_args(argv)
     try:
         return args.func(args)

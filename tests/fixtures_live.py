@@ -58,7 +58,8 @@ def show_with(tmp_path: Path, **sections: dict) -> Path:
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     for section in ("video", "audio"):
-        data[section]["model"] = str(ROOT / "exported_models" / Path(data[section]["model"]).name)
+        if not Path(data[section]["model"]).is_absolute():
+            data[section]["model"] = str(ROOT / "exported_models" / Path(data[section]["model"]).name)
     lines = []
     for key, value in data.items():
         if not isinstance(value, dict):
