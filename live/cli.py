@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except Exception as err:  # the last line of defence: one line, not a traceback on the projector
         if os.environ.get("LIVE_DEBUG"):
             traceback.print_exc()
