@@ -57,9 +57,9 @@ def show_with(tmp_path: Path, **sections: dict) -> Path:
     data = tomllib.loads(DEFAULT_SHOW.read_text())
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
-    for section in ("video", "audio"):
-        if not Path(data[section]["model"]).is_absolute():
-            data[section]["model"] = str(ROOT / "exported_models" / Path(data[section]["model"]).name)
+    for section, key in (("video", "model"), ("video", "latent"), ("audio", "model")):
+        if data[section].get(key) and not Path(data[section][key]).is_absolute():
+            data[section][key] = str(ROOT / "exported_models" / Path(data[section][key]).name)
     lines = []
     for key, value in data.items():
         if not isinstance(value, dict):

@@ -109,6 +109,27 @@ def test_window_on_a_display_shows_the_stylized_frame(tmp_path, camera_file, xvf
     assert match.max() > camera_match  # it is the stylized frame, not the raw camera
 
 
+def test_latent_layer_mixes_in_over_osc(tmp_path, camera_file):
+    """/latent/mix brings the generated imagery over the stylized camera; at 0 it is absent."""
+    port = free_port()
+    show = show_with(tmp_path, osc={"port": port}, audio={"enabled": False})
+    out = tmp_path / "latent.mp4"
+    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", "5", "--record", str(out)])
+    live.wait_for("Playing")
+    t0 = time.monotonic()
+    time.sleep(2.0)
+    SimpleUDPClient("127.0.0.1", port).send_message("/latent/mix", 1.0)
+    t_mix = time.monotonic() - t0
+    code, output = live.finish()
+    assert code == 0, output
+    frames = decode_frames(out)
+    before = [img for t, img in frames if t < 1.5]
+    after = [img for t, img in frames if t > t_mix + 0.7]
+    image = camera_image(camera_file)
+    assert mean_diff(before[-1], stylized(image)) < 4  # no layer yet
+    assert mean_diff(after[-1], stylized(image)) > 10  # the generated image replaced it
+
+
 def test_camera_that_does_not_open_plays_the_builtin_source(tmp_path):
     show = show_with(tmp_path, osc={"port": free_port()}, audio={"enabled": False})
     out = tmp_path / "builtin.mp4"
