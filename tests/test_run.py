@@ -62,13 +62,18 @@ def test_bounded_show_records_stylized_video_with_audio(tmp_path, camera_file):
     assert len(sound) > 48000 and np.sqrt(np.mean(sound ** 2)) > 1e-3  # the synth's auto pattern is audible
 
 
-def test_osc_from_python_osc_and_oscsend_visibly_changes_the_output(tmp_path, camera_file):
+def recorded_show(tmp_path, camera_file, seconds: float) -> tuple[LiveProcess, int, object, float]:
+    """A silent show on the camera file, recording, with OSC on a free port; returns once it plays."""
     port = free_port()
     show = show_with(tmp_path, osc={"port": port}, audio={"enabled": False})
-    out = tmp_path / "osc.mp4"
-    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", "7", "--record", str(out)])
+    out = tmp_path / "out.mp4"
+    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", str(seconds), "--record", str(out)])
     live.wait_for("Playing")
-    t0 = time.monotonic()
+    return live, port, out, time.monotonic()
+
+
+def test_osc_from_python_osc_and_oscsend_visibly_changes_the_output(tmp_path, camera_file):
+    live, port, out, t0 = recorded_show(tmp_path, camera_file, 7)
     time.sleep(2.0)
     SimpleUDPClient("127.0.0.1", port).send_message("/video/strength", 0.0)  # fade to the camera image
     t_camera = time.monotonic() - t0
@@ -111,12 +116,7 @@ def test_window_on_a_display_shows_the_stylized_frame(tmp_path, camera_file, xvf
 
 def test_latent_layer_mixes_in_over_osc(tmp_path, camera_file):
     """/latent/mix brings the generated imagery over the stylized camera; at 0 it is absent."""
-    port = free_port()
-    show = show_with(tmp_path, osc={"port": port}, audio={"enabled": False})
-    out = tmp_path / "latent.mp4"
-    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", "5", "--record", str(out)])
-    live.wait_for("Playing")
-    t0 = time.monotonic()
+    live, port, out, t0 = recorded_show(tmp_path, camera_file, 5)
     time.sleep(2.0)
     SimpleUDPClient("127.0.0.1", port).send_message("/latent/mix", 1.0)
     t_mix = time.monotonic() - t0
