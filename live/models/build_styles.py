@@ -202,7 +202,7 @@ def _grain() -> np.ndarray:
     return np.round(grain / np.abs(grain).max() * 1024).astype(np.float32)[None, None] / 1024
 
 
-class _Graph:
+class GraphBuilder:
     """Collects nodes and constants with deterministic names, so every build serialises to the same bytes."""
 
     def __init__(self) -> None:
@@ -229,7 +229,7 @@ class _Graph:
 
 
 def _graph() -> onnx.GraphProto:
-    g = _Graph()
+    g = GraphBuilder()
     f32 = TensorProto.FLOAT
     zero, one = g.const(0.0), g.const(1.0)
 

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, version_converter
 
 from live.errors import LiveError
-from live.models.build_styles import _Graph
+from live.models.build_styles import GraphBuilder
 from live.models.manifest import atomic_write, sha256_of, write_manifest
 
 OPSET = 18  # Resize's `antialias` (a clean downscale to the model's size) arrived in opset 18
@@ -125,7 +125,7 @@ def wrap(model: onnx.ModelProto, size: tuple[int, int] | None) -> onnx.ModelProt
     inner = onnx.compose.add_prefix(model, PREFIX)
     model_in, model_out = graph_inputs(inner.graph)[0].name, inner.graph.output[0].name
     f32 = TensorProto.FLOAT
-    g = _Graph()
+    g = GraphBuilder()
     zero, one = g.const(0.0), g.const(1.0)
 
     rgb = g.op("Gather", g.op("Cast", "frame", to=f32), g.ints(2, 1, 0), axis=2)
