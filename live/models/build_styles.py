@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from live.models.manifest import atomic_write, write_manifest
+from live.models.manifest import atomic_write, style_model_fields, write_manifest
 
 NAME = "styles-procedural"
 OPSET = 17
@@ -331,17 +331,11 @@ def build(out_dir: Path) -> Path:
     onnx.checker.check_model(model, full_check=True)
     path = out_dir / f"{NAME}.onnx"
     atomic_write(path, model.SerializeToString(deterministic=True))
-    image = {"dtype": "uint8", "shape": ["H", "W", 3], "layout": "HWC", "color": "BGR", "range": (0, 255)}
     write_manifest(
         path, name=NAME, kind="image-to-image", tier="cpu",
-        inputs=[{"name": "frame", **image, "doc": "camera frame, passed as-is"},
-                {"name": "style_weights", "dtype": "float32", "shape": [len(STYLES)],
-                 "doc": "weight per style in controls.styles order; normalised by their sum inside the graph "
-                        "(all zero = unchanged image), so a mix like 0.3/0.7 crossfades two styles"},
-                {"name": "strength", "dtype": "float32", "shape": [1], "range": (0, 1),
-                 "doc": "0 = camera image unchanged, 1 = fully stylized"}],
-        outputs=[{"name": "frame_out", **image, "doc": "stylized frame, same size as the input"}],
-        controls={"styles": list(STYLES), "style_input": "style_weights", "strength_input": "strength"},
+        **style_model_fields(list(STYLES), "weight per style in controls.styles order; normalised by their sum "
+                             "inside the graph (all zero = unchanged image), so a mix like 0.3/0.7 crossfades two "
+                             "styles"),
         provenance={"command": "python -m live.models.build",
                     "method": "hand-designed parametric filter pipeline (not trained); "
                               "the trained multi-style networks replace it",

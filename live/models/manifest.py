@@ -60,6 +60,20 @@ class Manifest(BaseModel):
         return next(t for t in self.inputs if t.name == name)
 
 
+def style_model_fields(styles: list[str], weights_doc: str) -> dict[str, Any]:
+    """The tensors and controls of every style model the player runs (uint8 BGR frame, style_weights, strength
+    in; uint8 BGR frame out), for `write_manifest`; one place, so the hand-built and trained models agree."""
+    image = {"dtype": "uint8", "shape": ["H", "W", 3], "layout": "HWC", "color": "BGR", "range": (0, 255)}
+    return {
+        "inputs": [{"name": "frame", **image, "doc": "camera frame, passed as-is"},
+                   {"name": "style_weights", "dtype": "float32", "shape": [len(styles)], "doc": weights_doc},
+                   {"name": "strength", "dtype": "float32", "shape": [1], "range": (0, 1),
+                    "doc": "0 = camera image unchanged, 1 = fully stylized"}],
+        "outputs": [{"name": "frame_out", **image, "doc": "stylized frame, same size as the input"}],
+        "controls": {"styles": list(styles), "style_input": "style_weights", "strength_input": "strength"},
+    }
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -15,7 +15,7 @@ from torch.export import Dim
 
 from live.errors import LiveError
 from live.models.build_styles import STYLES
-from live.models.manifest import write_manifest
+from live.models.manifest import style_model_fields, write_manifest
 from live.train.export import command_line, export_onnx
 from live.train.style_data import augment_batch, content_pool, style_images
 from live.train.style_loss import StyleLoss, load_vgg
@@ -124,7 +124,6 @@ def export(net: torch.nn.Module, args: argparse.Namespace, argv: list[str], loss
             "style_weights": None, "strength": None}
     parity = export_onnx(model, inputs(*EXPORT_EXAMPLE), path, ["frame", "style_weights", "strength"],
                          ["frame_out"], dynamic_shapes=dims, check=inputs(*EXPORT_CHECK), tolerance=PARITY_TOLERANCE)
-    image = {"dtype": "uint8", "shape": ["H", "W", 3], "layout": "HWC", "color": "BGR", "range": (0, 255)}
     data = ("generated style images (live.train.style_data)" if not args.style_image
             else f"style images: {', '.join(args.style_image)} (others generated)")
     data += "; " + (f"content photos from {args.content}" if args.content
@@ -139,14 +138,9 @@ def export(net: torch.nn.Module, args: argparse.Namespace, argv: list[str], loss
     try:
         write_manifest(
             path, name=f"styles-{args.tier}", kind="image-to-image", tier=args.tier,
-            inputs=[{"name": "frame", **image, "doc": "camera frame, passed as-is"},
-                    {"name": "style_weights", "dtype": "float32", "shape": [N_STYLES],
-                     "doc": "weight per style in controls.styles order; normalised by their sum inside the graph, "
-                            "which blends the per-style normalisation parameters (all zero = unchanged image)"},
-                    {"name": "strength", "dtype": "float32", "shape": [1], "range": (0, 1),
-                     "doc": "0 = camera image unchanged, 1 = fully stylized"}],
-            outputs=[{"name": "frame_out", **image, "doc": "stylized frame, same size as the input"}],
-            controls={"styles": list(STYLES), "style_input": "style_weights", "strength_input": "strength"},
+            **style_model_fields(list(STYLES), "weight per style in controls.styles order; normalised by their "
+                                 "sum inside the graph, which blends the per-style normalisation parameters (all "
+                                 "zero = unchanged image)"),
             provenance=provenance, licence="MIT")
     except BaseException:
         path.unlink(missing_ok=True)
