@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -28,8 +27,6 @@ class ChainThread:
 
     def __init__(self, stages: Sequence[Stage], tree: ParamTree, inbox: Mailbox[Frame], out: Mailbox[Frame]) -> None:
         self.stages, self.tree, self.inbox, self.out = list(stages), tree, inbox, out
-        self.frames = 0
-        self.run_ms: deque[float] = deque(maxlen=2048)  # recent chain times, bounded
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="video-chain", daemon=True)
@@ -48,16 +45,14 @@ class ChainThread:
             frame = self.inbox.get(timeout=0.1)
             if frame is None:
                 continue
-            started = time.perf_counter()
+            now = time.perf_counter()
             values, image = self.tree.snapshot, frame.image
             for stage in self.stages:
                 try:
-                    image = stage.process(image, values, started)
+                    image = stage.process(image, values, now)
                 except Exception as err:  # a stage failing mid-show must not stop the show: skip it
                     name = type(stage).__name__
                     if name not in self.errors:
                         self.errors[name] = str(err)
                         print(f"Video: {name} failed on a frame ({err}); passing its input through")
-            self.run_ms.append((time.perf_counter() - started) * 1000)
             self.out.put(Frame(image, frame.captured, frame.index))
-            self.frames += 1

@@ -49,14 +49,12 @@ class Stylizer:
         self._style_input = self.manifest.controls.get("style_input")
         self._strength_input = self.manifest.controls.get("strength_input")
         self._output = self.manifest.outputs[0].name
-        self._weights = np.zeros(len(self.styles), np.float32)
-        self._strength = np.zeros(1, np.float32)
 
     def feeds(self, image: np.ndarray, values: Mapping) -> dict[str, np.ndarray]:
         """The model's inputs for one frame under the current parameter values."""
         feeds = {self._frame_input: image}
         if self._style_input:
-            weights = np.zeros_like(self._weights)
+            weights = np.zeros(len(self.styles), np.float32)
             blend = float(values["/video/blend"])
             weights[self.styles.index(values["/video/style_a"])] += 1.0 - blend
             weights[self.styles.index(values["/video/style_b"])] += blend
