@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from live.audio.synth import HARMONICS, LEVEL, NOISE_BANDS, Synth, midi_hz
 from live.errors import LiveError
 from live.models.manifest import load_manifest
 from live.train import ddsp
-from live.train.synth import Config, Data, main, train
+from live.train.synth import Config, Data, main, pinned, train
 from live.train.synth_data import BLOCK, FAMILIES, RATE, VOICED, _pluck, corpus, corpus_note, yin
 
 SHIPPED = Path(__file__).resolve().parent.parent / "exported_models" / "synth-ddsp.json"
@@ -123,7 +126,8 @@ def test_ddsp_noise_has_the_level_of_its_bands() -> None:
 
 def test_a_few_steps_lower_the_loss() -> None:
     data = Data.of(corpus(5, 6))
-    result = train(data, Config(steps=30, batch=4, clip_frames=24, hidden=64, log_every=1000), log=lambda _: None)
+    result = train(data, Config(steps=30, batch=4, clip_frames=24, hidden=64, log_every=1000, threads=1),
+                   log=lambda _: None)
     assert np.mean(result.losses[-10:]) < 0.85 * np.mean(result.losses[:10])
     assert np.isfinite(result.valid)
 
@@ -140,7 +144,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_wav(folder / "pluck.wav", 0.5 * audio / np.abs(audio).max())
     out = tmp_path_factory.mktemp("out")
     torch.manual_seed(0)
-    assert main(["--wav", str(folder), "--steps", "3", "--out", str(out), "--export"]) == 0
+    assert main(["--wav", str(folder), "--steps", "3", "--threads", "1", "--out", str(out), "--export"]) == 0
     return out / "synth-ddsp.onnx"
 
 
@@ -153,6 +157,69 @@ def test_export_writes_a_loadable_model_and_nothing_else(exported: Path) -> None
     assert manifest.controls["control_rate_hz"] == 375
     assert manifest.provenance["parity_max_abs_diff_v3"] < 1e-4
     assert manifest.provenance["data"]["chunks"] >= 2
+
+
+# --- reproducibility: the manifest's command rebuilds the same bytes ------------------------------------------------
+
+def test_training_repeats_exactly_and_the_seed_matters() -> None:
+    data = Data.of(corpus(5, 6))
+    config = Config(steps=6, batch=2, clip_frames=24, hidden=32, log_every=1000, threads=1)
+    first, again = (train(data, config, log=lambda _: None) for _ in range(2))
+    other = train(data, replace(config, seed=1), log=lambda _: None)
+    assert first.losses == again.losses and first.valid == again.valid
+    for a, b in zip(first.decoder.state_dict().values(), again.decoder.state_dict().values()):
+        assert torch.equal(a, b)
+    assert other.losses != first.losses
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same tiny `live train synth --export` twice (seed 0) and once with seed 1, each into its own folder."""
+    made = {}
+    for name, seed in (("first", 0), ("again", 0), ("other", 1)):
+        out = tmp_path_factory.mktemp(name)
+        torch.manual_seed(1234 + len(made))  # whatever the process did before must not matter
+        assert main(["--notes", "6", "--steps", "3", "--seed", str(seed), "--threads", "1", "--out", str(out),
+                     "--export"]) == 0
+        made[name] = out / "synth-ddsp.onnx"
+    return made
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_same_command_writes_the_same_bytes(runs: dict[str, Path]) -> None:
+    assert sha256(runs["first"]) == sha256(runs["again"])
+    manifests = [json.loads(runs[n].with_suffix(".json").read_text()) for n in ("first", "again")]
+    assert manifests[0]["sha256"] == manifests[1]["sha256"] == sha256(runs["first"])
+    for key in ("final_loss", "held_out_loss", "latent_axes", "threads", "data"):
+        assert manifests[0]["provenance"][key] == manifests[1]["provenance"][key]
+    assert "--threads 1 " in manifests[0]["provenance"]["command"]
+
+
+def test_another_seed_writes_other_bytes(runs: dict[str, Path]) -> None:
+    assert sha256(runs["other"]) != sha256(runs["first"])
+
+
+def test_the_export_carries_no_source_paths(runs: dict[str, Path]) -> None:
+    """The exporter's debugging metadata names this checkout's files and lines; a checkout elsewhere must write the
+    same bytes, so none of it is kept."""
+    data = runs["first"].read_bytes()
+    assert b"synth.py" not in data and str(Path(__file__).parent.parent).encode() not in data
+
+
+def test_the_command_always_names_its_threads() -> None:
+    assert pinned(["--steps", "5"], 2) == ["--steps", "5", "--threads", "2"]
+    assert pinned(["--threads", "1", "--export"], 2) == ["--threads", "1", "--export"]
+    assert pinned(["--threads=3"], 2) == ["--threads=3"]
+
+
+def test_the_shipped_command_pins_its_threads() -> None:
+    if not SHIPPED.is_file():
+        pytest.skip("no shipped synth-ddsp model")
+    provenance = json.loads(SHIPPED.read_text())["provenance"]
+    assert "--threads" in provenance["command"].split() and provenance["threads"] >= 1
 
 
 def models() -> list[str]:
@@ -202,10 +269,10 @@ def test_a_folder_of_noise_is_refused_by_name(tmp_path: Path) -> None:
     for name in ("a.wav", "b.wav"):
         write_wav(noise / name, 0.3 * rng.standard_normal(RATE // 2))
     with pytest.raises(LiveError, match="no pitched audio in .*noise"):
-        main(["--wav", str(noise), "--steps", "1"])
+        main(["--wav", str(noise), "--steps", "1", "--threads", "1"])
 
 
 def test_an_undecodable_wav_is_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
     with pytest.raises(LiveError, match="broken.wav"):
-        main(["--wav", str(tmp_path), "--steps", "1"])
+        main(["--wav", str(tmp_path), "--steps", "1", "--threads", "1"])

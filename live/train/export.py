@@ -1,5 +1,10 @@
 """Export a trained torch module to ONNX the way every shipped model needs it: opset 18, checked against torch on
-ONNX Runtime, and moved into place only when whole (a failed export leaves nothing half-written behind)."""
+ONNX Runtime, and moved into place only when whole (a failed export leaves nothing half-written behind).
+
+The file depends only on the graph and the weights: the exporter's debugging metadata (each node's source file
+path, line and FX node, the exported program's symbol names) is dropped, so the same training run writes the same
+bytes from any checkout.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -45,6 +51,7 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path
             program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=input_names,
                                         output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
             program.save(str(tmp))
+        _strip_metadata(tmp)
         inputs = check or example
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(None, {name: t.detach().numpy() for name, t in zip(input_names, inputs)})
@@ -66,3 +73,22 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path
                         "check the model code; set LIVE_DEBUG=1 for the full error") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _strip_metadata(path: Path) -> None:
+    """Drop the exporter's metadata_props (source paths, line numbers, FX names) from the model, graph and nodes."""
+    model = onnx.load(str(path))
+    graphs = [model.graph]
+    model.ClearField("metadata_props")
+    while graphs:
+        graph = graphs.pop()
+        graph.ClearField("metadata_props")
+        for node in graph.node:
+            node.ClearField("metadata_props")
+            for attribute in node.attribute:  # subgraphs (If, Loop, Scan)
+                graphs += ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+    for function in model.functions:
+        function.ClearField("metadata_props")
+        for node in function.node:
+            node.ClearField("metadata_props")
+    onnx.save(model, str(path))

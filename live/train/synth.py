@@ -28,6 +28,7 @@ from live.errors import LiveError
 from live.models.manifest import TensorSpec, write_manifest
 from live.train import ddsp
 from live.train.export import command_line, export_onnx
+from live.train.seeding import TRAIN_THREADS, reproducible
 from live.train.synth_data import (BLOCK, FAMILIES, MIDI_RANGE, NOTE_FRAMES, RATE, Note, corpus,
                                    mel_filters, timbre_features, wav_notes)
 
@@ -52,6 +53,7 @@ class Config:
     rate: float = 2e-3
     latent_noise: float = 0.05  # jitter on z while training, so the decoder is smooth between notes
     log_every: int = 100
+    threads: int = TRAIN_THREADS  # torch threads: part of the result (reductions split by thread)
 
 
 class Decoder(nn.Module):
@@ -155,8 +157,11 @@ class Result:
 
 
 def train(data: Data, config: Config, log: Callable[[str], None] = print) -> Result:
-    """Adam on the spectral loss, learning rate cosine-decayed to 5%; one in 16 notes held out for `valid`."""
-    torch.manual_seed(config.seed)
+    """Adam on the spectral loss, learning rate cosine-decayed to 5%; one in 16 notes held out for `valid`.
+
+    Repeats bit for bit for the same data and config on the same kind of machine (live.train.seeding).
+    """
+    generator = reproducible(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
     held = np.arange(len(data.labels)) % 16 == 15 if len(data.labels) >= 16 else np.zeros(len(data.labels), bool)
     fit, check = _subset(data, ~held), _subset(data, held) if held.any() else data
@@ -165,7 +170,6 @@ def train(data: Data, config: Config, log: Callable[[str], None] = print) -> Res
     optimiser = torch.optim.Adam(params, lr=config.rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0))))
-    generator = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     began = time.monotonic()
     for step in range(1, config.steps + 1):
@@ -296,16 +300,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="train on the WAVs in DIR instead of the synthesised corpus (PCM WAV, any rate: "
                         "resampled to 48 kHz; pitch by YIN)")
     p.add_argument("--notes", type=int, default=Config.notes, help="corpus size in notes (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    p.add_argument("--threads", type=int, default=TRAIN_THREADS,
+                   help="torch threads (default %(default)s); the result depends on it, so the manifest's command "
+                        "always names it")
     return p.parse_args(argv)
+
+
+def pinned(argv: list[str], threads: int) -> list[str]:
+    """`argv` naming the thread count it ran with, so the manifest's command repeats the run whatever the default."""
+    named = any(a == "--threads" or a.startswith("--threads=") for a in argv)
+    return argv if named else [*argv, "--threads", str(threads)]
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.steps < 1 or args.notes < 1:
         raise LiveError("--steps and --notes must be at least 1")
-    torch.set_num_threads(args.threads)
-    config = Config(steps=args.steps, seed=args.seed, notes=args.notes)
+    if args.threads < 1:
+        raise LiveError("--threads must be at least 1")
+    config = Config(steps=args.steps, seed=args.seed, notes=args.notes, threads=args.threads)
     if args.wav:
         notes = wav_notes(args.wav)
         recipe: dict[str, object] = {"wav_folder": str(args.wav), "chunks": len(notes),
@@ -326,7 +339,8 @@ def main(argv: list[str]) -> int:
         print(f"latent {number}: {axis['name']}: {axis['effect']}  {axis['probe_at_f0_220']}", flush=True)
     if args.export:
         path = export(result.decoder, args.out, {
-            "command": command_line("synth", argv), "data": recipe, "seed": args.seed, "steps": config.steps,
+            "command": command_line("synth", pinned(argv, args.threads)), "data": recipe, "seed": args.seed,
+            "steps": config.steps, "threads": config.threads,
             "method": f"DDSP autoencoder: encoder (log-mel shape + pitch -> z, tanh) and decoder MLP 2x"
                       f"{config.hidden} tanh trained jointly through a torch twin of live/audio/synth.py; "
                       f"multi-scale spectral loss (FFT 2048..128, relative lin + log); Adam {config.rate:g}, "
