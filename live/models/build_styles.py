@@ -165,17 +165,12 @@ def _row(style: Style) -> np.ndarray:
         b[:3] += style.gradient_mix * np.array(style.gradient[0])
     w[3, EDGE], w[3, EDGE_BLUR], b[3] = style.edge_gain, style.edge_blur_gain, -style.edge_threshold
     # Ink where sharpness * (tone * (1 - blurred L) + coverage - (0.5 + 0.5 * pattern)) > 0.
-    layers = list(style.ink) + [NO_INK] * (LAYERS - len(style.ink))
-    kx, ky, amp = np.zeros((LAYERS, WAVES)), np.zeros((LAYERS, WAVES)), np.zeros((LAYERS, WAVES))
-    grain = np.zeros(LAYERS)
+    layers = _layers(style)
     for i, layer in enumerate(layers):
         k = layer.sharpness
-        grain[i] = 0.5 * k * layer.grain
         w[4 + i, X_BLUR] = -k * layer.tone * LUMA
         b[4 + i] = k * (layer.tone + layer.coverage - 0.5)
-        for j, wave in enumerate(layer.waves):
-            angle, freq = np.radians(wave.angle), 2 * np.pi / wave.period
-            kx[i, j], ky[i, j], amp[i, j] = freq * np.cos(angle), freq * np.sin(angle), 0.5 * k * wave.amp
+    kx, ky, amp, grain = _screen(style)
     values = {
         "luma": LUMA, "sobel": np.stack([SOBEL_X, SOBEL_X.T]), "ramp_w": np.ones(STOPS - 1),
         "ramp_b": -np.arange(STOPS - 1) / (STOPS - 1), "conv_w": w, "conv_b": b,
@@ -185,6 +180,32 @@ def _row(style: Style) -> np.ndarray:
         "wave_kx": kx, "wave_ky": ky, "wave_amp": amp, "grain": grain,
     }
     return np.concatenate([np.ravel(values[name]) for name in LAYOUT]).astype(np.float32)
+
+
+def _layers(style: Style) -> list[Ink]:
+    return list(style.ink) + [NO_INK] * (LAYERS - len(style.ink))
+
+
+def _screen(style: Style) -> tuple[np.ndarray, ...]:
+    """The style's screen: per ink layer, plane-wave frequencies (radians per reference pixel) and amplitudes,
+    and the paper-grain gain, all scaled by the layer's sharpness. kx, ky, amp: [LAYERS, WAVES]; grain: [LAYERS]."""
+    kx, ky, amp = np.zeros((LAYERS, WAVES)), np.zeros((LAYERS, WAVES)), np.zeros((LAYERS, WAVES))
+    grain = np.zeros(LAYERS)
+    for i, layer in enumerate(_layers(style)):
+        grain[i] = 0.5 * layer.sharpness * layer.grain
+        for j, wave in enumerate(layer.waves):
+            angle, freq = np.radians(wave.angle), 2 * np.pi / wave.period
+            kx[i, j], ky[i, j] = freq * np.cos(angle), freq * np.sin(angle)
+            amp[i, j] = 0.5 * layer.sharpness * wave.amp
+    return kx, ky, amp, grain
+
+
+def screen_table() -> dict[str, np.ndarray]:
+    """Every style's screen, stacked in STYLES order ([N, LAYERS, WAVES] and [N, LAYERS]), plus the grain tile
+    [T, T]: the screen-space ink pattern the trained style nets take as an input, so they ink in the same
+    hatching, dot screens and lattices the procedural model draws."""
+    kx, ky, amp, grain = (np.stack(parts) for parts in zip(*(_screen(s) for s in STYLE_LIST)))
+    return {"kx": kx, "ky": ky, "amp": amp, "grain": grain, "tile": _grain()[0, 0]}
 
 
 def _grain() -> np.ndarray:
@@ -323,14 +344,19 @@ def _graph() -> onnx.GraphProto:
         initializer=g.initializers)
 
 
-def build(out_dir: Path) -> Path:
-    """Write the model and its manifest into `out_dir`; the bytes are the same on every run."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def model_bytes() -> bytes:
+    """The serialised model: the same bytes on every run. Also the teacher `live train style` learns from."""
     model = helper.make_model(_graph(), opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="live.models.build_styles")
     onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString(deterministic=True)
+
+
+def build(out_dir: Path) -> Path:
+    """Write the model and its manifest into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{NAME}.onnx"
-    atomic_write(path, model.SerializeToString(deterministic=True))
+    atomic_write(path, model_bytes())
     write_manifest(
         path, name=NAME, kind="image-to-image", tier="cpu",
         **style_model_fields(list(STYLES), "weight per style in controls.styles order; normalised by their sum "
@@ -338,7 +364,7 @@ def build(out_dir: Path) -> Path:
                              "styles"),
         provenance={"command": "python -m live.models.build",
                     "method": "hand-designed parametric filter pipeline (not trained); "
-                              "the trained multi-style networks replace it",
+                              "the teacher the trained multi-style networks learn from",
                     "seed": SEED},
         licence="MIT")
     return path

@@ -304,21 +304,21 @@ def content_scene(seed: int, index: int, n: int = SCENE_SIZE) -> Image:
     return np.clip(img + rng.normal(0, 0.01, img.shape), 0, 1).astype(np.float32)
 
 
-def content_pool(seed: int, count: int, folder: Path | None = None) -> torch.Tensor:
-    """[P, 3, S, S] content images: our scenes, or the decodable photos in `folder` (LiveError if none)."""
+def content_pool(seed: int, count: int, folder: Path | None = None, size: int = SCENE_SIZE) -> torch.Tensor:
+    """[P, 3, size, size] content images: our scenes, or the decodable photos in `folder` (LiveError if none)."""
     if folder is None:
-        images = [content_scene(seed, i) for i in range(count)]
+        images = [content_scene(seed, i, size) for i in range(count)]
     else:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         images = []
         for path in files:
             try:
-                img = _fit(read_image(path, "content image"), SCENE_SIZE)
+                img = _fit(read_image(path, "content image"), size)
             except LiveError:
                 continue  # a stray unreadable file among many photos is skipped, not fatal
             h, w = img.shape[:2]
-            top, left = (h - SCENE_SIZE) // 2, (w - SCENE_SIZE) // 2
-            images.append(img[top:top + SCENE_SIZE, left:left + SCENE_SIZE])
+            top, left = (h - size) // 2, (w - size) // 2
+            images.append(img[top:top + size, left:left + size])
         if not images:
             raise LiveError(f"no readable images in content folder {folder}",
                             f"put photos ({', '.join(IMAGE_SUFFIXES)}) in it, or leave out --content")

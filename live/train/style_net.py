@@ -3,11 +3,17 @@
 One network holds N styles: every instance-norm layer has a (gamma, beta) row per style, and a weight vector
 blends the rows, so a crossfade between two styles morphs the look instead of cutting (Dumoulin et al., 2017).
 
+Both tiers also take the styles' screen: the plane-wave and paper-grain pattern the procedural model inks through
+(hatching angles, dot screens, lead-line lattices), blended by the same weights. A feed-forward net has no sense of
+where on the screen a pixel is, so without it no loss can teach regular hatching or dots; with it, the net learns
+where ink goes, how dark, in what colour, and everything else about the look.
+
 Two tiers share that interface:
   * `gpu`: a TransformerNet-shaped net (32/64/128 channels, 5 residual blocks) at full resolution.
   * `cpu`: the CIN net runs at 1/4 resolution and predicts a grid of per-pixel affine transforms of the guide
-    [r, g, b, detail, 1]; the grid is upsampled bilinearly and applied to the FULL-resolution frame, so edges
-    stay as sharp as the camera's (HDRNet-style) while the costly convolutions see 1/16 of the pixels.
+    [r, g, b, detail, edge, 1] and an ink tone per screen layer; the grid is upsampled bilinearly and applied to
+    the FULL-resolution frame, so edges stay as sharp as the camera's (HDRNet-style) while the costly
+    convolutions see 1/16 of the pixels; ink goes where the tone beats the full-resolution screen.
 """
 
 from __future__ import annotations
@@ -16,10 +22,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_STYLES = 8
+from live.models.build_styles import LAYERS, REF_HEIGHT, STYLES, screen_table
+
+N_STYLES = len(STYLES)
 LUMA_RGB = (0.299, 0.587, 0.114)
 CPU_SCALE = 4  # the cpu tier's internal resolution is 1/CPU_SCALE per side
-GUIDE = 5  # r, g, b, detail, 1
+GUIDE = 6  # r, g, b, detail, edge, 1
+SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+class Screen(nn.Module):
+    """The blended screen pattern [B, LAYERS, h, w], each layer scaled into about [-1, 1], for the h x w window at
+    (top, left) of a frame `frame_h` pixels high: the same waves and grain the procedural model draws there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, value in screen_table().items():
+            self.register_buffer(name, torch.from_numpy(value.astype("float32")), persistent=False)
+
+    def forward(self, w: torch.Tensor, top: int, left: int, h: int, width: int, frame_h: int) -> torch.Tensor:
+        kx, ky, amp = (torch.einsum("bn,nlk->blk", w, t) for t in (self.kx, self.ky, self.amp))
+        grain = w @ self.grain  # [B, LAYERS]
+        rows = torch.arange(h, device=w.device) + top
+        cols = torch.arange(width, device=w.device) + left
+        scale = REF_HEIGHT / frame_h
+        v = (rows.to(w.dtype) + 0.5) * scale
+        u = (cols.to(w.dtype) + 0.5) * scale
+        # cos(kx u + ky v) = cos(ky v) cos(kx u) - sin(ky v) sin(kx u): one matmul, no per-pixel trigonometry.
+        kv = ky[:, :, None, :] * v[None, None, :, None]  # [B, L, h, K]
+        ku = kx[:, :, :, None] * u[None, None, None, :]  # [B, L, K, w]
+        waves = torch.cat([kv.cos() * amp[:, :, None], -kv.sin() * amp[:, :, None]], 3) @ torch.cat(
+            [ku.cos(), ku.sin()], 2)
+        size = self.tile.shape[0]
+        repeats = (left % size + width + size - 1) // size  # whole tiles across, then the window's columns
+        tile = self.tile.index_select(0, rows % size).repeat(1, repeats)[:, left % size:left % size + width]
+        pattern = waves + grain[:, :, None, None] * tile
+        norm = amp.abs().sum(-1) + grain.abs()
+        return pattern / norm.clamp(min=1e-3)[:, :, None, None]
 
 
 class CondInstanceNorm(nn.Module):
@@ -90,16 +129,18 @@ class TransformerNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.enc = nn.ModuleList([ConvCIN(3, 32, 9), ConvCIN(32, 64, 3, 2), ConvCIN(64, 128, 3, 2)])
+        self.enc = nn.ModuleList([ConvCIN(3 + LAYERS, 32, 9), ConvCIN(32, 64, 3, 2), ConvCIN(64, 128, 3, 2)])
         self.res = nn.ModuleList([Residual(ConvCIN(128, 128, 3), ConvCIN(128, 128, 3, relu=False))
                                   for _ in range(5)])
         self.dec = nn.ModuleList([ConvCIN(128, 64, 3), ConvCIN(64, 32, 3)])
-        self.out = nn.Conv2d(32, 3, 9)
+        self.out = nn.Conv2d(32 + LAYERS, 3, 9)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x: [B, 3, H, W] RGB in [0, 1]; w: [B, N] normalised style weights -> [B, 3, H, W] in [0, 1]."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, screen: torch.Tensor) -> torch.Tensor:
+        """x: [B, 3, H, W] RGB in [0, 1]; w: [B, N] normalised style weights; screen: [B, LAYERS, H, W]
+        -> [B, 3, H, W] in [0, 1]. The screen enters at both ends: the encoder sees where ink may go, and the
+        full-resolution output layer can draw it sharp."""
         skips = []
-        h = x
+        h = torch.cat([x, screen], 1)
         for layer in self.enc:
             skips.append(h)
             h = layer(h, w)
@@ -107,12 +148,13 @@ class TransformerNet(nn.Module):
             h = block(h, w)
         for layer, skip in zip(self.dec, reversed(skips[1:])):
             h = layer(_up_to(h, skip), w)
-        return torch.sigmoid(self.out(F.pad(h, (4, 4, 4, 4), mode="reflect")))
+        return torch.sigmoid(self.out(F.pad(torch.cat([h, screen], 1), (4, 4, 4, 4), mode="reflect")))
 
 
 class GridNet(nn.Module):
-    """The cpu tier: a small U-Net on the 1/4-resolution image predicts per-pixel affine colour transforms,
-    which are applied to the full-resolution guide [r, g, b, detail, 1] after bilinear upsampling."""
+    """The cpu tier: a small U-Net on the 1/4-resolution image predicts per-pixel affine colour transforms of the
+    full-resolution guide [r, g, b, detail, edge, 1] and an ink tone per screen layer, after bilinear upsampling.
+    Ink goes where the tone beats the screen; its colour, opacity and sharpness are learned per style."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,15 +165,24 @@ class GridNet(nn.Module):
         self.d2 = SepConvCIN(64, 32)
         self.d1 = SepConvCIN(32, 16)
         self.head = nn.Conv2d(16, 3 * GUIDE, 1)
+        self.tone = nn.Conv2d(16, LAYERS, 1)
         nn.init.zeros_(self.head.weight)
-        with torch.no_grad():  # start as the identity transform: out = rgb
+        nn.init.zeros_(self.tone.weight)
+        with torch.no_grad():  # start as the identity transform (out = rgb) with no ink (tone well below the screen)
             self.head.bias.copy_(torch.eye(3, GUIDE).flatten())
+            self.tone.bias.fill_(-1.5)
+        self.ink_colour = nn.Parameter(torch.full((N_STYLES, LAYERS, 3), 0.5))
+        self.ink_opacity = nn.Parameter(torch.zeros(N_STYLES, LAYERS))  # through a sigmoid: starts at 0.5
+        self.ink_sharpness = nn.Parameter(torch.full((N_STYLES, LAYERS), 8.0))
+        self.register_buffer("sobel", torch.tensor([SOBEL, tuple(zip(*SOBEL))])[:, None] / 8, persistent=False)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x: [B, 3, H, W] RGB in [0, 1]; w: [B, N] normalised style weights -> [B, 3, H, W], about [0, 1]."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, screen: torch.Tensor) -> torch.Tensor:
+        """x: [B, 3, H, W] RGB in [0, 1]; w: [B, N] normalised style weights; screen: [B, LAYERS, H, W]
+        -> [B, 3, H, W], about [0, 1]."""
         luma = (x * x.new_tensor(LUMA_RGB)[:, None, None]).sum(1, keepdim=True)
         small = F.avg_pool2d(torch.cat([x, luma], 1), CPU_SCALE)  # box filter: antialiased 1/4 image
         detail = luma - F.interpolate(small[:, 3:], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        edge = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), self.sobel).square().sum(1, keepdim=True)
         h1 = self.e1(small, w)
         h2 = self.e2(h1, w)
         h = self.e3(h2, w)
@@ -139,10 +190,18 @@ class GridNet(nn.Module):
             h = block(h, w)
         h = self.d2(_up_to(h, h2), w) + h2
         h = self.d1(_up_to(h, h1), w) + h1
-        grid = F.interpolate(self.head(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        guide = torch.cat([x, detail, torch.ones_like(detail)], 1)
-        b, _, height, width = grid.shape
-        return (grid.view(b, 3, GUIDE, height, width) * guide[:, None]).sum(2)
+        affine = F.interpolate(self.head(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        tone = F.interpolate(self.tone(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        b, _, height, width = affine.shape
+        guide = torch.cat([x, detail, edge.add(1e-6).sqrt(), torch.ones_like(detail)], 1)
+        out = (affine.view(b, 3, GUIDE, height, width) * guide[:, None]).sum(2)
+        sharpness = (w @ self.ink_sharpness)[:, :, None, None]
+        alpha = torch.sigmoid(sharpness * (tone - screen)) * torch.sigmoid(w @ self.ink_opacity)[:, :, None, None]
+        colour = torch.einsum("bn,nlc->blc", w, self.ink_colour)
+        for layer in range(LAYERS):
+            a = alpha[:, layer:layer + 1]
+            out = out + a * (colour[:, layer, :, None, None] - out)
+        return out
 
 
 def make_net(tier: str) -> nn.Module:
@@ -167,12 +226,17 @@ class StyleModel(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.screen = Screen()
+        self.register_buffer("reverse", torch.tensor([2, 1, 0]), persistent=False)
 
     def forward(self, frame: torch.Tensor, style_weights: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        x = frame.to(torch.float32).mul(1.0 / 255.0).flip(-1).permute(2, 0, 1).unsqueeze(0)  # RGB NCHW
+        # Channels are reversed (BGR <-> RGB) by a Gather of whole planes after the transpose: ONNX Runtime's
+        # negative-step Slice (what flip exports to) costs several ms a frame at 640x480.
+        x = frame.permute(2, 0, 1).index_select(0, self.reverse).unsqueeze(0).to(torch.float32) / 255.0  # RGB
         w, active = normalise_weights(style_weights.unsqueeze(0))
-        y = self.net(x, w)
+        height, width = frame.shape[0], frame.shape[1]
+        y = self.net(x, w, self.screen(w, 0, 0, height, width, height))
         mix = (strength * active).reshape(1, 1, 1, 1)
         out = x + mix * (y - x)
         out = out.mul(255.0).clamp(0.0, 255.0).round()
-        return out.squeeze(0).permute(1, 2, 0).flip(-1).to(torch.uint8)
+        return out.squeeze(0).to(torch.uint8).index_select(0, self.reverse).permute(1, 2, 0)
