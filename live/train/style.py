@@ -58,6 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="teacher: learn the procedural model's looks; gram: learn from style images "
                         "(needed for --style-image and --vgg)")
     p.add_argument("--threads", type=int, default=TRAIN_THREADS, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the net trains (default cpu; cuda for the gpu tier on an NVIDIA GPU). Data and the "
+                        "teacher stay on the CPU. Runs repeat bit for bit on the CPU only")
     p.add_argument("--out", type=Path, default=Path("exported_models"))
     p.add_argument("--export", action="store_true", help="write <out>/styles-<tier>.onnx and its manifest")
     p.add_argument("--vgg", type=Path, help="torchvision VGG16/19 state_dict: use its Gram loss instead of ours")
@@ -69,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.steps < 1 or not 32 <= args.size <= FRAME or args.batch < 1 or args.scenes < 1:
         raise LiveError(f"--steps, --batch and --scenes must be >= 1 and --size between 32 and {FRAME}",
                         "fix the arguments")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise LiveError("--device cuda: PyTorch sees no CUDA GPU here",
+                        "train with --device cpu, or install a CUDA build of torch on a machine with a GPU")
     if args.loss == "teacher" and (args.style_image or args.vgg):
         raise LiveError("--style-image and --vgg train against style images, which the teacher loss does not use",
                         "add --loss gram")
@@ -96,8 +102,8 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, float], 
         pool = content_pool(args.seed, args.scenes, args.content, SCENE_SIZE)
         styles = [torch.from_numpy(img).permute(2, 0, 1).contiguous()
                   for img in style_images(STYLES, args.seed, user_styles(args.style_image))]
-        loss_fn = StyleLoss(styles, load_vgg(args.vgg) if args.vgg else None)
-    net = make_net(args.tier).train()
+        loss_fn = StyleLoss(styles, load_vgg(args.vgg) if args.vgg else None).to(args.device)
+    net = make_net(args.tier).train().to(args.device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr * 0.1)
     window: list[dict[str, float]] = []
@@ -105,12 +111,14 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, float], 
     for step in range(1, args.steps + 1):
         first = (step * args.batch + torch.arange(args.batch)) % N_STYLES
         if args.loss == "teacher":
-            content, weights, windows, target = paired_batch(pool, first, args.size, gen, teacher, screen)
+            batch = paired_batch(pool, first, args.size, gen, teacher, screen)
+            content, weights, windows, target = (t.to(args.device) for t in batch)
             terms = paired_loss(net(content, weights, windows), target)
         else:
             content, weights = augment_batch(pool, args.batch, args.size, gen), torch.eye(N_STYLES)[first]
             windows = screen(weights, 0, 0, args.size, args.size, int(REF_HEIGHT))
-            terms = loss_fn(net(content, weights, windows), content, first, gen)
+            content, weights, windows = (t.to(args.device) for t in (content, weights, windows))
+            terms = loss_fn(net(content, weights, windows), content, first.to(args.device), gen)
         total = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -125,7 +133,7 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, float], 
                   + f"  {(now - tick) / done:.2f} s/step", flush=True)
             tick = now
     means = {k: round(sum(w[k] for w in window) / len(window), 5) for k in window[0]}
-    return net.eval(), means, args.steps
+    return net.eval().cpu(), means, args.steps
 
 
 def export(net: torch.nn.Module, args: argparse.Namespace, argv: list[str], losses: dict[str, float],
@@ -153,6 +161,7 @@ def export(net: torch.nn.Module, args: argparse.Namespace, argv: list[str], loss
     provenance = {"command": command_line("style", argv), "data": data, "seed": args.seed, "steps": steps,
                   "train_seconds": round(seconds), "crop": args.size, "batch": args.batch,
                   "loss": f"VGG Gram ({args.vgg.name})" if args.vgg else LOSSES[args.loss], "threads": args.threads,
+                  "device": args.device,
                   "architecture": ARCHITECTURES[args.tier], "final_losses": losses, "parity_max_abs": parity}
     try:
         write_manifest(
