@@ -73,7 +73,8 @@ def _doctor(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from live.bench import bench
 
-    result = bench(load_show(args.show), seconds=args.seconds, print_=print)
+    parts = (args.only,) if args.only else ("video", "synth")
+    result = bench(load_show(args.show), seconds=args.seconds, print_=print, parts=parts)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"Wrote {args.json}")
@@ -121,9 +122,13 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")
     doctor.set_defaults(func=_doctor)
 
-    bench = sub.add_parser("bench", help="measure model, pipeline and naive-loop speed and latency")
+    bench = sub.add_parser("bench", help="measure video model, pipeline and naive-loop speed and latency, and the "
+                                         "synth's cost per block")
     bench.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
-    bench.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
+    bench.add_argument("--seconds", type=float, default=5.0,
+                       help="seconds per video measurement; each of the four synth measurements takes a quarter "
+                            "(default 5)")
+    bench.add_argument("--only", choices=("video", "synth"), help="measure only this part")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     models = sub.add_parser("models", help="list, verify and import models (live models --help)", add_help=False)

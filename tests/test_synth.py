@@ -161,3 +161,80 @@ def test_voices_are_stolen_oldest_first(decoder) -> None:
     synth.note_on(67, 0.7)
     synth.render(0.5, PURE)  # the stolen voice fades out for one block, then takes the new note
     assert sorted(synth.note) == [62, 64, 65, 67] and synth.sounding == 4
+
+
+# --- the fast path is the plain formula ------------------------------------------------------------------------
+
+class ChangingDecoder:
+    """Stands in for the ONNX session: every run, every row gets another harmonic spectrum; no noise. Keeps what
+    it returned, so a test can render the same controls the slow, obvious way."""
+
+    def __init__(self) -> None:
+        self.returned: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def run(self, names, feeds):
+        rows, k = len(feeds["f0_hz"]), np.arange(1, HARMONICS + 1)
+        tilt = 0.05 + 0.1 * ((len(self.returned) + np.arange(rows)) % 7) / 7
+        harmonics = np.exp(-np.outer(tilt, k))
+        harmonics = (harmonics / harmonics.sum(axis=1, keepdims=True)).astype(np.float32)
+        amplitude = (0.3 * feeds["loudness"]).astype(np.float32)
+        self.returned.append((harmonics, amplitude))
+        return [harmonics, np.zeros((rows, NOISE_BANDS), np.float32), amplitude]
+
+
+def test_rendering_equals_summing_sines(decoder) -> None:
+    """Per sample and harmonic: sin(k * phase), amplitude ramped linearly from the last block's value, harmonics at
+    or above Nyquist silent, panned, times the gain ramp. The synth gets there through tables and products."""
+    stub = ChangingDecoder()
+    synth = Synth(stub, RATE, BLOCK, voices=4)
+    notes = (40, 64, 101)  # 101: 2794 Hz, harmonics 9.. are above Nyquist
+    for note in notes:
+        synth.note_on(note, 0.9)
+    blocks, gain = 40, 0.5
+    out = np.concatenate([synth.render(gain, PURE) for _ in range(blocks)])
+    assert len(stub.returned) == blocks
+
+    n = np.arange(blocks * BLOCK)
+    ramp = (np.arange(1, BLOCK + 1) / BLOCK)
+    want = np.zeros((blocks * BLOCK, 2))
+    for voice, note in enumerate(notes):
+        f0 = midi_hz(note)
+        amps = np.array([h[voice] * a[voice] for h, a in stub.returned], np.float64)  # (blocks, harmonics)
+        amps[:, np.arange(1, HARMONICS + 1) * f0 >= RATE / 2] = 0.0
+        start = np.vstack([np.zeros(HARMONICS), amps[:-1]])
+        ramped = (start[:, None, :] + (amps - start)[:, None, :] * ramp[None, :, None]).reshape(-1, HARMONICS)
+        phase = 2 * np.pi * f0 / RATE * (n + 1)
+        wave = (ramped * np.sin(np.outer(phase, np.arange(1, HARMONICS + 1)))).sum(axis=1)
+        angle = (np.clip((note - 60) / 48.0, -0.3, 0.3) + 1.0) * np.pi / 4
+        want += np.outer(wave, [np.cos(angle), np.sin(angle)])
+    gains = np.full(blocks * BLOCK, gain * 2.0)  # LEVEL
+    gains[:BLOCK] *= ramp  # the gain ramps up from 0 over the first block
+    want *= gains[:, None]
+    assert np.abs(want).max() < 0.8  # below the limiter's knee: the comparison is exact up to rounding
+    np.testing.assert_allclose(out, want, atol=2e-6)
+
+
+def test_one_decoder_run_per_block_and_none_when_silent(decoder) -> None:
+    synth = Synth(decoder, RATE, BLOCK, voices=8)
+    silent = [synth.render(0.5, PURE) for _ in range(5)]
+    assert synth.decodes == 0 and not np.any(silent)
+    for note in (48, 52, 55, 59, 62, 65, 69, 72):
+        synth.note_on(note, 0.7)
+    for _ in range(10):
+        synth.render(0.5, PURE)
+    assert synth.decodes == 10 and synth.blocks == 15  # eight voices, one batched run per block
+
+
+def test_a_voice_freed_below_others_is_silent(decoder) -> None:
+    """Voices 0..last sounding are rendered as one range; a free voice inside it must add nothing."""
+    both, alone = Synth(decoder, RATE, BLOCK, voices=4), Synth(decoder, RATE, BLOCK, voices=4)
+    both.note_on(50, 0.8)  # voice 0, released to silence
+    both.note_on(67, 0.8)  # voice 1, held
+    alone.note_on(67, 0.8)  # voice 0, held
+    play(both, 0.05)
+    play(alone, 0.05)
+    both.note_off(50)
+    play(both, 0.8)
+    play(alone, 0.8)
+    assert list(both.stage[:2]) == [0, 2] and both.sounding == 1  # free voice 0 below held voice 1
+    np.testing.assert_allclose(play(both, 0.2), play(alone, 0.2), atol=1e-5)
