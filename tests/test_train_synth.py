@@ -17,7 +17,7 @@ from live.audio.synth import HARMONICS, LEVEL, NOISE_BANDS, Synth, midi_hz
 from live.errors import LiveError
 from live.models.manifest import load_manifest
 from live.train import ddsp
-from live.train.synth import Config, Data, main, pinned, train
+from live.train.synth import Config, Data, Decoder, Folded, main, pinned, train, voices
 from live.train.synth_data import BLOCK, FAMILIES, RATE, VOICED, _pluck, corpus, corpus_note, yin
 
 SHIPPED = Path(__file__).resolve().parent.parent / "exported_models" / "synth-ddsp.json"
@@ -120,7 +120,8 @@ def test_ddsp_noise_has_the_level_of_its_bands() -> None:
     assert out.shape == (4, 200 * BLOCK)
     assert float(out.std()) == pytest.approx(0.01, rel=0.05)  # flat gain g: noise of RMS g
     synth = Synth(FixedDecoder(np.ones(HARMONICS) / HARMONICS, 0.0))
-    played = np.concatenate([synth._noise(np.full(NOISE_BANDS, 0.01, np.float32)) for _ in range(200)], axis=1)
+    gains = np.full(NOISE_BANDS, 0.01, np.float32)
+    played = np.concatenate([synth._noise(gains, np.zeros((2, BLOCK), np.float32)) for _ in range(200)], axis=1)
     assert float(played[:, BLOCK:].std()) == pytest.approx(0.01, rel=0.05)  # and so does the synth
 
 
@@ -130,6 +131,21 @@ def test_a_few_steps_lower_the_loss() -> None:
                    log=lambda _: None)
     assert np.mean(result.losses[-10:]) < 0.85 * np.mean(result.losses[:10])
     assert np.isfinite(result.valid)
+
+
+def test_the_exported_form_is_the_same_function() -> None:
+    """Export folds the input normalisation and the latent span into the first layer (fewer ONNX nodes)."""
+    torch.manual_seed(3)
+    decoder = Decoder(32)
+    with torch.no_grad():
+        decoder.latent_scale.uniform_(0.3, 2.0)
+        decoder.latent_shift.uniform_(-0.5, 0.5)
+    inputs = voices(64, 4)
+    inputs[0][:3] = torch.tensor([[5.0], [20000.0], [440.0]])  # clamped either side, and the reference pitch
+    inputs[1][:2] = torch.tensor([[-0.5], [1.5]])
+    with torch.no_grad():
+        for a, b in zip(Folded(decoder)(*inputs), decoder(*inputs)):
+            assert torch.allclose(a, b, atol=1e-6)
 
 
 # --- the CLI on a WAV folder, the export and the contract ------------------------------------------------------

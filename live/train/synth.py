@@ -11,6 +11,7 @@ each axis is probed to say what it does.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import tempfile
@@ -84,6 +85,36 @@ class Decoder(nn.Module):
         heads = self.net(torch.cat([pitch, 2.0 * loud - 1.0, latent], dim=1))
         logits, noise, amplitude = torch.split(heads, [HARMONICS, NOISE_BANDS, 1], dim=1)
         return torch.softmax(logits, dim=1), torch.sigmoid(noise) * loud, torch.sigmoid(amplitude) * loud
+
+
+class Folded(nn.Module):
+    """The decoder as it is exported: the same function, with the input normalisation (log2 pitch scaling,
+    2 * loudness - 1, the latent's scale and shift) folded into the first layer's weights, and one sigmoid for the
+    noise and amplitude heads. Fewer graph nodes: the engine runs it once per block, where ONNX Runtime's cost per
+    node is most of the decoder's time (15 nodes instead of 21, about a fifth faster for one voice)."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        super().__init__()
+        first = decoder.net[0]
+        weight, bias = first.weight.detach().double(), first.bias.detach().double()
+        per_log = 1.0 / (math.log(2.0) * F0_OCTAVES)  # pitch = (ln f0 - ln 440) * per_log
+        folded = torch.cat([weight[:, :1] * per_log, weight[:, 1:2] * 2.0,
+                            weight[:, 2:] * decoder.latent_scale.double()], dim=1)
+        shift = bias - weight[:, 0] * math.log(440.0) * per_log - weight[:, 1] \
+            + weight[:, 2:] @ decoder.latent_shift.double()
+        self.first = nn.Linear(first.in_features, first.out_features)
+        with torch.no_grad():
+            self.first.weight.copy_(folded.float())
+            self.first.bias.copy_(shift.float())
+        self.rest = nn.Sequential(nn.Tanh(), *decoder.net[2:])
+
+    def forward(self, f0_hz: torch.Tensor, loudness: torch.Tensor,
+                timbre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loud = torch.clamp(loudness, 0.0, 1.0)
+        inputs = torch.cat([torch.log(torch.clamp(f0_hz, *F0_RANGE)), loud, torch.clamp(timbre, -1.0, 1.0)], dim=1)
+        logits, gains = torch.split(self.rest(self.first(inputs)), [HARMONICS, NOISE_BANDS + 1], dim=1)
+        noise, amplitude = torch.split(torch.sigmoid(gains) * loud, [NOISE_BANDS, 1], dim=1)
+        return torch.softmax(logits, dim=1), noise, amplitude
 
 
 class Encoder(nn.Module):
@@ -272,10 +303,16 @@ def export(decoder: Decoder, out: Path, provenance: dict[str, object], latent_na
     scratch = Path(tempfile.mkdtemp(dir=out, prefix=f".{NAME}."))
     try:
         onnx_path = scratch / f"{NAME}.onnx"
+        folded = Folded(decoder).eval()
+        with torch.no_grad():
+            fold = max(float((a - b).abs().max()) for a, b in zip(folded(*voices(256, 2)), decoder(*voices(256, 2))))
+        if fold > 1e-5:
+            raise LiveError(f"folding the decoder's input normalisation changed it by {fold:.3g}",
+                            "report this: live.train.synth.Folded no longer matches Decoder")
         voices_dim = torch.export.Dim("voices", min=1, max=4096)
-        parity = export_onnx(decoder, voices(2, 0), onnx_path, list(INPUTS), list(OUTPUTS),
-                             dynamic_shapes={name: {0: voices_dim} for name in INPUTS}, check=voices(3, 1),
-                             tolerance=1e-4)
+        parity = fold + export_onnx(folded, voices(2, 0), onnx_path, list(INPUTS), list(OUTPUTS),
+                                    dynamic_shapes={name: {0: voices_dim} for name in INPUTS}, check=voices(3, 1),
+                                    tolerance=1e-4)  # a bound on |ONNX - trained decoder|
         inputs, outputs = tensor_specs()
         manifest = write_manifest(
             onnx_path, name=NAME, kind="synth-decoder", tier="cpu", inputs=inputs, outputs=outputs,
@@ -344,7 +381,8 @@ def main(argv: list[str]) -> int:
             "method": f"DDSP autoencoder: encoder (log-mel shape + pitch -> z, tanh) and decoder MLP 2x"
                       f"{config.hidden} tanh trained jointly through a torch twin of live/audio/synth.py; "
                       f"multi-scale spectral loss (FFT 2048..128, relative lin + log); Adam {config.rate:g}, "
-                      f"batch {config.batch} x {config.clip_frames} frames",
+                      f"batch {config.batch} x {config.clip_frames} frames; exported with the input normalisation "
+                      f"folded into the first layer",
             "final_loss": round(final, 4), "held_out_loss": round(result.valid, 4),
             "train_seconds": round(result.seconds), "latent_axes": axes}, [a["name"] for a in axes])
         print(f"wrote {path} and {path.with_suffix('.json').name}", flush=True)
