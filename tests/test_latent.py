@@ -3,6 +3,7 @@ model's latent space, and the player's latent layer. Training here is tiny (32 p
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -31,9 +32,14 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px model trained for a few steps and exported through the CLI."""
-    out = tmp_path_factory.mktemp("latent")
-    assert main(["--size", "32", "--steps", "20", "--images", "32", "--batch", "4", "--out", str(out),
-                 "--export"]) == 0
+    return train_tiny(tmp_path_factory.mktemp("latent"), seed=0)
+
+
+TINY = ["--size", "32", "--steps", "20", "--images", "32", "--batch", "4", "--threads", "1", "--export"]
+
+
+def train_tiny(out: Path, seed: int) -> Path:
+    assert main([*TINY, "--seed", str(seed), "--out", str(out)]) == 0
     return out / "latent-vae.json"
 
 
@@ -62,8 +68,8 @@ def test_a_few_steps_of_training_lower_the_reconstruction_error():
 
     torch.manual_seed(0)
     untrained = error(VAE(32).eval())
-    model, final = train(images, steps=80, batch=4, seed=0, say=lambda *a, **k: None)
-    assert set(final) == {"total", "l1", "edges", "kl"}
+    model, final = train(images, steps=80, batch=4, seed=0, threads=1, say=lambda *a, **k: None)
+    assert set(final) == {"total", "l1", "edges", "colour", "layout", "kl"}
     assert error(model) < 0.85 * untrained
 
 
@@ -80,6 +86,21 @@ def test_exported_decoder_is_uint8_bgr_hwc_and_matches_torch(tiny_model: Path):
     for batch in (1, 3):
         frame = session.run(None, {"latent": np.zeros((batch, 16), np.float32)})[0]
         assert frame.dtype == np.uint8 and frame.shape == (batch, 32, 32, 3)
+
+
+def test_the_same_command_trains_the_same_bytes(tiny_model: Path, tmp_path: Path):
+    """What makes a manifest's command a recipe: rerun, it gives the same losses and the same .onnx, byte for byte;
+    another seed gives another model."""
+    def result(manifest_path: Path) -> tuple[str, dict]:
+        manifest = load_manifest(manifest_path)
+        digest = hashlib.sha256(manifest.onnx_path.read_bytes()).hexdigest()
+        assert digest == manifest.sha256
+        return digest, manifest.provenance["final_losses_per_image"]
+
+    first = result(tiny_model)
+    assert result(train_tiny(tmp_path / "again", seed=0)) == first
+    other = result(train_tiny(tmp_path / "other", seed=1))
+    assert other[0] != first[0] and other[1] != first[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,27 @@
 """`live train latent`: a small VAE on our own abstract-image corpus, exported as a latent -> image decoder.
 
 The player's latent layer only needs the decoder, so only the decoder ships, with the post-processing inside the
-graph: a float32 latent [B, 16] in, display-ready uint8 BGR [B, S, S, 3] out. The channel widths are chosen so
-the decoder runs in a few milliseconds. The shipped model is 64 px (about 10 minutes on one CPU core); 128 px
-works too but needs ~4x the time per step and far more steps than a shared CPU gives (at 1300 steps it had not
-yet learnt colour). The player upscales with OpenCV; a VAE's output is soft anyway.
+graph: a float32 latent [B, 16] in, display-ready uint8 BGR [B, S, S, 3] out. The shipped model is 128 px (about 20
+minutes on one CPU core); the decoder is wide at 16x16 and 32x32 and narrow at 64x64, the last doubling a pixel
+shuffle, so it decodes in a few milliseconds. The player upscales with OpenCV; a VAE's output is soft anyway.
 
-Loss per image = L1 + edge L1 (summed over pixels: reconstruction) + beta * KL (summed over latent dims), with
-beta ramped up from 0 over the first quarter of training so the encoder learns to use the latent before it is
-pulled towards the prior. The manifest also records the two directions in which the training images' latent
-codes vary most (PCA), so the player's x/y control plane moves along directions that visibly change the image.
+Loss per image, each term summed over pixels (reconstruction) or latent dims (KL):
+    L1 + edge * L1 of image gradients + colour * (channel mean and contrast errors) * pixels
+       + layout * L1 of 8x8 cell means * cell area + beta * KL,
+with beta ramped up from 0 over the first quarter of training so the encoder learns to use the latent before it is
+pulled towards the prior. Colour needs the colour and layout terms, He initialisation and a light edge weight:
+without them the decoder stays grey for most of a CPU budget (it learns brightness first, and the per-pixel L1 of
+an uncertain decoder settles on the median, which over images of every hue is grey).
+
+`train` is a pure function of its arguments (live.train.seeding.reproducible fixes seeds, threads and kernels), so
+the command in the manifest rebuilds the same .onnx byte for byte on the same kind of machine. The manifest also
+records the two directions in which the training images' latent codes vary most (PCA), so the player's x/y control
+plane moves along directions that visibly change the image.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -27,9 +33,11 @@ from torch.nn import functional as F
 from live.models.manifest import TensorSpec, write_manifest
 from live.train.export import command_line, export_onnx
 from live.train.latent_data import RECIPE, corpus
+from live.train.seeding import TRAIN_THREADS, reproducible
 
 LATENT = 16
 NAME = "latent-vae"
+BETA = 1.0
 
 
 def act() -> nn.Module:
@@ -37,39 +45,46 @@ def act() -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """Image [B, 3, S, S] in 0..1 -> (mean, log-variance) of the latent: pixel-unshuffle then strided convs."""
+    """Image [B, 3, S, S] in 0..1 -> (mean, log-variance) of the latent: pixel-unshuffled to 32x32 (the latent needs
+    no finer detail than that, and it is what keeps 128 px cheap), then strided convs to 8x8."""
 
     def __init__(self, size: int, width: int = 32) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.PixelUnshuffle(2), nn.Conv2d(12, width, 3, padding=1), act()]
-        channels, side = width, size // 2
-        while side > 8:
-            out = min(channels * 2, 4 * width)
-            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), act()]
-            channels, side = out, side // 2
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(channels * side * side, 2 * LATENT)
+        fold = size // 32
+        self.body = nn.Sequential(
+            nn.PixelUnshuffle(fold), nn.Conv2d(3 * fold * fold, 2 * width, 3, padding=1), act(),
+            nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1), act(),
+            nn.Conv2d(4 * width, 4 * width, 4, stride=2, padding=1), act(), nn.Flatten())
+        self.head = nn.Linear(4 * width * 64, 2 * LATENT)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.head(self.body(x * 2 - 1)).chunk(2, dim=1)  # centred input: colour is learnt sooner
         return mean, logvar.clamp(-10, 2)
 
 
+# Decoder channels per width unit at each side it works at, and how many convs there: wide where pixels are few,
+# narrow and single at 64x64, where a 128 px model spends most of its time.
+DECODER_STAGES = {16: (3.0, 2), 32: (1.5, 2), 64: (0.5, 1)}
+
+
 class Decoder(nn.Module):
-    """Latent [B, 16] -> image [B, 3, S, S] in 0..1: an 8x8 seed grown by upsample+conv, pixel-shuffled at the end
-    (the last doubling costs a 12-channel conv at half resolution instead of a full-resolution layer)."""
+    """Latent [B, 16] -> image [B, 3, S, S] in 0..1: an 8x8 seed grown by upsample+conv to S/2, pixel-shuffled at the
+    end (the last doubling costs a 12-channel conv at half resolution instead of a full-resolution layer)."""
 
     def __init__(self, size: int, width: int = 32) -> None:
         super().__init__()
-        steps = int(math.log2(size // 16))  # 8 -> size/2 by upsampling, then x2 by pixel shuffle
-        channels = [min(4 * width, width * 2 ** (steps - i)) for i in range(steps + 1)]
-        self.seed_channels = channels[0]
-        self.fc = nn.Linear(LATENT, channels[0] * 64)
+        self.seed_channels = channels = 4 * width
+        self.fc = nn.Linear(LATENT, channels * 64)
         layers: list[nn.Module] = []
-        for cin, cout in zip(channels, channels[1:]):
-            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1), act(),
-                       nn.Conv2d(cout, cout, 3, padding=1), act()]
-        layers += [nn.Conv2d(channels[-1], 12, 3, padding=1), nn.PixelShuffle(2)]
+        side = 16
+        while side < size:
+            scale, convs = DECODER_STAGES[side]
+            out = int(scale * width)
+            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(channels, out, 3, padding=1), act()]
+            for _ in range(convs - 1):
+                layers += [nn.Conv2d(out, out, 3, padding=1), act()]
+            channels, side = out, side * 2
+        layers += [nn.Conv2d(channels, 12, 3, padding=1), nn.PixelShuffle(2)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -94,6 +109,18 @@ class VAE(nn.Module):
     def __init__(self, size: int, width: int = 32) -> None:
         super().__init__()
         self.encoder, self.decoder = Encoder(size, width), Decoder(size, width)
+        # He initialisation for the leaky ReLUs: with torch's default the signal shrinks layer by layer, and the net
+        # learns only the mean image's brightness for hundreds of steps (grey output). The posterior starts narrow
+        # (log-variance near -4) so early reconstructions are not drowned in sampling noise.
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.2)
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            self.encoder.head.bias[LATENT:] = -4.0
+            # ICNR: the four sub-pixels of each output colour start equal, so the pixel shuffle shows no grid.
+            last = self.decoder.body[-2].weight
+            last.copy_(last[::4].repeat_interleave(4, dim=0))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, logvar = self.encoder(x)
@@ -101,13 +128,26 @@ class VAE(nn.Module):
         return self.decoder(z), mean, logvar
 
 
-def losses(model: VAE, x: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-    """Per-image sums, averaged over the batch; "total" is what is minimised."""
+def colour_stats(x: torch.Tensor) -> torch.Tensor:
+    """Per image and channel: mean and standard deviation over the pixels, [B, 2, C]."""
+    flat = x.flatten(2)
+    return torch.stack([flat.mean(dim=2), flat.std(dim=2)], dim=1)
+
+
+def losses(model: VAE, x: torch.Tensor, beta: float, colour: float = 1.0,
+           edge: float = 0.2, layout: float = 1.0) -> dict[str, torch.Tensor]:
+    """Per-image sums, averaged over the batch; "total" is what is minimised. The colour term weighs each channel's
+    mean and contrast error by the pixel count, like an L1 error of that size everywhere: a plain L1 loss lets an
+    uncertain decoder settle on the per-pixel median, which for images of every hue is grey."""
     y, mean, logvar = model(x)
     l1 = (y - x).abs().sum(dim=(1, 2, 3)).mean()
     edges = sum((y.diff(dim=d) - x.diff(dim=d)).abs().sum(dim=(1, 2, 3)).mean() for d in (2, 3))
+    tint = (colour_stats(y) - colour_stats(x)).abs().sum(dim=(1, 2)).mean() * x[0, 0].numel()
+    cell = x.shape[-1] // 8
+    coarse = (F.avg_pool2d(y, cell) - F.avg_pool2d(x, cell)).abs().sum(dim=(1, 2, 3)).mean() * cell * cell
     kl = (0.5 * (mean ** 2 + logvar.exp() - 1 - logvar)).sum(dim=1).mean()
-    return {"total": l1 + edges + beta * kl, "l1": l1, "edges": edges, "kl": kl}
+    return {"total": l1 + edge * edges + colour * tint + layout * coarse + beta * kl, "l1": l1, "edges": edges,
+            "colour": tint, "layout": coarse, "kl": kl}
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -115,23 +155,24 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
 
 
-def train(images: np.ndarray, steps: int, batch: int, seed: int, beta: float = 2.0, lr: float = 3e-3,
-          width: int = 32, say=print, every: int = 50) -> tuple[VAE, dict[str, float]]:
+def train(images: np.ndarray, steps: int, batch: int, seed: int, beta: float = BETA, lr: float = 1.5e-3,
+          width: int = 32, colour: float = 1.0, edge: float = 0.2, layout: float = 1.0,
+          threads: int = TRAIN_THREADS, say=print, every: int = 50) -> tuple[VAE, dict[str, float]]:
     """Train a VAE on `images` (uint8 NHWC BGR, random horizontal flips); returns it and the last losses (mean over
-    the final `every` steps, per image)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    the final `every` steps, per image). A pure function of its arguments: the same call gives the same weights."""
+    generator = reproducible(seed, threads)
     model = VAE(images.shape[1], width)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    warmup = max(1, steps // 4)  # KL weight ramps 0 -> beta: the latent is put to use before the prior pulls on it
     recent: dict[str, list[float]] = {}
     started = time.perf_counter()
     for step in range(1, steps + 1):
-        pick = rng.integers(0, len(images), batch)
+        pick = torch.randint(0, len(images), (batch,), generator=generator).numpy()
         x = to_tensor(images[pick])
-        flip = torch.from_numpy(rng.random(batch) < 0.5)
+        flip = torch.rand(batch, generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        parts = losses(model, x, beta * min(1.0, step / max(1, steps // 4)))
+        parts = losses(model, x, beta * min(1.0, step / warmup), colour, edge, layout)
         optimiser.zero_grad(set_to_none=True)
         parts["total"].backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1000.0)  # only a rare wild batch: the sums make norms large
@@ -143,8 +184,8 @@ def train(images: np.ndarray, steps: int, batch: int, seed: int, beta: float = 2
         if step % every == 0 or step == steps:
             means = {k: sum(v) / len(v) for k, v in recent.items()}
             say(f"step {step}/{steps}  loss {means['total']:.0f}  l1/px {means['l1'] / x[0].numel():.4f}  "
-                f"edges {means['edges']:.0f}  kl {means['kl']:.1f}  {time.perf_counter() - started:.0f} s",
-                flush=True)
+                f"edges {means['edges']:.0f}  colour {means['colour']:.0f}  kl {means['kl']:.1f}  "
+                f"{time.perf_counter() - started:.0f} s", flush=True)
     model.eval()
     return model, {k: round(sum(v) / len(v), 4) for k, v in recent.items()}
 
@@ -183,15 +224,23 @@ def export(model: VAE, images: np.ndarray, out: Path, provenance: dict) -> Path:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="live train latent",
                                 description="Train the latent-space image VAE on a generated abstract-image corpus.")
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps (default %(default)s)")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="corpus and training seed (default %(default)s)")
-    p.add_argument("--size", type=int, default=64, choices=(32, 64, 128),
-                   help="image side in pixels (default %(default)s: what fits a CPU training budget)")
+    p.add_argument("--size", type=int, default=128, choices=(32, 64, 128),
+                   help="image side in pixels (default %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="images per step (default %(default)s)")
     p.add_argument("--images", type=int, default=4096, help="corpus size (default %(default)s)")
-    p.add_argument("--beta", type=float, default=2.0, help="KL weight after warm-up (default %(default)s)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--beta", type=float, default=BETA, help="KL weight after warm-up (default %(default)s)")
+    p.add_argument("--colour", type=float, default=1.0,
+                   help="weight of the per-image colour mean/contrast term (default %(default)s)")
+    p.add_argument("--edge", type=float, default=0.2,
+                   help="weight of the image-gradient L1 term (default %(default)s; high early weights keep "
+                        "the output grey)")
+    p.add_argument("--layout", type=float, default=1.0,
+                   help="weight of the L1 term on 8x8 cell means: the coarse composition (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate (default %(default)s)")
+    p.add_argument("--threads", type=int, default=TRAIN_THREADS,
+                   help="torch CPU threads; part of the recipe, as it changes the last bits (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("exported_models"), help="where --export writes the model")
     p.add_argument("--export", action="store_true", help="export the decoder and its manifest to --out")
     return p.parse_args(argv)
@@ -199,18 +248,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     images = corpus(args.seed, args.images, args.size)
     print(f"Corpus: {len(images)} images of {args.size} px from seed {args.seed} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
-    model, final = train(images, args.steps, args.batch, args.seed, args.beta, args.lr)
+    model, final = train(images, args.steps, args.batch, args.seed, beta=args.beta, lr=args.lr, colour=args.colour,
+                         edge=args.edge, layout=args.layout, threads=args.threads)
     minutes = (time.perf_counter() - started) / 60
     print(f"Trained {args.steps} steps in {minutes:.1f} min: {final}")
     if args.export:
         manifest = export(model, images, args.out, {
             "command": command_line("latent", argv), "data": RECIPE, "images": args.images, "seed": args.seed,
-            "steps": args.steps, "batch": args.batch, "beta": args.beta, "final_losses_per_image": final,
+            "steps": args.steps, "batch": args.batch, "beta": args.beta, "colour": args.colour, "edge": args.edge,
+            "layout": args.layout, "lr": args.lr, "threads": args.threads, "final_losses_per_image": final,
             "train_minutes": round(minutes, 1)})
         print(f"Wrote {manifest} and {manifest.with_suffix('.onnx')}")
     return 0

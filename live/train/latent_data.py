@@ -3,7 +3,9 @@ and free of licences.
 
 Every image is a handful of parameters (palette, background, one or two motifs) rendered with OpenCV, so images
 that are near in parameters are near in pixels: a VAE trained on them gets a latent space with meaningful, smooth
-directions (hue, brightness, where the horizon is, how many rings) rather than memorised photographs.
+directions (hue, brightness, where the horizon is, how many rings) rather than memorised photographs. Detail is
+kept coarse (few octaves of cloud noise, a few rings or stripes across the image, a few shapes): a 16-d latent
+cannot hold fine texture, and what it cannot hold only adds noise to a short CPU training run.
 
 Image i of seed s depends only on (s, i): corpora of different sizes share their first images.
 """
@@ -16,9 +18,9 @@ import cv2
 import numpy as np
 
 RECIPE = ("per image: a 3-colour palette (analogous, complementary or triad hues) over a linear or radial "
-          "gradient, then 1-2 motifs from: planet over fractal mountain ridges, value-noise clouds, concentric "
-          "rings, sine stripes, soft filled shapes (circles, rectangles, triangles); rendered with OpenCV, "
-          "seeded by (seed, index)")
+          "gradient, then 1-2 motifs from: planet over fractal mountain ridges, soft value-noise clouds, "
+          "concentric rings, sine stripes, 1-3 soft filled shapes (circles, rectangles, triangles); rendered with "
+          "OpenCV, seeded by (seed, index)")
 
 
 def palette(rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +94,7 @@ def landscape(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) 
 def clouds(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) -> None:
     """Value-noise clouds between two palette colours, blended over the background."""
     size = image.shape[0]
-    n = value_noise(rng, size, roughness=rng.uniform(0.4, 0.65))[..., None]
+    n = value_noise(rng, size, octaves=3, roughness=rng.uniform(0.3, 0.5))[..., None]
     cover = np.clip((n - rng.uniform(0.2, 0.6)) * 3, 0, 1)
     tint = colours[1] + n * (colours[0] - colours[1])
     image[:] = image * (1 - cover) + tint * cover
@@ -104,7 +106,7 @@ def rings(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) -> N
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     cx, cy = rng.uniform(0.2, 0.8, 2)
     r = np.hypot(x - cx, y - cy)
-    wave = 0.5 + 0.5 * np.cos(2 * np.pi * r * rng.uniform(3, 10) + rng.uniform(0, 2 * np.pi))
+    wave = 0.5 + 0.5 * np.cos(2 * np.pi * r * rng.uniform(2, 5) + rng.uniform(0, 2 * np.pi))
     alpha = np.clip(1.2 - r * rng.uniform(1.2, 2.5), 0, 1) * rng.uniform(0.6, 1)
     tint = colours[0] + wave[..., None] * (colours[2] - colours[0])
     image[:] = image * (1 - alpha[..., None]) + tint * alpha[..., None]
@@ -118,16 +120,16 @@ def stripes(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) ->
     u = x * np.cos(angle) + y * np.sin(angle)
     v = -x * np.sin(angle) + y * np.cos(angle)
     u = u + rng.uniform(0, 0.15) * np.sin(2 * np.pi * v * rng.uniform(0.5, 2))
-    wave = 0.5 + 0.5 * np.sin(2 * np.pi * u * rng.uniform(2, 8))
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * u * rng.uniform(1.5, 4))
     alpha = (wave ** rng.uniform(0.5, 3))[..., None] * rng.uniform(0.5, 1)
     image[:] = image * (1 - alpha) + colours[1] * alpha
 
 
 def shapes(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) -> None:
-    """Two to six flat circles, rectangles and triangles, slightly softened, in palette colours."""
+    """One to three flat circles, rectangles and triangles, slightly softened, in palette colours."""
     size = image.shape[0]
     layer = image.copy()
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(1, 4))):
         colour = tuple(float(c) for c in colours[int(rng.integers(0, 3))])
         cx, cy = (rng.uniform(0.1, 0.9, 2) * size).astype(int)
         extent = int(rng.uniform(0.08, 0.3) * size)
@@ -141,7 +143,7 @@ def shapes(rng: np.random.Generator, image: np.ndarray, colours: np.ndarray) -> 
             angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2.1, 4.2]) + rng.uniform(-0.3, 0.3, 3)
             points = np.stack([cx + extent * np.cos(angles), cy + extent * np.sin(angles)], 1).astype(np.int32)
             cv2.fillPoly(layer, [points], colour, cv2.LINE_AA)
-    image[:] = cv2.GaussianBlur(layer, (0, 0), size / 128)
+    image[:] = cv2.GaussianBlur(layer, (0, 0), size / 64)
 
 
 Motif = Callable[[np.random.Generator, np.ndarray, np.ndarray], None]
@@ -155,7 +157,7 @@ def render(seed: int, index: int, size: int) -> np.ndarray:
     image = gradient(rng, size, colours[int(rng.integers(0, 3))], colours[int(rng.integers(0, 3))] * 0.6)
     first = int(rng.integers(0, len(MOTIFS)))
     MOTIFS[first](rng, image, palette(rng) if rng.random() < 0.3 else colours)
-    if rng.random() < 0.35:
+    if rng.random() < 0.25:
         second = (first + int(rng.integers(1, len(MOTIFS)))) % len(MOTIFS)
         MOTIFS[second](rng, image, colours[::-1])
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
