@@ -1,13 +1,15 @@
 """The parameter tree: every value a show can be steered by, in one place.
 
-OSC, the show file, `live params` and (later) MIDI, scenes and LFOs all read and write this one tree, so a
-parameter exists once. Writers take a short lock and publish a new immutable snapshot; readers (the video and
-audio threads) just read `tree.snapshot`, a single reference, so they never wait on a writer and always see a
-consistent set of values.
+OSC, MIDI, the show file, scenes, LFOs and `live params` all read and write this one tree, so a parameter exists
+once. Writers take a short lock and publish a new immutable snapshot; readers (the video and audio threads) read
+`tree.snapshot`, a single reference, so they never wait on a writer and always see a consistent set of values.
+Writes coalesce: a reader sees the latest value, never a backlog. What a reader does with the targets (smoothing,
+modulation) is its own business: see live/control/reader.py.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -20,6 +22,16 @@ Value = float | int | bool | str
 
 #: How many events a listener keeps before the oldest are dropped (a bounded mailbox, never a growing queue).
 EVENT_BACKLOG = 256
+
+#: Response curves: how a controller position 0..1 maps onto a number parameter's range. "exp" is geometric
+#: (equal steps are equal ratios: frequencies, times) when the range is positive, else quadratic; "log" is its
+#: inverse; "s" eases both ends (x^2 (3 - 2x)), for crossfades that should linger near either side.
+CURVES = ("linear", "exp", "log", "s")
+#: Smoothing a reader applies towards each new value: none (jump), slew (at most the full range per `smooth_s`)
+#: or euro (the one-euro filter: heavy smoothing when still, little lag when moving fast).
+SMOOTHING = ("none", "slew", "euro")
+#: What a number outside the range does: clip to the nearest end, wrap around, fold back, or is refused.
+CLIP_MODES = ("clip", "wrap", "fold", "reject")
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,19 @@ class Param:
     unit: str = ""
     doc: str = ""
     choices: tuple[str, ...] = ()
+    curve: str = "linear"
+    smooth: str = "none"
+    smooth_s: float = 0.0
+    clip: str = "clip"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("curve", CURVES), ("smooth", SMOOTHING), ("clip", CLIP_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{self.address}: {name} '{getattr(self, name)}' is not one of {', '.join(allowed)}")
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in ("float", "int")
 
     def coerce(self, value: Any) -> Value:
         """Turn an incoming value into this parameter's type, clipped to its range; ValueError if impossible."""
@@ -52,14 +77,76 @@ class Param:
                     return False
                 raise ValueError(f"{self.address}: '{value}' is not a boolean")
             return _number(self, value) >= 0.5
-        number = min(max(_number(self, value), self.min), self.max)
+        number = self._limit(_number(self, value))
         return int(round(number)) if self.type == "int" else float(number)
+
+    def _limit(self, x: float) -> float:
+        lo, hi = self.min, self.max
+        if lo <= x <= hi or hi <= lo:
+            return min(max(x, lo), hi)
+        if self.clip == "reject" or not math.isfinite(x):
+            raise ValueError(f"{self.address}: {x:g} is outside {lo:g}..{hi:g}")
+        span = hi - lo
+        if self.clip == "wrap":
+            return lo + (x - lo) % span
+        if self.clip == "fold":
+            t = (x - lo) % (2 * span)
+            return lo + (t if t <= span else 2 * span - t)
+        return min(max(x, lo), hi)
+
+    def from_normal(self, u: float) -> Value:
+        """The value at controller position `u` (0..1, clipped) through the response curve; enums and bools step."""
+        u = min(max(float(u), 0.0), 1.0)
+        if self.type == "enum":
+            return self.choices[min(int(u * len(self.choices)), len(self.choices) - 1)]
+        if self.type == "bool":
+            return u >= 0.5
+        lo, hi = self.min, self.max
+        if self.curve == "s":
+            u = u * u * (3 - 2 * u)
+        elif self.curve in ("exp", "log") and lo > 0 and hi > 0:
+            t = u if self.curve == "exp" else 1 - u
+            x = lo * (hi / lo) ** t if self.curve == "exp" else hi * (lo / hi) ** t
+            return self.coerce(x if self.curve == "exp" else lo + hi - x)
+        elif self.curve == "exp":
+            u = u * u
+        elif self.curve == "log":
+            u = 1 - (1 - u) ** 2
+        return self.coerce(lo + (hi - lo) * u)
+
+    def to_normal(self, value: Value) -> float:
+        """The controller position (0..1) that shows `value`: the inverse of `from_normal`, for feedback (LEDs,
+        motor faders) and soft takeover."""
+        if self.type == "enum":
+            return (self.choices.index(value) + 0.5) / len(self.choices) if value in self.choices else 0.0
+        if self.type == "bool":
+            return 1.0 if value else 0.0
+        lo, hi = self.min, self.max
+        if hi <= lo:
+            return 0.0
+        x = min(max(float(value), lo), hi)
+        if self.curve in ("exp", "log") and lo > 0 and hi > 0:
+            t = math.log(x / lo) / math.log(hi / lo) if self.curve == "exp" else math.log((lo + hi - x) / hi) / math.log(lo / hi)
+            return min(max(t if self.curve == "exp" else 1 - t, 0.0), 1.0)
+        u = (x - lo) / (hi - lo)
+        if self.curve == "s":  # invert u^2 (3 - 2u) by bisection: monotonic, and exact enough in 30 steps
+            a, b = 0.0, 1.0
+            for _ in range(30):
+                m = (a + b) / 2
+                a, b = (m, b) if m * m * (3 - 2 * m) < u else (a, m)
+            return (a + b) / 2
+        if self.curve == "exp":
+            return math.sqrt(u)
+        if self.curve == "log":
+            return 1 - math.sqrt(1 - u)
+        return u
 
     def describe(self) -> dict[str, Any]:
         """The parameter as a plain dict (`live params --json`, OSCQuery later)."""
         out: dict[str, Any] = {
             "address": self.address, "type": self.type, "min": self.min, "max": self.max,
-            "default": self.default, "unit": self.unit, "doc": self.doc,
+            "default": self.default, "unit": self.unit, "doc": self.doc, "curve": self.curve,
+            "smooth": self.smooth, "smooth_s": self.smooth_s, "clip": self.clip,
         }
         if self.choices:
             out["choices"] = list(self.choices)
@@ -118,6 +205,11 @@ class ParamTree:
         self.snapshot: Mapping[str, Value] = MappingProxyType({a: p.default for a, p in self.params.items()})
         #: perf_counter() of the last write to each address, so latency to a visible change can be measured.
         self.changed_at: dict[str, float] = {}
+        #: Who wrote each address last ("osc:127.0.0.1:5000", "midi:nanoKONTROL2", "scene", ...): feedback skips
+        #: the writer, so a controller is never echoed its own move (no feedback loops).
+        self.written_by: dict[str, str] = {}
+        #: Bumped by every write; a feedback sender compares it to know whether anything changed at all.
+        self.version = 0
 
     def __contains__(self, address: str) -> bool:
         return address in self.params or address in self.events
@@ -125,12 +217,17 @@ class ParamTree:
     def get(self, address: str) -> Value:
         return self.snapshot[address]
 
-    def set(self, address: str, value: Any) -> Value:
+    def set(self, address: str, value: Any, source: str = "") -> Value:
         """Write one value (coerced and clipped); KeyError for an unknown address, ValueError for a bad value."""
-        return self.update({address: value})[address]
+        return self.update({address: value}, source)[address]
 
-    def update(self, values: Mapping[str, Any]) -> dict[str, Value]:
-        """Write several values as one step: readers see all of them or none."""
+    def set_normal(self, address: str, position: float, source: str = "") -> Value:
+        """Write the value at controller position 0..1 through the parameter's response curve."""
+        return self.update({address: self.params[address].from_normal(position)}, source)[address]
+
+    def update(self, values: Mapping[str, Any], source: str = "") -> dict[str, Value]:
+        """Write several values as one step (an OSC bundle, a scene): readers see all of them or none; a bad value
+        raises and writes nothing."""
         coerced = {}
         for address, value in values.items():
             if address not in self.params:
@@ -143,6 +240,8 @@ class ParamTree:
             self.snapshot = MappingProxyType(merged)
             for address in coerced:
                 self.changed_at[address] = now
+                self.written_by[address] = source
+            self.version += 1
         return coerced
 
     def emit(self, address: str, *args: Any) -> tuple[float | int, ...]:
