@@ -1,0 +1,474 @@
+"""OSCQuery: the parameter tree as JSON over HTTP, value streams over a websocket, advertised by zeroconf.
+
+Tools like TouchOSC, VDMX, Chataigne or ossia score discover a running show (`_oscjson._tcp`), read every address
+with its type, range, unit and current value, and then subscribe to values instead of polling them
+(https://github.com/Vidvox/OSCQueryProposal). Everything served is generated from the `ParamTree`, so it can
+never drift from what OSC really accepts.
+
+One daemon thread runs one asyncio loop with the `websockets` server: plain GETs are answered in
+`process_request`, upgrades on the same port become value streams (the spec puts both on one port), and the
+zeroconf responder shares the loop. Streams are pulled, not pushed: a poller compares `tree.version` at most
+`POLL_HZ` times a second and leaves each client a dict of {address: latest value}, so a burst of writes costs a
+handful of messages and nothing can queue up behind a slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from live.control.osc import check_complete
+from live.errors import LiveError
+from live.params import Event, Param, ParamTree, Value
+
+#: How often the poller looks for changed values: a fader moved continuously reaches a client at this rate.
+POLL_HZ = 60.0
+#: Websocket clients served at once; more are closed with 1013 (try again later).
+MAX_CLIENTS = 32
+#: Largest websocket message accepted from a client (an OSC packet never needs more).
+MAX_MESSAGE = 65536
+#: Seconds open() and close() wait for the server thread before giving up.
+START_TIMEOUT = 10.0
+
+OSCJSON_SERVICE = "_oscjson._tcp.local."
+OSC_SERVICE = "_osc._udp.local."
+
+#: Every attribute the spec names; querying one this tree does not use for a node answers 204, any other 400.
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "DESCRIPTION", "TYPE", "VALUE", "RANGE", "ACCESS", "UNIT", "CLIPMODE",
+              "TAGS", "EXTENDED_TYPE", "CRITICAL", "OVERLOADS", "HTML")
+EXTENSIONS = {
+    "ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "TYPE": True, "UNIT": True,
+    "CLIPMODE": True, "TAGS": False, "EXTENDED_TYPE": False, "CRITICAL": False, "OVERLOADS": False,
+    "HTML": False, "LISTEN": True, "PATH_CHANGED": False, "PATH_RENAMED": False, "PATH_ADDED": False,
+    "PATH_REMOVED": False,
+}
+_TAGS = {"float": "f", "int": "i", "enum": "s"}
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+_UNSET = object()
+
+
+class OscQuerySection(BaseModel):
+    """`[oscquery]` in a show file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9001  # 0 = any free port
+    name: str = "live"
+    zeroconf: bool = True
+
+
+# --- the namespace, generated from the tree -------------------------------------------------------------------
+
+
+def _type_tag(param: Param, value: Value) -> str:
+    if param.type == "bool":
+        return "T" if value else "F"
+    return _TAGS[param.type]
+
+
+def _param_node(param: Param, value: Value) -> dict[str, Any]:
+    # Booleans: OSC has no boolean argument, only the T/F tags that carry the value themselves. The spec's JSON
+    # table maps both to a JSON boolean; we declare "T" (as VRChat and ossia do) and send T or F per value.
+    node: dict[str, Any] = {
+        "FULL_PATH": param.address,
+        "TYPE": "T" if param.type == "bool" else _TAGS[param.type],
+        "VALUE": [value],
+        "ACCESS": 3,
+        "DESCRIPTION": param.doc,
+    }
+    if param.type == "enum":
+        node["RANGE"] = [{"VALS": list(param.choices)}]
+    elif param.type == "bool":
+        node["RANGE"] = [{"VALS": [False, True]}]
+    else:
+        cast = int if param.type == "int" else float
+        node["RANGE"] = [{"MIN": cast(param.min), "MAX": cast(param.max)}]
+        # CLIPMODE is a hint: "both" when out-of-range numbers are clipped; wrap/fold/reject accept or refuse
+        # them by rules the spec cannot express, so they say "none".
+        node["CLIPMODE"] = ["both" if param.clip == "clip" else "none"]
+    if param.unit:
+        node["UNIT"] = [param.unit]
+    return node
+
+
+def _event_node(event: Event) -> dict[str, Any]:
+    return {
+        "FULL_PATH": event.address,
+        "TYPE": "".join("i" if kind == "int" else "f" for _, kind, _, _ in event.args),
+        "ACCESS": 2,  # write-only: an event has no value to read
+        "RANGE": [{"MIN": int(lo) if kind == "int" else float(lo), "MAX": int(hi) if kind == "int" else float(hi)}
+                  for _, kind, lo, hi in event.args],
+        "CLIPMODE": ["both"] * len(event.args),
+        "DESCRIPTION": event.doc,
+    }
+
+
+def build_namespace(tree: ParamTree, values: Mapping[str, Value], name: str) -> dict[str, Any]:
+    """The whole address space as one OSCQuery JSON node, containers made from the address segments."""
+    root: dict[str, Any] = {"FULL_PATH": "/", "CONTENTS": {}, "DESCRIPTION": f"{name}: every parameter and event"}
+    leaves: list[tuple[str, dict[str, Any]]] = [(a, _param_node(p, values[a])) for a, p in tree.params.items()]
+    leaves += [(a, _event_node(e)) for a, e in tree.events.items()]
+    for address, leaf in sorted(leaves, key=lambda item: item[0]):
+        node = root
+        parts = address.strip("/").split("/")
+        for depth, part in enumerate(parts[:-1]):
+            contents = node.setdefault("CONTENTS", {})
+            if part not in contents:
+                path = "/" + "/".join(parts[:depth + 1])
+                contents[part] = {"FULL_PATH": path, "CONTENTS": {}, "DESCRIPTION": f"{path} controls"}
+            node = contents[part]
+        contents = node.setdefault("CONTENTS", {})
+        if parts[-1] in contents:  # an address that is also a container: one node with both
+            leaf["CONTENTS"] = contents[parts[-1]].get("CONTENTS", {})
+        contents[parts[-1]] = leaf
+    return root
+
+
+def find_node(namespace: dict[str, Any], path: str) -> dict[str, Any] | None:
+    node = namespace
+    for part in (p for p in path.split("/") if p):
+        node = node.get("CONTENTS", {}).get(part)
+        if node is None:
+            return None
+    return node
+
+
+def encode_value(param: Param, value: Value) -> bytes:
+    """One OSC message carrying a parameter's value, typed as TYPE declares."""
+    builder = OscMessageBuilder(param.address)
+    tag = _type_tag(param, value)
+    builder.add_arg(bool(value) if tag in "TF" else value, tag)
+    return builder.build().dgram
+
+
+# --- the server -----------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    source: str
+    listening: set[str] = field(default_factory=set)
+    known: dict[str, Value] = field(default_factory=dict)  # the value this client last saw per address
+    pending: dict[str, Value] = field(default_factory=dict)  # to send; at most one entry per address
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class OscQueryServer:
+    """Serves `tree` over OSCQuery on host:port; `osc_port` is where OSC itself is received (for HOST_INFO)."""
+
+    def __init__(self, tree: ParamTree, osc_port: int, host: str = "127.0.0.1", port: int = 9001,
+                 name: str = "live", zeroconf: bool = True, *, osc_host: str = "",
+                 max_clients: int = MAX_CLIENTS) -> None:
+        self.tree, self.osc_port, self.host, self.port = tree, osc_port, host, port
+        self.name, self.zeroconf, self.osc_host, self.max_clients = name, zeroconf, osc_host, max_clients
+        self.counts = {
+            "http_requests": 0, "http_errors": 0, "ws_accepted": 0, "ws_rejected": 0, "sent": 0, "dropped": 0,
+            "received": 0, "applied": 0, "malformed": 0, "unknown": 0, "bad_value": 0, "bad_command": 0,
+        }
+        self.last_problem = ""
+        self.zeroconf_state = "off" if not zeroconf else "not started"
+        self._clients: set[_Client] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._aiozc: Any = None
+
+    # -- lifecycle (caller's thread) --
+
+    def open(self) -> str:
+        """Bind and start serving; LiveError naming the port if it is taken. Returns a one-line status."""
+        if self._thread is not None:
+            raise RuntimeError("OscQueryServer.open() called twice")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="oscquery", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), loop).result(START_TIMEOUT)
+        except OSError as err:
+            self._stop_thread()
+            if err.errno == errno.EADDRINUSE:
+                raise LiveError(f"OSCQuery port {self.port} on {self.host} is already in use (another show?)",
+                                "stop the other program, or set [oscquery] port in the show to a free port "
+                                "(0 picks one)") from None
+            raise LiveError(f"cannot serve OSCQuery on {self.host}:{self.port}: {err.strerror or err}",
+                            "set [oscquery] host to 127.0.0.1 or an address of this machine") from None
+        except BaseException:
+            self._stop_thread()
+            raise
+        advert = f"; announcing '{self.name}' via zeroconf" if self.zeroconf else ""
+        if self.host in _WILDCARD_HOSTS:
+            return f"OSCQuery: http://127.0.0.1:{self.port} on all interfaces (ws on the same port{advert})"
+        return f"OSCQuery: http://{self.host}:{self.port} (ws on the same port{advert})"
+
+    def close(self) -> None:
+        """Stop serving, withdraw the zeroconf records and join the thread; safe to call twice."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+        if loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(START_TIMEOUT)
+            except Exception as err:  # a hung client or responder must not keep the show from ending
+                self.last_problem = f"close: {err!r}"
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=START_TIMEOUT)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, clients connected, addresses listened to and the zeroconf state, for the show summary."""
+        return {**self.counts, "ws_clients": len(self._clients),
+                "listening": sum(len(c.listening) for c in list(self._clients)), "zeroconf": self.zeroconf_state}
+
+    # -- inside the loop --
+
+    async def _start(self) -> None:
+        self._server = await serve(
+            self._handle_ws, self.host, self.port, process_request=self._http, max_size=MAX_MESSAGE,
+            max_queue=16, compression=None, close_timeout=1.0, server_header=f"live OSCQuery ({self.name})")
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.get_running_loop().create_task(self._poll()))
+        if self.zeroconf:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._advertise()))
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()  # closes websockets with 1001 (going away) and waits for their handlers
+            await self._server.wait_closed()
+        if self._aiozc is not None:
+            try:
+                await asyncio.wait_for(self._aiozc.async_close(), 3.0)  # sends the goodbye packets
+                self.zeroconf_state = "closed"
+            except Exception as err:
+                self.zeroconf_state = f"close failed: {err!r}"
+            self._aiozc = None
+
+    # HTTP
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None  # the websocket handshake goes on
+        self.counts["http_requests"] += 1
+        status, body = self.answer(request.path)
+        if status != HTTPStatus.OK:
+            self.counts["http_errors"] += 1
+        response = connection.respond(status, "" if body is None else json.dumps(body))
+        if body is not None:
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json"
+        response.headers["Access-Control-Allow-Origin"] = "*"  # browser-based clients on other origins
+        return response
+
+    def answer(self, target: str) -> tuple[HTTPStatus, Any]:
+        """Status and JSON body for one GET: a node, one of its attributes (`?VALUE`), or `?HOST_INFO`."""
+        url = urlsplit(target)
+        query = unquote(url.query).split("=", 1)[0].upper()
+        if query == "HOST_INFO":
+            return HTTPStatus.OK, self.host_info()
+        namespace = build_namespace(self.tree, self.tree.snapshot, self.name)
+        node = find_node(namespace, unquote(url.path))
+        if node is None:
+            return HTTPStatus.NOT_FOUND, {"ERROR": f"no OSC node at {unquote(url.path)}"}
+        if not query:
+            return HTTPStatus.OK, node
+        if query not in ATTRIBUTES:
+            return HTTPStatus.BAD_REQUEST, {"ERROR": f"unknown attribute {query}"}
+        if query not in node:
+            return HTTPStatus.NO_CONTENT, None
+        return HTTPStatus.OK, {query: node[query]}
+
+    def host_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"NAME": self.name, "EXTENSIONS": dict(EXTENSIONS), "OSC_PORT": self.osc_port,
+                                "OSC_TRANSPORT": "UDP", "WS_PORT": self.port}
+        # An IP left out means "the address you reached this HTTP server on", which is right for wildcards.
+        if self.osc_host and self.osc_host not in _WILDCARD_HOSTS:
+            info["OSC_IP"] = self.osc_host
+        if self.host not in _WILDCARD_HOSTS:
+            info["WS_IP"] = self.host
+        return info
+
+    # websocket
+
+    async def _handle_ws(self, ws: ServerConnection) -> None:
+        if len(self._clients) >= self.max_clients:
+            self.counts["ws_rejected"] += 1
+            await ws.close(1013, f"too many OSCQuery clients (at most {self.max_clients})")
+            return
+        peer = ws.remote_address
+        client = _Client(ws, f"oscquery:{peer[0]}:{peer[1]}" if peer else "oscquery:?")
+        self._clients.add(client)
+        self.counts["ws_accepted"] += 1
+        sender = asyncio.get_running_loop().create_task(self._send_loop(client))
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    self._receive_osc(message, client.source)
+                else:
+                    self._command(client, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(client)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    def _command(self, client: _Client, text: str) -> None:
+        try:
+            command = json.loads(text)
+            verb, path = command["COMMAND"], command["DATA"]
+            if verb not in ("LISTEN", "IGNORE") or not isinstance(path, str):
+                raise ValueError(f"unsupported command {verb!r}")
+        except (ValueError, KeyError, TypeError) as err:
+            self._problem("bad_command", f"bad websocket command {text[:80]!r}: {err}")
+            return
+        if verb == "IGNORE":
+            client.listening.discard(path)
+            client.pending.pop(path, None)
+        elif path in self.tree.params:
+            client.known[path] = self.tree.snapshot[path]  # from now on, changes only
+            client.listening.add(path)
+        else:  # events are write-only; anything else does not exist
+            self._problem("unknown", f"LISTEN to {path}: not a parameter (see `live params`)")
+
+    async def _send_loop(self, client: _Client) -> None:
+        while True:
+            await client.wake.wait()
+            client.wake.clear()
+            while client.pending:
+                address = next(iter(client.pending))
+                value = client.pending.pop(address)
+                # send() waits while the connection's write buffer is full; meanwhile the poller keeps
+                # overwriting `pending`, so a slow client gets fewer, newer values instead of a backlog.
+                await client.ws.send(encode_value(self.tree.params[address], value))
+                self.counts["sent"] += 1
+
+    async def _poll(self) -> None:
+        seen = -1
+        while True:
+            await asyncio.sleep(1.0 / POLL_HZ)
+            version = self.tree.version
+            if version == seen or not self._clients:
+                seen = version
+                continue
+            seen = version
+            values, writers = self.tree.snapshot, self.tree.written_by
+            for client in list(self._clients):
+                for address in client.listening:
+                    value = values[address]
+                    if client.known.get(address, _UNSET) == value:
+                        continue
+                    client.known[address] = value
+                    if writers.get(address) == client.source:
+                        continue  # its own move: never echoed (no feedback loops)
+                    if address in client.pending:
+                        self.counts["dropped"] += 1  # superseded before the client could take it
+                    client.pending[address] = value
+                if client.pending:
+                    client.wake.set()
+
+    def _receive_osc(self, data: bytes, source: str) -> None:
+        """Apply a binary OSC packet from a client, as the UDP server would; problems are counted."""
+        self.counts["received"] += 1
+        try:
+            if OscBundle.dgram_is_bundle(data):
+                messages = [timed.message for timed in OscPacket(data).messages]
+                for message in messages:
+                    check_complete(message.dgram)
+            else:
+                check_complete(data)
+                messages = [OscMessage(data)]
+        except Exception as err:  # python-osc raises several unrelated types on junk; all mean 'malformed'
+            self._problem("malformed", f"malformed OSC over websocket from {source} ({len(data)} bytes): {err}")
+            return
+        for message in messages:
+            address, args = message.address, list(message.params)
+            try:
+                if address in self.tree.events:
+                    self.tree.emit(address, *args)
+                elif address in self.tree.params:
+                    if len(args) != 1:
+                        raise ValueError(f"{address}: expects one value, got {len(args)}")
+                    self.tree.set(address, args[0], source=source)
+                else:
+                    self._problem("unknown", f"unknown address {address} from {source} (see `live params`)")
+                    continue
+            except ValueError as err:
+                self._problem("bad_value", str(err))
+                continue
+            self.counts["applied"] += 1
+
+    def _problem(self, kind: str, text: str) -> None:
+        self.counts[kind] += 1
+        self.last_problem = f"{time.strftime('%H:%M:%S')} {text}"
+
+    # zeroconf
+
+    async def _advertise(self) -> None:
+        """Register `_oscjson._tcp` (this server) and `_osc._udp` (the OSC port) on the loop; failures are
+        reported in stats, never raised: a show plays on without discovery."""
+        from zeroconf import IPVersion, ServiceInfo
+        from zeroconf.asyncio import AsyncZeroconf
+
+        self.zeroconf_state = "registering"
+        try:
+            if self.host in _WILDCARD_HOSTS:
+                import ifaddr  # zeroconf's own dependency, and what it recommends for listing addresses
+
+                addresses = sorted({ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if ip.is_IPv4})
+            else:
+                addresses = sorted({ai[4][0] for ai in socket.getaddrinfo(self.host, None, socket.AF_INET)})
+            if not addresses:
+                raise OSError("no IPv4 address to announce")
+            hostname = "".join(c if c.isalnum() else "-" for c in f"{self.name}-{socket.gethostname()}")
+            # Our own host record: announcing the machine's name with these addresses would fight its mDNS
+            # responder (avahi, Bonjour) when they differ, e.g. 127.0.0.1 only.
+            server = f"{hostname}-{self.port}.local."
+            infos = [ServiceInfo(kind, f"{self.name}.{kind}", port=port, parsed_addresses=addresses, server=server,
+                                 properties={"txtvers": "1"})
+                     for kind, port in ((OSCJSON_SERVICE, self.port), (OSC_SERVICE, self.osc_port))]
+            aiozc = self._aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+
+            async def register(info: ServiceInfo) -> None:  # probe, then announce: about 1.5 s each
+                await (await aiozc.async_register_service(info, allow_name_change=True))
+
+            await asyncio.gather(*(register(info) for info in infos))
+            self.zeroconf_state = "registered"
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self.zeroconf_state = f"failed: {err}"
+            self.last_problem = f"zeroconf: {err}"
+
