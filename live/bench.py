@@ -23,7 +23,9 @@ from live.audio.synth import Synth
 from live.inference import open_session
 from live.mailbox import Mailbox
 from live.models.manifest import load_manifest
-from live.player import build_tree, percentile
+from live.control.reader import ParamReader
+from live.control.surface import build_tree
+from live.player import percentile
 from live.show import Show
 from live.video.capture import BuiltinSource, Capture
 from live.video.frame import Frame
@@ -53,7 +55,7 @@ def pipeline(stylizer: Stylizer, tree, seconds: float, source_fps: float) -> tup
     captured: Mailbox[Frame] = Mailbox()
     stylized: Mailbox[Frame] = Mailbox()
     capture = Capture("builtin", WIDTH, HEIGHT, source_fps, captured, say=lambda _: None)
-    chain = ChainThread([stylizer], tree, captured, stylized)
+    chain = ChainThread([stylizer], ParamReader(tree), captured, stylized)
     capture.start()
     chain.start()
     latencies, start = [], time.perf_counter()

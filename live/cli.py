@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from live.player import build_tree
+    from live.control.surface import build_tree
 
     items = build_tree(load_show(args.show)).describe()
     if args.json:

@@ -175,7 +175,7 @@ class Event:
         return tuple(out)
 
     def describe(self) -> dict[str, Any]:
-        lo, hi = self.args[0][2], self.args[0][3]
+        lo, hi = (self.args[0][2], self.args[0][3]) if self.args else (None, None)
         return {
             "address": self.address, "type": "event", "min": lo, "max": hi, "default": None, "unit": "",
             "doc": self.doc,
@@ -208,8 +208,12 @@ class ParamTree:
         #: Who wrote each address last ("osc:127.0.0.1:5000", "midi:nanoKONTROL2", "scene", ...): feedback skips
         #: the writer, so a controller is never echoed its own move (no feedback loops).
         self.written_by: dict[str, str] = {}
+        #: perf_counter() of the last emit of each event address (tap tempo wants when, not just that).
+        self.emitted_at: dict[str, float] = {}
         #: Bumped by every write; a feedback sender compares it to know whether anything changed at all.
         self.version = 0
+        #: Bumped when a reloaded show swaps the set of parameters (readers rebuild their smoothing then).
+        self.generation = 0
 
     def __contains__(self, address: str) -> bool:
         return address in self.params or address in self.events
@@ -244,10 +248,28 @@ class ParamTree:
             self.version += 1
         return coerced
 
+    def reconfigure(self, params: Iterable[Param], events: Iterable[Event]) -> None:
+        """Swap in the parameters of a reloaded show in one step: an address that remains keeps its current value
+        (coerced to its new range), a new one starts at its default; listeners stay subscribed."""
+        params = {p.address: p for p in params}
+        with self._lock:
+            old, values = self.snapshot, {}
+            for address, param in params.items():
+                try:
+                    values[address] = param.coerce(old[address]) if address in old else param.default
+                except ValueError:
+                    values[address] = param.default
+            self.params, self.events = params, {e.address: e for e in events}
+            self.snapshot = MappingProxyType(values)
+            self.generation += 1
+            self.version += 1
+
     def emit(self, address: str, *args: Any) -> tuple[float | int, ...]:
         """Send an event to every listener whose prefix matches; KeyError/ValueError as for `set`."""
         values = self.events[address].coerce(args)
+        now = time.perf_counter()
         with self._lock:
+            self.emitted_at[address] = now
             for prefix, queue in self._listeners:
                 if address.startswith(prefix):
                     queue.append((address, values))  # deque(maxlen) drops the oldest when full
@@ -259,6 +281,11 @@ class ParamTree:
         with self._lock:
             self._listeners.append((prefix, queue))
         return queue
+
+    def unlisten(self, queue: deque) -> None:
+        """Stop delivering to a queue from `listen` (a reloaded show's old scenes and modulators)."""
+        with self._lock:
+            self._listeners = [(p, q) for p, q in self._listeners if q is not queue]
 
     def describe(self) -> list[dict[str, Any]]:
         """Every parameter and event, sorted by address, as plain dicts; a parameter's default is the value the

@@ -21,35 +21,18 @@ import numpy as np
 
 from live.audio.engine import AudioEngine
 from live.control.osc import OscServer
+from live.control.surface import ControlSurface
 from live.errors import LiveError
 from live.mailbox import Mailbox
-from live.models.manifest import load_manifest
-from live.params import ParamTree
-from live.show import Show
+from live.show import Show, load_show
 from live.video.capture import Capture
 from live.video.frame import Frame
 from live.video.output import Recorder, WindowOutput, has_display
-from live.video.chain import ChainThread
-from live.video.latent import LatentLayer, latent_params
-from live.video.stylize import Stylizer, video_params
+from live.video.chain import Blackout, ChainThread
+from live.video.latent import LatentLayer
+from live.video.stylize import Stylizer
 
-
-def build_tree(show: Show) -> ParamTree:
-    """Every parameter the show offers, at the show's starting values; nothing is opened."""
-    manifest = load_manifest(show.resolve(show.video.model))
-    layer = latent_params(load_manifest(show.resolve(show.video.latent))) if show.video.latent else []
-    synth = load_manifest(show.resolve(show.audio.model))
-    synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
-    tree = ParamTree([*video_params(manifest), *layer, *synth_params], synth_events)
-    for address, value in show.params.items():
-        try:
-            tree.set(address, value)
-        except KeyError:
-            raise LiveError(f"{show.path}: [params] '{address}' is not a parameter of this show",
-                            "run `live params` for the list of addresses") from None
-        except ValueError as err:
-            raise LiveError(f"{show.path}: [params] {err}", "use a value of the parameter's type and range") from None
-    return tree
+RELOAD_CHECK_S = 0.5  # how often the show file's modification time is looked at
 
 
 def percentile(values, q: float) -> float:
@@ -84,7 +67,10 @@ class Player:
         self.source = source if source is not None else show.video.source
         self.record_path = record or (show.resolve(show.output.record) if show.output.record else None)
         self.want_window = show.output.window if window is None else window
-        self.tree = build_tree(show)
+        self.surface = ControlSurface(show, say)
+        self.tree = self.surface.tree
+        self._show_stamp = self._stamp()
+        self._checked = 0.0
         self.captured: Mailbox[Frame] = Mailbox()
         self.stylized: Mailbox[Frame] = Mailbox()
         self.capture: Capture | None = None
@@ -95,6 +81,7 @@ class Player:
         self.recorder: Recorder | None = None
         self.latencies: deque[float] = deque(maxlen=100_000)
         self.frames = 0
+        self.reload_error = ""
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -108,14 +95,16 @@ class Player:
             if show.video.latent:
                 stages.append(LatentLayer(show.resolve(show.video.latent), show.video.width, show.video.height,
                                           tuple(show.video.providers)))
-            self.chain = ChainThread(stages, self.tree, self.captured, self.stylized)
+            stages.append(Blackout())
+            self.chain = ChainThread(stages, self.surface.reader(), self.captured, self.stylized)
+            self.surface.open()
             if show.osc.enabled:
                 self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
                 self.say(self.osc.open())
             if show.audio.enabled:
                 self.audio = AudioEngine(self.tree, show.resolve(show.audio.model), show.audio.device or None,
                                          show.audio.samplerate, show.audio.blocksize, show.audio.voices,
-                                         show.audio.pattern, show.audio.bpm)
+                                         show.audio.pattern, self.surface.reader())
                 self.say(self.audio.open())
             self._open_outputs()
         except BaseException:
@@ -152,6 +141,7 @@ class Player:
             while not self._stop.is_set():
                 if seconds is not None and time.perf_counter() - started >= seconds:
                     break
+                self.check_reload()
                 frame = self.stylized.get(timeout=0.05)
                 if frame is None:
                     continue
@@ -165,6 +155,34 @@ class Player:
             summary = self.summary(time.perf_counter() - started)
             self.close()
         return summary
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.show.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def check_reload(self, now: float | None = None) -> None:
+        """If the show file was saved, apply it; an invalid file keeps the running show and says why."""
+        now = time.perf_counter() if now is None else now
+        if now - self._checked < RELOAD_CHECK_S:
+            return
+        self._checked = now
+        stamp = self._stamp()
+        if stamp is None or stamp == self._show_stamp:
+            return
+        self._show_stamp = stamp
+        try:
+            show = load_show(self.show.path)
+            notes = self.surface.reload(show)
+        except LiveError as err:
+            self.reload_error = str(err)
+            self.say(f"Show: {self.show.path.name} was saved but not applied, the show goes on as it was: {err}")
+            return
+        self.reload_error = ""
+        self.show = show
+        self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     def show_frame(self, frame: Frame) -> None:
         """Put one stylized frame on every output; its latency is measured once it is out."""
@@ -190,7 +208,7 @@ class Player:
             if stage:
                 stage.stop()
         self.capture = self.chain = None
-        for closer in (self.osc, self.audio, self.window, self.recorder):
+        for closer in (self.osc, self.audio, self.window, self.recorder, self.surface):
             if closer:
                 closer.close()
         self.osc = self.audio = self.window = self.recorder = None

@@ -13,7 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from live.control.modulation import ModulatorSection
+from live.control.scenes import CueSection
+from live.control.tempo import TempoSection
 from live.errors import LiveError
+from live.params import CLIP_MODES, CURVES, SMOOTHING
 
 DEFAULT_SHOW = Path(__file__).resolve().parent.parent / "show_configs" / "default.toml"
 
@@ -48,14 +52,24 @@ class AudioSection(_Section):
     blocksize: Literal[64, 128, 256, 512, 1024] = 128
     model: str = "../exported_models/synth-decoder.json"
     voices: int = Field(8, ge=1, le=64)
-    pattern: list[int] = Field(default_factory=lambda: [45, 52, 57, 60, 64, 57, 52, 48])
-    bpm: float = Field(96.0, gt=0, le=400)
+    pattern: list[int] = Field(default_factory=lambda: [45, 52, 57, 60, 64, 57, 52, 48],
+                               description="the arpeggio /synth/auto plays, in eighth notes at the show's tempo")
 
 
 class OscSection(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=1024, le=65535)
+
+
+class ControlSection(_Section):
+    """`[controls."/address"]`: how one parameter responds, overriding its built-in behaviour."""
+
+    curve: Literal[CURVES] = Field("linear", description="controller position -> value: " + ", ".join(CURVES))
+    smooth: Literal[SMOOTHING] = Field("none", description="glide towards new values: " + ", ".join(SMOOTHING))
+    smooth_s: float = Field(0.0, ge=0, le=60, description="slew: seconds for the full range; euro: time constant")
+    clip: Literal[CLIP_MODES] = Field("clip", description="out-of-range values: " + ", ".join(CLIP_MODES))
+    unit: str | None = None
 
 
 class Show(_Section):
@@ -66,7 +80,12 @@ class Show(_Section):
     output: OutputSection = Field(default_factory=OutputSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     osc: OscSection = Field(default_factory=OscSection)
+    tempo: TempoSection = Field(default_factory=TempoSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    controls: dict[str, ControlSection] = Field(default_factory=dict)
+    mod: dict[str, ModulatorSection] = Field(default_factory=dict)
+    scenes: dict[str, dict[str, float | int | bool | str]] = Field(default_factory=dict)
+    cues: list[CueSection] = Field(default_factory=list)
 
     #: The file this show came from; relative paths in it resolve against its folder.
     _path: Path = PrivateAttr(default=DEFAULT_SHOW)

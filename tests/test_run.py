@@ -15,7 +15,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from fixtures_live import (DEFAULT_SHOW, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
                            screenshot, show_with)
-from live.player import build_tree
+from live.control.surface import build_tree
 from live.show import load_show
 from live.video.stylize import Stylizer
 

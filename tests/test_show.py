@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from live.errors import LiveError
-from live.player import build_tree
+from live.control.surface import build_tree
 from live.show import DEFAULT_SHOW, load_show
 
 

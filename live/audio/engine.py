@@ -20,6 +20,7 @@ import sounddevice as sd
 
 from live.audio import devices
 from live.audio.synth import TIMBRE_AXES, Synth
+from live.control.reader import ParamReader
 from live.errors import LiveError
 from live.inference import open_session
 from live.models.manifest import load_manifest
@@ -28,6 +29,8 @@ from live.params import Event, Param, ParamTree
 GAIN = "/synth/gain"
 AUTO = "/synth/auto"
 NOTE = "/synth/note"
+BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/control/surface.py) the synth obeys
+TEMPO = "/tempo/bpm"
 TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
 
 DEFAULT_PATTERN = (45, 52, 57, 60, 64, 57, 52, 48)
@@ -70,21 +73,21 @@ class Tap:
 
 
 class Arpeggio:
-    """Eighth notes cycling through a pattern; timed in rendered frames, so it follows the audio clock."""
+    """Eighth notes cycling through a pattern at the show's tempo; timed in rendered frames, so it follows the
+    audio clock."""
 
-    def __init__(self, notes: Sequence[int], bpm: float, samplerate: int) -> None:
+    def __init__(self, notes: Sequence[int], samplerate: int) -> None:
         bad = [n for n in notes if not 0 <= n <= 127]
-        if bad or not notes or bpm <= 0:
-            raise LiveError(f"audio pattern {list(notes)} at {bpm} bpm is not playable",
-                            "use MIDI notes 0..127 and a bpm above 0 in [audio] pattern / bpm")
+        if bad or not notes:
+            raise LiveError(f"audio pattern {list(notes)} is not playable", "use MIDI notes 0..127 in [audio] pattern")
         self.notes = tuple(notes)
-        self.step_frames = samplerate * 60.0 / bpm / 2.0
+        self.samplerate = samplerate
         self._due = 0.0  # frames until the next step
         self._index = 0
         self.playing: int | None = None
 
-    def advance(self, synth: Synth, on: bool, frames: int) -> None:
-        """Play the steps due within the next `frames`; when switched off, release the sounding note."""
+    def advance(self, synth: Synth, on: bool, frames: int, bpm: float) -> None:
+        """Play the steps due within the next `frames` at `bpm`; when switched off, release the sounding note."""
         if not on:
             if self.playing is not None:
                 synth.note_off(self.playing)
@@ -96,7 +99,7 @@ class Arpeggio:
             self.playing = self.notes[self._index % len(self.notes)]
             synth.note_on(self.playing, 0.55 if self._index % 4 == 0 else 0.4)  # a soft accent on the beat
             self._index += 1
-            self._due += self.step_frames
+            self._due += self.samplerate * 60.0 / bpm / 2.0
         self._due -= frames
 
 
@@ -121,7 +124,8 @@ class AudioEngine:
 
     def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
-                 pattern: Sequence[int] = (), pattern_bpm: float = DEFAULT_BPM) -> None:
+                 pattern: Sequence[int] = (), reader: ParamReader | None = None) -> None:
+        """`reader` is the synth thread's smoothed, modulated view of `tree` (default: plain values)."""
         missing = [a for a in (GAIN, AUTO, NOTE, *TIMBRE) if a not in tree]
         if missing:
             raise LiveError(f"the parameter tree lacks {', '.join(missing)}",
@@ -135,8 +139,10 @@ class AudioEngine:
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate))
         self.status = ""
+        self.reader = reader or ParamReader(tree)
         self._events = tree.listen("/synth/")
-        self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, pattern_bpm, samplerate)
+        self._panic = tree.listen(PANIC)
+        self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, samplerate)
         self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
         self._mixer: rtmixer.Mixer | None = None
         self._lost = False  # the stream died while playing
@@ -195,14 +201,18 @@ class AudioEngine:
 
     def _render(self) -> np.ndarray:
         """One block: take note events and the current parameters, render, feed the tap and the meters."""
-        values = self.tree.snapshot
+        values = self.reader.read(time.perf_counter())
         while self._events:
             address, args = self._events.popleft()
             if address == NOTE:
                 self.synth.note_on(int(args[0]), float(args[1]))
-        self._arpeggio.advance(self.synth, bool(values[AUTO]), self.blocksize)
+        if self._panic:
+            self._panic.clear()
+            self.synth.all_notes_off()
+        self._arpeggio.advance(self.synth, bool(values[AUTO]), self.blocksize, float(values.get(TEMPO, DEFAULT_BPM)))
         timbre = np.array([values[a] for a in TIMBRE], dtype=np.float32)
-        block = self.synth.render(float(values[GAIN]), timbre)
+        gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
+        block = self.synth.render(gain, timbre)
         self.tap.write(block)
         self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
         self._blocks += 1

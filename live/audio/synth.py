@@ -149,6 +149,12 @@ class Synth:
             if pending is not None and pending[0] == note:
                 self._pending[v] = None
 
+    def all_notes_off(self) -> None:
+        """Release every note and forget stolen-voice notes waiting to start (panic)."""
+        self._pending = [None] * self.voices
+        for v in np.flatnonzero((self.stage == ATTACK) | (self.stage == HOLD)):
+            self.stage[v] = RELEASE
+
     @property
     def sounding(self) -> int:
         """How many voices are making sound (including releases)."""

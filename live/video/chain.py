@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from live.control.reader import ParamReader
 from live.mailbox import Mailbox
-from live.params import ParamTree
 from live.video.frame import Frame
 
 
@@ -25,8 +25,9 @@ class Stage(Protocol):
 class ChainThread:
     """Newest frame in, processed frame out; a stage that fails passes its input through and says so once."""
 
-    def __init__(self, stages: Sequence[Stage], tree: ParamTree, inbox: Mailbox[Frame], out: Mailbox[Frame]) -> None:
-        self.stages, self.tree, self.inbox, self.out = list(stages), tree, inbox, out
+    def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
+                 out: Mailbox[Frame]) -> None:
+        self.stages, self.reader, self.inbox, self.out = list(stages), reader, inbox, out
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="video-chain", daemon=True)
@@ -46,7 +47,7 @@ class ChainThread:
             if frame is None:
                 continue
             now = time.perf_counter()
-            values, image = self.tree.snapshot, frame.image
+            values, image = self.reader.read(now), frame.image
             for stage in self.stages:
                 try:
                     image = stage.process(image, values, now)
@@ -56,3 +57,10 @@ class ChainThread:
                         self.errors[name] = str(err)
                         print(f"Video: {name} failed on a frame ({err}); passing its input through")
             self.out.put(Frame(image, frame.captured, frame.index))
+
+
+class Blackout:
+    """The last stage: a black frame while /live/blackout is on (the window and outputs stay open)."""
+
+    def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray:
+        return np.zeros_like(image) if values.get("/live/blackout") else image
