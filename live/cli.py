@@ -63,6 +63,18 @@ def params_table(items: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from live.control.surface import check
+
+    show = load_show(args.show)  # syntax and keys: raises with file, line and key
+    problems = check(show)
+    for problem in problems:
+        print(f"live check: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{show.path}: OK ({len(show.scenes)} scenes, {len(show.cues)} cues, {len(show.mod)} modulators)")
+    return 1 if problems else 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from live.doctor import report
 
@@ -117,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     params.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
     params.add_argument("--json", action="store_true", help="as a JSON list")
     params.set_defaults(func=_params)
+
+    check = sub.add_parser("check", help="validate a show file (keys, values, models, scenes) without playing it")
+    check.add_argument("show")
+    check.set_defaults(func=_check)
 
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")

@@ -104,10 +104,10 @@ class Param:
         lo, hi = self.min, self.max
         if self.curve == "s":
             u = u * u * (3 - 2 * u)
-        elif self.curve in ("exp", "log") and lo > 0 and hi > 0:
-            t = u if self.curve == "exp" else 1 - u
-            x = lo * (hi / lo) ** t if self.curve == "exp" else hi * (lo / hi) ** t
-            return self.coerce(x if self.curve == "exp" else lo + hi - x)
+        elif self.curve in ("exp", "log") and lo > 0 and hi > 0:  # geometric, or its mirror image
+            if self.curve == "exp":
+                return self.coerce(lo * (hi / lo) ** u)
+            return self.coerce(lo + hi - lo * (hi / lo) ** (1 - u))
         elif self.curve == "exp":
             u = u * u
         elif self.curve == "log":
@@ -126,8 +126,9 @@ class Param:
             return 0.0
         x = min(max(float(value), lo), hi)
         if self.curve in ("exp", "log") and lo > 0 and hi > 0:
-            t = math.log(x / lo) / math.log(hi / lo) if self.curve == "exp" else math.log((lo + hi - x) / hi) / math.log(lo / hi)
-            return min(max(t if self.curve == "exp" else 1 - t, 0.0), 1.0)
+            if self.curve == "exp":
+                return min(max(math.log(x / lo) / math.log(hi / lo), 0.0), 1.0)
+            return min(max(1 - math.log((lo + hi - x) / lo) / math.log(hi / lo), 0.0), 1.0)
         u = (x - lo) / (hi - lo)
         if self.curve == "s":  # invert u^2 (3 - 2u) by bisection: monotonic, and exact enough in 30 steps
             a, b = 0.0, 1.0

@@ -21,6 +21,7 @@ import numpy as np
 
 from live.audio.engine import AudioEngine
 from live.control.osc import OscServer
+from live.control.oscquery import OscQueryServer
 from live.control.surface import ControlSurface
 from live.errors import LiveError
 from live.mailbox import Mailbox
@@ -76,6 +77,7 @@ class Player:
         self.capture: Capture | None = None
         self.chain: ChainThread | None = None
         self.osc: OscServer | None = None
+        self.oscquery: OscQueryServer | None = None
         self.audio: AudioEngine | None = None
         self.window: WindowOutput | None = None
         self.recorder: Recorder | None = None
@@ -101,6 +103,11 @@ class Player:
             if show.osc.enabled:
                 self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
                 self.say(self.osc.open())
+            if show.oscquery.enabled:
+                q = show.oscquery
+                self.oscquery = OscQueryServer(self.tree, self.osc.port if self.osc else show.osc.port, q.host, q.port,
+                                               q.name, q.zeroconf, osc_host=show.osc.host)
+                self.say(self.oscquery.open())
             if show.audio.enabled:
                 self.audio = AudioEngine(self.tree, show.resolve(show.audio.model), show.audio.device or None,
                                          show.audio.samplerate, show.audio.blocksize, show.audio.voices,
@@ -184,10 +191,28 @@ class Player:
         self.show = show
         self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
+    #: Keys in the output window: a performer at the laptop can run the cue list without a controller.
+    KEYS = {" ": "go", "\x08": "back", "b": "blackout", "p": "panic"}
+
+    def _keys(self) -> None:
+        for key in self.window.keys:
+            action = self.KEYS.get(key)
+            if action == "go":
+                self.say(f"Cue: {self.surface.go()}")
+            elif action == "back":
+                self.say(f"Cue: {self.surface.back()}")
+            elif action == "blackout":
+                self.surface.blackout(not self.tree.get("/live/blackout"))
+            elif action == "panic":
+                self.surface.panic()
+        self.window.keys.clear()
+
     def show_frame(self, frame: Frame) -> None:
         """Put one stylized frame on every output; its latency is measured once it is out."""
         if self.window:
             self.window.write(frame.image)
+            if self.window.keys:
+                self._keys()
         now = time.perf_counter()
         if self.recorder:
             self.recorder.write(frame.image, now)
@@ -208,7 +233,7 @@ class Player:
             if stage:
                 stage.stop()
         self.capture = self.chain = None
-        for closer in (self.osc, self.audio, self.window, self.recorder, self.surface):
+        for closer in (self.osc, self.oscquery, self.audio, self.window, self.recorder, self.surface):
             if closer:
                 closer.close()
-        self.osc = self.audio = self.window = self.recorder = None
+        self.osc = self.oscquery = self.audio = self.window = self.recorder = None

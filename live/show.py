@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from live.control.modulation import ModulatorSection
+from live.control.oscquery import OscQuerySection
 from live.control.scenes import CueSection
 from live.control.tempo import TempoSection
 from live.errors import LiveError
@@ -80,6 +81,7 @@ class Show(_Section):
     output: OutputSection = Field(default_factory=OutputSection)
     audio: AudioSection = Field(default_factory=AudioSection)
     osc: OscSection = Field(default_factory=OscSection)
+    oscquery: OscQuerySection = Field(default_factory=OscQuerySection)
     tempo: TempoSection = Field(default_factory=TempoSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     controls: dict[str, ControlSection] = Field(default_factory=dict)

@@ -55,6 +55,7 @@ def show_with(tmp_path: Path, **sections: dict) -> Path:
     import tomllib
 
     data = tomllib.loads(DEFAULT_SHOW.read_text())
+    data["oscquery"].update(port=0, zeroconf=False)  # tests run shows side by side: no fixed port, no announcing
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     for section, key in (("video", "model"), ("video", "latent"), ("audio", "model")):

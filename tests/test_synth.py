@@ -238,3 +238,15 @@ def test_a_voice_freed_below_others_is_silent(decoder) -> None:
     play(alone, 0.8)
     assert list(both.stage[:2]) == [0, 2] and both.sounding == 1  # free voice 0 below held voice 1
     np.testing.assert_allclose(play(both, 0.2), play(alone, 0.2), atol=1e-5)
+
+
+def test_panic_releases_every_note_and_cancels_waiting_ones(decoder) -> None:
+    synth = Synth(decoder, voices=2)
+    for note in (48, 55, 60):  # the third steals a voice and waits a block
+        synth.note_on(note, 0.9)
+    synth.all_notes_off()
+    tail = play(synth, 0.6)
+    assert synth.sounding == 0
+    assert np.abs(tail[-4800:]).max() < 1e-4  # silent after the release, and the stolen note never started
+    synth.note_on(60, 0.9)  # and it plays again afterwards
+    assert np.abs(play(synth, 0.1)).max() > 0.01

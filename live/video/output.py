@@ -81,11 +81,15 @@ class WindowOutput:
         if fullscreen:
             cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
         self.quit = False
+        self.keys: list[str] = []  # keys pressed since the player last looked (it clears the list)
 
     def write(self, image: np.ndarray) -> None:
         cv2.imshow(self.title, image)
-        if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS:
             self.quit = True
+        elif key != 0xFF and len(self.keys) < 16:
+            self.keys.append(chr(key))
 
     def close(self) -> None:
         cv2.destroyWindow(self.title)
