@@ -266,11 +266,12 @@ def test_learn_binds_each_kind_and_survives_a_restart(make, controller: Controll
     assert tree2.get("/a") == 1.0 and tree2.get("/t") is True
 
 
-def test_a_missing_controller_connects_when_plugged_and_after_replugging(make, jack_server: str) -> None:
+def test_a_missing_controller_connects_when_plugged_and_after_replugging(make, controller: Controller) -> None:
     tree, name = make_tree(), unique("late")
     ctl = make(tree, MidiSection(inputs=[name], takeover="none", map=[MidiMap(param="/a", channel=1, number=7)]))
     told = ctl.open()
     assert f"no input port starting with '{name}'" in told and "still looking" in told
+    assert f"'{controller.client}:knobs'" in told  # says which ports there are
     assert ctl.stats()["missing_inputs"] == [name]
 
     late = Controller(name)
