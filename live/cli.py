@@ -75,6 +75,18 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _layout(args: argparse.Namespace) -> int:
+    from live.control.layout import open_stage_control
+
+    text = json.dumps(open_stage_control(load_show(args.show)), indent=1, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"Wrote {args.out}: open it in Open Stage Control, sending to this machine's [osc] port")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from live.doctor import report
 
@@ -133,6 +145,11 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a show file (keys, values, models, scenes) without playing it")
     check.add_argument("show")
     check.set_defaults(func=_check)
+
+    layout = sub.add_parser("layout", help="an Open Stage Control tablet layout for the show's mapped controls")
+    layout.add_argument("show")
+    layout.add_argument("--out", metavar="FILE.json", help="write it here instead of printing it")
+    layout.set_defaults(func=_layout)
 
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")

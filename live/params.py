@@ -267,7 +267,12 @@ class ParamTree:
 
     def emit(self, address: str, *args: Any) -> tuple[float | int, ...]:
         """Send an event to every listener whose prefix matches; KeyError/ValueError as for `set`."""
-        values = self.events[address].coerce(args)
+        event = self.events[address]
+        if not event.args and len(args) == 1 and isinstance(args[0], (int, float)):
+            if args[0] <= 0:
+                return ()  # a trigger sent as a button's press (1) and release (0): the release does nothing
+            args = ()
+        values = event.coerce(args)
         now = time.perf_counter()
         with self._lock:
             self.emitted_at[address] = now

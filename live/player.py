@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from live.audio.engine import AudioEngine
+from live.control.midi import MidiControl
 from live.control.osc import OscServer
 from live.control.oscquery import OscQueryServer
 from live.control.surface import ControlSurface
@@ -27,6 +28,7 @@ from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.show import Show, load_show
 from live.video.capture import Capture
+from live.video import hud
 from live.video.frame import Frame
 from live.video.output import Recorder, WindowOutput, has_display
 from live.video.chain import Blackout, ChainThread
@@ -78,6 +80,7 @@ class Player:
         self.chain: ChainThread | None = None
         self.osc: OscServer | None = None
         self.oscquery: OscQueryServer | None = None
+        self.midi: MidiControl | None = None
         self.audio: AudioEngine | None = None
         self.window: WindowOutput | None = None
         self.recorder: Recorder | None = None
@@ -108,6 +111,12 @@ class Player:
                 self.oscquery = OscQueryServer(self.tree, self.osc.port if self.osc else show.osc.port, q.host, q.port,
                                                q.name, q.zeroconf, osc_host=show.osc.host)
                 self.say(self.oscquery.open())
+            if show.midi.enabled:
+                learned = show.resolve_inside(show.midi.learn_file, "[midi] learn_file") if show.midi.learn_file \
+                    else None
+                clock = self.surface.clock if show.tempo.source == "midi" else None
+                self.midi = MidiControl(self.tree, show.midi, clock, learned, say=self.say)
+                self.say(self.midi.open())
             if show.audio.enabled:
                 self.audio = AudioEngine(self.tree, show.resolve(show.audio.model), show.audio.device or None,
                                          show.audio.samplerate, show.audio.blocksize, show.audio.voices,
@@ -192,7 +201,7 @@ class Player:
         self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     #: Keys in the output window: a performer at the laptop can run the cue list without a controller.
-    KEYS = {" ": "go", "\x08": "back", "b": "blackout", "p": "panic"}
+    KEYS = {" ": "go", "\x08": "back", "b": "blackout", "p": "panic", "h": "hud"}
 
     def _keys(self) -> None:
         for key in self.window.keys:
@@ -205,12 +214,15 @@ class Player:
                 self.surface.blackout(not self.tree.get("/live/blackout"))
             elif action == "panic":
                 self.surface.panic()
+            elif action == "hud":
+                self.tree.set("/live/hud", not self.tree.get("/live/hud"), "keyboard")
         self.window.keys.clear()
 
     def show_frame(self, frame: Frame) -> None:
         """Put one stylized frame on every output; its latency is measured once it is out."""
         if self.window:
-            self.window.write(frame.image)
+            self.window.write(hud.draw(frame.image, self.status_lines()) if self.tree.get("/live/hud")
+                              else frame.image)
             if self.window.keys:
                 self._keys()
         now = time.perf_counter()
@@ -220,6 +232,34 @@ class Player:
                 self.recorder.write_audio(self.audio.read_tap())
         self.latencies.append((now - frame.captured) * 1000)
         self.frames += 1
+
+    def status_lines(self) -> list[str]:
+        """The HUD's lines: what a performer needs to know at a glance, problems last."""
+        recent = list(self.latencies)[-30:]
+        values = self.tree.snapshot
+        lines = [f"{self.show.name}  latency {percentile(recent, 50):.0f} ms  dropped "
+                 f"{self.captured.dropped + self.stylized.dropped}",
+                 f"{values.get('/tempo/bpm', 0):.1f} bpm  cue {values.get('/scene/cue', '-')}"
+                 + ("  BLACKOUT" if values.get("/live/blackout") else "")]
+        if self.osc:
+            counts = self.osc.stats()
+            lines.append(f"OSC {counts.get('applied', 0)} applied, {counts.get('rejected', 0)} rejected")
+            if counts.get("last_problem"):
+                lines.append(f"  {str(counts['last_problem'])[:70]}")
+        if self.midi:
+            counts = self.midi.stats()
+            line = f"MIDI {counts.get('in', 0)} in, {counts.get('applied', 0)} applied"
+            if counts.get("missing_inputs"):
+                line += f", waiting for {', '.join(counts['missing_inputs'])}"
+            if counts.get("learning"):
+                line += f", LEARN {counts['learning']}: move a control"
+            lines.append(line)
+        if self.audio:
+            stats = self.audio.stats()
+            lines.append(f"audio {stats.get('device') or 'silent'}  starved {stats.get('starved', 0)}")
+        if self.reload_error:
+            lines.append(f"show file NOT reloaded: {self.reload_error[:60]}")
+        return lines
 
     def summary(self, seconds: float) -> Summary:
         latency = {f"p{q}": percentile(self.latencies, q) for q in (50, 95, 99)}
@@ -233,7 +273,7 @@ class Player:
             if stage:
                 stage.stop()
         self.capture = self.chain = None
-        for closer in (self.osc, self.oscquery, self.audio, self.window, self.recorder, self.surface):
+        for closer in (self.osc, self.oscquery, self.midi, self.audio, self.window, self.recorder, self.surface):
             if closer:
                 closer.close()
-        self.osc = self.oscquery = self.audio = self.window = self.recorder = None
+        self.osc = self.oscquery = self.midi = self.audio = self.window = self.recorder = None

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
 from live.control.oscquery import OscQuerySection
 from live.control.scenes import CueSection
@@ -82,6 +83,7 @@ class Show(_Section):
     audio: AudioSection = Field(default_factory=AudioSection)
     osc: OscSection = Field(default_factory=OscSection)
     oscquery: OscQuerySection = Field(default_factory=OscQuerySection)
+    midi: MidiSection = Field(default_factory=MidiSection)
     tempo: TempoSection = Field(default_factory=TempoSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     controls: dict[str, ControlSection] = Field(default_factory=dict)
@@ -99,6 +101,14 @@ class Show(_Section):
     def resolve(self, relative: str) -> Path:
         """A path from the show, relative to the show file's folder."""
         return (self.path.parent / relative).resolve()
+
+    def resolve_inside(self, relative: str, key: str) -> Path:
+        """A path the show writes to (MIDI learn's file): it must stay inside the show's folder."""
+        path = self.resolve(relative)
+        if not path.is_relative_to(self.path.parent.resolve()):
+            raise LiveError(f"{self.path}: {key} = '{relative}' points outside the show's folder "
+                            f"({self.path.parent})", "give a file name next to the show file")
+        return path
 
 
 def load_show(path: str | Path) -> Show:

@@ -243,3 +243,16 @@ def test_scene_problems_are_listed_by_key():
     assert any("[scenes.a] '/nope' is not a parameter" in p for p in problems)
     assert any("[scenes.a]" in p and "cubism" in p for p in problems)
     assert any("scene 'b' is not defined" in p for p in problems)
+
+
+def test_hud_draws_readable_lines_over_a_darkened_band_and_leaves_the_frame_alone():
+    import numpy as np
+
+    from live.video import hud
+
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    out = hud.draw(frame, ["live  latency 33 ms", "OSC 10 applied, 3 rejected"])
+    assert (frame == 200).all()  # the frame itself (what is recorded) is untouched
+    band = out[:50, :200]
+    assert (band == 255).any() and (band < 100).mean() > 0.5  # white text on a dark band
+    assert (out[200:, 300:] == 200).all()

@@ -24,7 +24,7 @@ from live.show import Show
 from live.video.latent import latent_params
 from live.video.stylize import video_params
 
-BLACKOUT, PANIC = "/live/blackout", "/live/panic"
+BLACKOUT, PANIC, HUD = "/live/blackout", "/live/panic", "/live/hud"
 TICK_S = 0.01  # control rate of fades, tempo sync and panic handling: 100 Hz
 
 
@@ -38,6 +38,8 @@ def show_params(show: Show) -> tuple[list[Param], list[Event]]:
     scene_params, scene_events = SceneEngine.params(show.scenes, len(show.cues))
     params = [*video_params(manifest), *layer, *synth_params, *tempo_params, *scene_params,
               Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
+              Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
+                                            "window's picture; key h"),
               *(p for name, spec in show.mod.items() for p in Modulator.params(name, spec))]
     events = [*synth_events, *tempo_events, *scene_events,
               Event(PANIC, (), doc="every note off, fades stopped, blackout off: back to a safe state")]

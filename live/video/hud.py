@@ -1,0 +1,27 @@
+"""The heads-up display: a few lines of show health drawn over the window's picture (never the recording or the
+outputs other apps read), shown while /live/hud is on or `h` is pressed in the window.
+
+What a performer glances at: frame rate and latency, the cue and tempo, and whether controllers are being heard
+or refused (OSC packets rejected, MIDI ports missing, a show file that failed to reload).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+SCALE, LINE = 0.45, 18  # text size and line pitch at 480 lines; scaled with the frame height
+
+
+def draw(image: np.ndarray, lines: list[str]) -> np.ndarray:
+    """A copy of `image` with `lines` on a dark band at the top left."""
+    out = image.copy()
+    k = image.shape[0] / 480
+    scale, pitch = SCALE * k, int(LINE * k)
+    width = max((cv2.getTextSize(line, FONT, scale, 1)[0][0] for line in lines), default=0)
+    band = out[:pitch * len(lines) + pitch // 2, :width + pitch]
+    band[:] = band // 3  # darken, so the text reads on any picture
+    for i, line in enumerate(lines):
+        cv2.putText(out, line, (pitch // 2, pitch * (i + 1)), FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
