@@ -63,7 +63,8 @@ class MidiMap(BaseModel):
         where = f"ch{channel}" if channel else "any ch"
         return where + " " + {
             "cc": f"CC {self.number}", "cc14": f"CC {self.number}+{self.number + 32} (14-bit)",
-            "nrpn": f"NRPN {self.number}", "pitchbend": "pitch bend", "note": f"note {self.number} ({self.resolved_mode})",
+            "nrpn": f"NRPN {self.number}", "pitchbend": "pitch bend",
+            "note": f"note {self.number} ({self.resolved_mode})",
             "relative": f"CC {self.number} relative ({self.resolved_mode})"}[self.kind]
 
     def control(self) -> tuple[str, int]:
@@ -175,8 +176,8 @@ def load_learned(path: Path | None) -> list[MidiMap]:
 def save_learned(path: Path, maps: list[MidiMap]) -> None:
     """Write the learned maps atomically (temporary file, then rename), so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"learned": [{"param": m.param, "kind": m.kind} | m.model_dump(exclude_defaults=True) for m in maps]},
-                      indent=2) + "\n"
+    entries = [{"param": m.param, "kind": m.kind} | m.model_dump(exclude_defaults=True) for m in maps]
+    text = json.dumps({"learned": entries}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
