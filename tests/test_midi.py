@@ -372,3 +372,18 @@ def test_value_codings() -> None:
     assert (relative_ticks(127, "twos"), relative_ticks(65, "signed"), relative_ticks(63, "offset")) == (-1, -1, -1)
     assert bend_to_normal(8192) == 0.5 and bend_to_normal(0) == 0.0 and bend_to_normal(16383) == 1.0
     assert [normal_to_bend(u) for u in (0.0, 0.5, 1.0)] == [0, 8192, 16383]
+
+
+def test_buttons_and_pads_fire_trigger_events_on_the_press_only(make, controller: Controller) -> None:
+    tree = make_tree()
+    tree = ParamTree(tree.params.values(), [*tree.events.values(), Event("/scene/go", ()), Event("/tempo/tap", ())])
+    go, tap = tree.listen("/scene/go"), tree.listen("/tempo/tap")
+    section = MidiSection(inputs=[controller.client], map=[MidiMap(param="/scene/go", kind="note", number=36),
+                                                           MidiMap(param="/tempo/tap", number=46)])
+    ctl = make(tree, section)
+    ctl.open()
+    assert wait_until(lambda: ctl.stats()["inputs"])
+    deliver(ctl, controller, [0x90, 36, 100], [0x80, 36, 0], cc(1, 46, 127), cc(1, 46, 0), cc(1, 46, 127))
+    assert len(go) == 1 and len(tap) == 2  # presses fire, releases do not
+    with pytest.raises(LiveError, match="trigger"):
+        MidiControl(tree, MidiSection(map=[MidiMap(param="/scene/go", kind="nrpn", number=5)]), api="jack")

@@ -103,6 +103,10 @@ class Receiver:
         maps = self.mapping.find("note", channel, note)
         if maps:  # a pad mapped to a parameter does not also play the synth
             for m in maps:
+                if m.param in self.tree.events:  # a trigger (/scene/go, /tempo/tap): fires on the press
+                    if velocity:
+                        self.tree.emit(m.param)
+                    continue
                 if m.resolved_mode == "toggle":
                     if not velocity:
                         continue
@@ -179,6 +183,10 @@ class Receiver:
         until anything else writes the parameter.
         """
         tree, address = self.tree, m.param
+        if address in tree.events:  # a button sending a CC: fires when pressed (value above 0), not on release
+            if u > 0:
+                tree.emit(address)
+            return True
         mode = m.takeover or self.section.takeover
         state = port.takeover.setdefault(m, [None, False])
         previous, state[0] = state[0], u

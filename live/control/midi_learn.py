@@ -29,8 +29,12 @@ class Mapping:
     def __init__(self, tree: ParamTree, section: MidiSection, learn_path: Path | None,
                  notice: Callable[[str], None]) -> None:
         self.tree, self.section, self.learn_path, self._notice = tree, section, learn_path, notice
+        triggers = {a for a, e in tree.events.items() if not e.args}  # /scene/go, /tempo/tap, /live/panic
         for m in section.map:
-            if m.param not in tree.params:
+            if m.param in triggers and m.kind not in ("note", "cc"):
+                raise LiveError(f"[midi] map: '{m.param}' is a trigger; map it to a note or a button's CC, not "
+                                f"{m.kind}", "set kind = \"note\" or \"cc\" for this map")
+            if m.param not in tree.params and m.param not in triggers:
                 raise LiveError(f"[midi] map: '{m.param}' ({m.label(section.channel)}) is not a parameter of "
                                 "this show", "run `live params` for the list of addresses")
         learned = load_learned(learn_path)
