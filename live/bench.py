@@ -10,19 +10,35 @@ Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live ru
 with the timbre moving every block (so every block really runs the decoder): the full render (decoder + DSP) and
 the decoder alone, per block, as the median of runs of SYNTH_RUN blocks; real time x = block duration / time.
 Machines here are shared and noisy, so compare the ratios of one run rather than absolute numbers across runs.
+
+Control (`--control`), OSC over UDP loopback: a separate sender process paces "/bench/t d <its perf_counter>" at
+CONTROL_RATE for the given seconds; the server's tree notes when each value became visible in its snapshot, so the
+latency is measured from a timestamp that travels with the data. Then a fuzz run: datagrams whose fate is known in
+advance (OscFuzzer), sent never more than FUZZ_WINDOW ahead of the server's count so none is lost and the counts
+must match exactly: rejected == invalid sent, applied == valid messages sent, no crash, memory growth reported.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
 import time
+from array import array
 from collections.abc import Callable
 
 import numpy as np
 
 from live.audio.synth import Synth
+from live.control.osc import OscServer
+from live.control.osc_codec import encode_bundle, encode_message, unix_to_ntp
 from live.inference import open_session
 from live.mailbox import Mailbox
 from live.models.manifest import load_manifest
+from live.params import Event, Param, ParamTree
 from live.control.reader import ParamReader
 from live.control.surface import build_tree
 from live.player import percentile
@@ -36,6 +52,9 @@ WIDTH, HEIGHT = 640, 480
 SYNTH_VOICES = (1, 8)  # held notes
 SYNTH_CHORD = (45, 52, 57, 60, 64, 67, 71, 76)
 SYNTH_RUN = 64  # blocks per timed run; the median run is reported (robust to a busy neighbour)
+CONTROL_RATE = 10_000  # OSC messages/s the bench's sender aims at
+FUZZ_PACKETS = 1_000_000
+FUZZ_WINDOW = 64  # datagrams in flight at most: the kernel's receive buffer must never drop one (counts are exact)
 
 
 def model_only(stylizer: Stylizer, values, seconds: float) -> float:
@@ -140,14 +159,17 @@ def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
     return result
 
 
-def bench(show: Show, seconds: float = 5.0, print_: Callable[[str], None] = print,
-          parts: tuple[str, ...] = ("video", "synth")) -> dict:
-    """Measure and print tables; returns `{"video": {...}, "synth": {...}}` (the parts asked for)."""
+def bench(show: Show, seconds: float | None = None, print_: Callable[[str], None] = print,
+          parts: tuple[str, ...] = ("video", "synth"), fuzz_packets: int = FUZZ_PACKETS) -> dict:
+    """Measure and print tables; returns `{"video": {...}, "synth": {...}, "control": {...}}` (the parts asked
+    for). `seconds` defaults to 5 per video measurement (a quarter of it per synth one) and 60 for control."""
     results = {}
     if "video" in parts:
-        results["video"] = video_bench(show, seconds, print_)
+        results["video"] = video_bench(show, seconds or 5.0, print_)
     if "synth" in parts:
-        results["synth"] = synth_bench(show, seconds / 4, print_)
+        results["synth"] = synth_bench(show, (seconds or 5.0) / 4, print_)
+    if "control" in parts:
+        results["control"] = control_bench(seconds or 60.0, fuzz_packets, print_)
     return results
 
 
@@ -174,3 +196,258 @@ def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
            f"p99 {latency['p99']:.1f} ms")
     print_(f"  dropped {dropped} (source frames superseded before inference: newest frame wins)")
     return video
+
+
+# ------------------------------------------------------------------------------------------------- control
+
+
+#: The bench's OSC sender, a separate process (a sender in the server's process would share its GIL): datagrams
+#: "/bench/t d <perf_counter at send>" paced at `rate` for `seconds`; prints how many it sent and in what time.
+#: perf_counter is the system-wide monotonic clock on Linux, macOS and Windows, so the server compares it directly.
+_SENDER = r"""
+import socket, struct, sys, time
+host, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+prefix, pack, now = b"/bench/t\0\0\0\0,d\0\0", struct.Struct(">d").pack, time.perf_counter
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sent, start = 0, now()
+while now() - start < seconds:
+    due = int((now() - start) * rate)
+    while sent < due:
+        sock.sendto(prefix + pack(now()), (host, port))
+        sent += 1
+    time.sleep(0.001)
+print(sent, now() - start)
+"""
+
+
+class _StampedTree(ParamTree):
+    """A tree of one parameter, /bench/t, that notes after each write how long ago its value (the sender's
+    perf_counter) was taken: the time from sending to the value being visible in the snapshot. Keeps at most
+    `capacity` samples."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__([Param("/bench/t", "float", 0.0, 0.0, 1e12)])
+        self.capacity, self.latencies_ms = capacity, array("d")
+
+    def update(self, values, source=""):
+        written = super().update(values, source)
+        sent = values.get("/bench/t")
+        if sent is not None and len(self.latencies_ms) < self.capacity:
+            self.latencies_ms.append((time.perf_counter() - sent) * 1000)
+        return written
+
+
+def fuzz_tree() -> ParamTree:
+    """The tree the fuzzer aims at: a float, an int, an enum and an event."""
+    return ParamTree([Param("/fuzz/a", "float", 0.0), Param("/fuzz/b", "int", 0, 0, 100),
+                      Param("/fuzz/c", "enum", "one", choices=("one", "two", "three"))],
+                     [Event("/fuzz/note", (("note", "int", 0, 127), ("velocity", "float", 0.0, 1.0)))])
+
+
+class OscFuzzer:
+    """Datagrams whose fate is known before they are sent: `next()` returns (packet, messages), messages > 0 for a
+    valid packet (that many messages must be applied) and 0 for one that must be rejected exactly once. Kinds:
+    valid messages, patterns and nested bundles; truncated valid packets; bad type tags; blob sizes past the end;
+    far-future bundles; nested bundles with bad element lengths; random junk; unknown addresses; bad values.
+    `mutate()` flips bits in a valid packet: its fate is unknown, for robustness runs only."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.kinds = [self._valid, self._valid_bundle, self._truncated, self._bad_tag, self._huge_blob,
+                      self._far_future, self._bad_nesting, self._junk, self._unknown, self._bad_value]
+
+    def next(self) -> tuple[bytes, int]:
+        return self.rng.choice(self.kinds)()
+
+    def _message(self) -> bytes:
+        r = self.rng
+        choice = r.randrange(6)
+        if choice == 0:
+            return encode_message("/fuzz/a", [r.random()])
+        if choice == 1:
+            return encode_message("/fuzz/b", [r.randrange(-50, 200)])
+        if choice == 2:
+            return encode_message("/fuzz/c", [r.choice(["one", "two", "three", 0, 2, 7])])
+        if choice == 3:
+            return encode_message(r.choice(["/fuzz/[ab]", "/fuzz/{a,b}", "/fuzz/?", "/f*/[!c]"]), [r.random()])
+        if choice == 4:
+            return encode_message("/fuzz/note", [r.randrange(128), r.random()])
+        return encode_message("/fuzz/a", [r.choice([True, False, 3, -2.5])])
+
+    def _valid(self) -> tuple[bytes, int]:
+        return self._message(), 1
+
+    def _bundle(self, depth: int = 0) -> tuple[bytes, int]:
+        r = self.rng
+        parts, count = [], 0
+        for _ in range(r.randint(1, 4)):
+            if depth < 3 and r.random() < 0.25:
+                inner, n = self._bundle(depth + 1)
+            else:
+                inner, n = self._message(), 1
+            parts.append(inner)
+            count += n
+        when = r.choice([1, 1, unix_to_ntp(time.time() - r.uniform(0, 1e6))])  # now, or in the past: applied now
+        return encode_bundle(when, parts), count
+
+    def _valid_bundle(self) -> tuple[bytes, int]:
+        return self._bundle()
+
+    def _truncated(self) -> tuple[bytes, int]:
+        packet = self._bundle()[0] if self.rng.random() < 0.5 else self._message()
+        cut = self.rng.randrange(1, len(packet))
+        if cut % 4 == 0:
+            cut -= 1  # valid OSC is 4-byte aligned: a cut elsewhere can never parse
+        return packet[:cut], 0
+
+    def _bad_tag(self) -> tuple[bytes, int]:
+        packet = bytearray(self._message())
+        comma = (packet.index(b"\0") + 4) & ~3  # the type tags follow the padded address (which may hold a ',')
+        end = packet.index(b"\0", comma)
+        packet[self.rng.randrange(comma + 1, end)] = ord(self.rng.choice("aegjklnopquvwxyzAEGHJKLMOPQRUVWXYZ0!"))
+        return bytes(packet), 0
+
+    def _huge_blob(self) -> tuple[bytes, int]:
+        size = self.rng.choice([self.rng.randrange(16, 2**31), -self.rng.randrange(1, 2**31), 2**31 - 1])
+        return b"/fuzz/a\0,b\0\0" + struct.pack(">i", size) + b"\0" * self.rng.randrange(0, 3) * 4, 0
+
+    def _far_future(self) -> tuple[bytes, int]:
+        ahead = self.rng.choice([3600.0, 86400.0 * 365, self.rng.uniform(120, 1e7)])
+        return encode_bundle(unix_to_ntp(time.time() + ahead), [self._message()]), 0
+
+    def _bad_nesting(self) -> tuple[bytes, int]:
+        inner = encode_bundle(1, [self._message(), self._message()])
+        outer = bytearray(encode_bundle(1, [self._message(), inner]))
+        # the size field of the nested bundle's first element, or of the nested bundle itself
+        first = 16 + 4 + int.from_bytes(outer[16:20], "big")
+        at = self.rng.choice([first, first + 4 + 16])
+        remaining = len(outer) - at - 4
+        bad = self.rng.choice([-4, 0, 6, remaining + 4, 2**31 - 1, remaining - 2 if remaining > 2 else 6])
+        struct.pack_into(">i", outer, at, bad)
+        return bytes(outer), 0
+
+    def _junk(self) -> tuple[bytes, int]:
+        data = bytearray(self.rng.randbytes(self.rng.randrange(0, 200)))
+        if data and data[0] in b"/#":
+            data[0] = 0
+        return bytes(data), 0
+
+    def _unknown(self) -> tuple[bytes, int]:
+        return encode_message(f"/fuzz/x{self.rng.randrange(10**6)}", [1.0]), 0
+
+    def _bad_value(self) -> tuple[bytes, int]:
+        return self.rng.choice([encode_message("/fuzz/a", ["loud"]), encode_message("/fuzz/c", ["four"]),
+                                encode_message("/fuzz/a", [1.0, 2.0]), encode_message("/fuzz/note", [60]),
+                                encode_message("/fuzz/b", [None])]), 0
+
+    def mutate(self) -> bytes:
+        packet = bytearray(self._bundle()[0] if self.rng.random() < 0.5 else self._message())
+        for _ in range(self.rng.randint(1, 4)):
+            packet[self.rng.randrange(len(packet))] ^= 1 << self.rng.randrange(8)
+        return bytes(packet)
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def send_paced(server, packets, window: int = FUZZ_WINDOW) -> int:
+    """Send datagrams to the server, never more than `window` ahead of what it has counted (so the kernel never
+    drops one and every count is exact); returns how many were sent once all are counted."""
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        target = ("127.0.0.1", server.port)
+        base = server.counts["packets"]
+        for packet in packets:
+            while sent - (server.counts["packets"] - base) >= window:
+                time.sleep(0.0001)
+            sock.sendto(packet, target)
+            sent += 1
+        deadline = time.monotonic() + 10
+        while server.counts["packets"] - base < sent and time.monotonic() < deadline:
+            time.sleep(0.001)
+    return sent
+
+
+def osc_fuzz(packets: int, seed: int = 0) -> dict:
+    """`packets` fuzzed datagrams at a running server (after a tenth as warm-up, not counted in the memory
+    growth); every invalid one must be rejected once, every valid one applied, the server must survive."""
+    server = OscServer(fuzz_tree(), "127.0.0.1", 0, rate_limit=None)
+    server.open()
+    fuzzer = OscFuzzer(seed)
+    tally = {"invalid": 0, "valid_messages": 0}
+
+    def stream(n: int):
+        for _ in range(n):
+            packet, messages = fuzzer.next()
+            tally["invalid" if messages == 0 else "valid_messages"] += messages or 1
+            yield packet
+
+    try:
+        warm = packets // 10
+        send_paced(server, stream(warm))
+        rss_before, started = rss_mb(), time.perf_counter()
+        send_paced(server, stream(packets - warm))
+        elapsed = time.perf_counter() - started
+        rss_growth = rss_mb() - rss_before
+        alive = server.alive
+    finally:
+        server.close()
+    stats = server.stats()
+    return {"packets": packets, "received": stats["packets"], "invalid_sent": tally["invalid"],
+            "rejected": stats["rejected"], "valid_messages": tally["valid_messages"], "applied": stats["applied"],
+            "crashes": stats["errors"] + (0 if alive else 1), "rss_growth_mb": round(rss_growth, 2),
+            "packets_per_s": round((packets - warm) / elapsed, 0)}
+
+
+def control_bench(seconds: float, fuzz_packets: int = FUZZ_PACKETS, print_: Callable[[str], None] = print,
+                  rate: float = CONTROL_RATE) -> dict:
+    """OSC over UDP loopback: a separate sender process at `rate` messages/s for `seconds` (sent, received and
+    applied per second; time from send to the value in the tree's snapshot), then `fuzz_packets` fuzzed
+    datagrams. osc_to_frame_ms (to a frame on the output) is not measured here yet: null."""
+    tree = _StampedTree(capacity=int(rate * seconds * 1.5) + 1000)
+    server = OscServer(tree, "127.0.0.1", 0, rate_limit=max(20_000.0, 2 * rate))
+    server.open()
+    try:
+        sender = subprocess.run([sys.executable, "-c", _SENDER, "127.0.0.1", str(server.port), str(rate),
+                                 str(seconds)], capture_output=True, text=True, check=True, timeout=seconds + 60)
+        sent_text, took_text = sender.stdout.split()
+        sent, took = int(sent_text), float(took_text)
+        deadline = time.monotonic() + 5  # let the server finish what is in its socket buffer
+        while server.counts["packets"] < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+    finally:
+        server.close()
+    stats = server.stats()
+    latencies = list(tree.latencies_ms)
+    latency = {f"p{q}": round(percentile(latencies, q), 3) for q in (50, 95, 99)} if latencies else {}
+    if latencies:
+        latency["max"] = round(max(latencies), 3)
+    result: dict = {
+        "seconds": round(took, 2),
+        "osc_msgs_per_s": {"target": rate, "sent": round(sent / took, 1), "received": round(stats["packets"] / took, 1),
+                           "applied": round(stats["applied"] / took, 1)},
+        "osc_sent": sent, "osc_received": stats["packets"], "osc_applied": stats["applied"],
+        "osc_lost": sent - stats["packets"], "osc_rejected": stats["rejected"],
+        "osc_to_param_ms": latency, "osc_to_frame_ms": None,
+    }
+    print_(f"\ncontrol: OSC over UDP loopback, a separate process sending {rate:g} msgs/s for {took:.1f} s")
+    rates = result["osc_msgs_per_s"]
+    print_(f"  sent {rates['sent']:.0f}/s, received {rates['received']:.0f}/s, applied {rates['applied']:.0f}/s; "
+           f"{result['osc_lost']} lost in the kernel, {stats['rejected']} rejected")
+    if latencies:
+        print_(f"  send -> value in the tree's snapshot: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, "
+               f"p99 {latency['p99']:.3f} ms, max {latency['max']:.2f} ms")
+    print_("  OSC -> frame on the output: not measured (null)")
+    fuzz = osc_fuzz(fuzz_packets)
+    result["fuzz"] = fuzz
+    print_(f"  fuzz: {fuzz['packets']} datagrams ({fuzz['invalid_sent']} invalid, {fuzz['valid_messages']} valid "
+           f"messages): {fuzz['rejected']} rejected, {fuzz['applied']} applied, {fuzz['crashes']} crashes, "
+           f"RSS {fuzz['rss_growth_mb']:+.1f} MB, {fuzz['packets_per_s']:.0f} packets/s")
+    return result

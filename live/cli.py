@@ -98,7 +98,14 @@ def _bench(args: argparse.Namespace) -> int:
     from live.bench import bench
 
     parts = (args.only,) if args.only else ("video", "synth")
-    result = bench(load_show(args.show), seconds=args.seconds, print_=print, parts=parts)
+    if args.control:
+        parts = ((args.only,) if args.only else ()) + ("control",)
+    if args.seconds is not None and args.seconds <= 0:
+        raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
+    if args.fuzz_packets < 0:
+        raise LiveError(f"--fuzz-packets {args.fuzz_packets}: cannot be negative", "give a count, e.g. 100000")
+    result = bench(load_show(args.show), seconds=args.seconds, print_=print, parts=parts,
+                   fuzz_packets=args.fuzz_packets)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"Wrote {args.json}")
@@ -158,10 +165,15 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure video model, pipeline and naive-loop speed and latency, and the "
                                          "synth's cost per block")
     bench.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
-    bench.add_argument("--seconds", type=float, default=5.0,
+    bench.add_argument("--seconds", type=float, default=None,
                        help="seconds per video measurement; each of the four synth measurements takes a quarter "
                             "(default 5)")
     bench.add_argument("--only", choices=("video", "synth"), help="measure only this part")
+    bench.add_argument("--control", action="store_true",
+                       help="measure OSC control instead (with --only: as well): messages/s and send-to-tree "
+                            "latency over loopback for --seconds (default 60), then fuzzed datagrams")
+    bench.add_argument("--fuzz-packets", type=int, default=1_000_000, metavar="N",
+                       help="fuzzed datagrams sent with --control (default %(default)s)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     models = sub.add_parser("models", help="list, verify and import models (live models --help)", add_help=False)

@@ -1,6 +1,7 @@
 """OSC in and out over real sockets on 127.0.0.1, with clients we did not write (python-osc, liblo's oscsend and
 oscdump) as well as hand-built packets for what they cannot send."""
 
+import json
 import shutil
 import socket
 import struct
@@ -16,6 +17,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
+from fixtures_live import run_live
 from live.control.osc import OscSection, OscServer
 from live.control.osc_codec import (IMPULSE, AddressPattern, Char, Double, LengthDecoder, Midi, OscError,
                                     Rgba, SlipDecoder, Symbol, Timetag, encode_bundle, encode_message, ntp_to_unix,
@@ -689,3 +691,20 @@ def test_stream_decoders_split_and_bound_frames():
     frames = slip.feed(b"\xc0\xc0abc\xc0" + b"z" * 50 + b"\xc0\xc0de")
     assert frames == [b"abc", None] and slip.feed(b"f\xc0") == [b"def"]
     assert slip_unescape(slip_encode(b"\xc0\xdbx")[1:-1]) == b"\xc0\xdbx"
+
+
+# ------------------------------------------------------------------------------------------------ bench
+
+def test_bench_control_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_live(["bench", "--control", "--seconds", "1", "--fuzz-packets", "3000", "--json", str(out)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    control = json.loads(out.read_text())["control"]
+    assert control["osc_msgs_per_s"]["sent"] > 0 and control["osc_msgs_per_s"]["applied"] > 0
+    assert 0 < control["osc_to_param_ms"]["p50"] <= control["osc_to_param_ms"]["p99"]
+    assert "osc_to_frame_ms" in control
+    fuzz = control["fuzz"]
+    assert fuzz["packets"] == fuzz["received"] == 3000 and fuzz["crashes"] == 0
+    assert fuzz["rejected"] == fuzz["invalid_sent"] > 0 and fuzz["applied"] == fuzz["valid_messages"] > 0
+    assert "control: OSC over UDP loopback" in result.stdout and "fuzz:" in result.stdout
+    assert "video" not in json.loads(out.read_text())  # --control alone measures control only
