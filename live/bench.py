@@ -445,6 +445,9 @@ def control_bench(seconds: float, fuzz_packets: int = FUZZ_PACKETS, print_: Call
         print_(f"  send -> value in the tree's snapshot: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, "
                f"p99 {latency['p99']:.3f} ms, max {latency['max']:.2f} ms")
     print_("  OSC -> frame on the output: not measured (null)")
+    if not fuzz_packets:
+        result["fuzz"] = None
+        return result
     fuzz = osc_fuzz(fuzz_packets)
     result["fuzz"] = fuzz
     print_(f"  fuzz: {fuzz['packets']} datagrams ({fuzz['invalid_sent']} invalid, {fuzz['valid_messages']} valid "

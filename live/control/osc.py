@@ -194,6 +194,7 @@ class OscServer:
         self.last_problem = ""
         self.tcp_ports: dict[str, int] = {}  # framing -> bound port
         self._count_lock = threading.Lock()
+        self._state_lock = threading.Lock()  # the rate buckets and the pattern cache, shared by UDP and TCP threads
         self._patterns: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._allowed_cache: dict[str, bool] = {}
@@ -348,24 +349,21 @@ class OscServer:
         if len(data) > self.max_packet:
             self._problem("oversize", f"packet of {len(data)} bytes from {host} (limit {self.max_packet})")
             return
-        bucket = self._bucket(host) if self.rate_limit else None
-        if bucket is not None and bucket.tokens < 1:
+        if self.rate_limit and not self._take(host, 1, check_only=True):
             self._problem("rate_limited", f"{host} sends faster than {self.rate_limit:g} messages/s")
             return
         try:
             packet = parse_packet(data)
         except OscError as err:
-            if bucket is not None:
-                bucket.tokens -= 1
+            if self.rate_limit:
+                self._take(host, 1)
             self._problem("malformed", f"malformed packet ({len(data)} bytes) from {host}: {err}")
             return
         n = count_messages(packet)
         self._count("messages", n)
-        if bucket is not None:
-            if bucket.tokens < n:
-                self._problem("rate_limited", f"{host} sends faster than {self.rate_limit:g} messages/s")
-                return
-            bucket.tokens -= n
+        if self.rate_limit and not self._take(host, n):
+            self._problem("rate_limited", f"{host} sends faster than {self.rate_limit:g} messages/s")
+            return
         sender = _Sender(host, port, transport, reply or (lambda _: None))
         try:
             self._dispatch(packet, sender)
@@ -387,21 +385,27 @@ class OscServer:
             self._allowed_cache[host] = known
         return known
 
-    def _bucket(self, host: str) -> _Bucket:
-        """The sender's token bucket, refilled for the time since its last packet; at most RATE_BUCKETS senders
-        are remembered (the least recent is forgotten, which only ever gives a sender a full bucket again)."""
+    def _take(self, host: str, n: int, check_only: bool = False) -> bool:
+        """Take `n` tokens from the sender's bucket (refilled for the time since its last packet); False, taking
+        none, if it holds fewer. At most RATE_BUCKETS senders are remembered (the least recent is forgotten, which
+        only ever gives a sender a full bucket again). UDP and TCP threads share it: under a lock."""
         now = time.monotonic()
         rate = self.rate_limit
-        bucket = self._buckets.get(host)
-        if bucket is None:
-            bucket = self._buckets[host] = _Bucket(rate, now)
-            if len(self._buckets) > RATE_BUCKETS:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(host)
-            bucket.tokens = min(rate, bucket.tokens + (now - bucket.stamp) * rate)
-            bucket.stamp = now
-        return bucket
+        with self._state_lock:
+            bucket = self._buckets.get(host)
+            if bucket is None:
+                bucket = self._buckets[host] = _Bucket(rate, now)
+                if len(self._buckets) > RATE_BUCKETS:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(host)
+                bucket.tokens = min(rate, bucket.tokens + (now - bucket.stamp) * rate)
+                bucket.stamp = now
+            if bucket.tokens < n:
+                return False
+            if not check_only:
+                bucket.tokens -= n
+            return True
 
     # --------------------------------------------------------------------------------------- plan and apply
 
@@ -479,19 +483,21 @@ class OscServer:
         if not is_pattern(address):
             return ((address,) if address in self.tree.params else (),
                     (address,) if address in self.tree.events else ())
-        cached = self._patterns.get(address)
-        if cached is not None:
-            self._patterns.move_to_end(address)
-            return cached
+        with self._state_lock:
+            cached = self._patterns.get(address)
+            if cached is not None:
+                self._patterns.move_to_end(address)
+                return cached
         try:
             pattern = AddressPattern(address)
         except OscError as err:
             raise _Reject("malformed", f"address pattern {address[:80]}: {err}") from None
         result = (tuple(a for a in self.tree.params if pattern.matches(a)),
                   tuple(a for a in self.tree.events if pattern.matches(a)))
-        self._patterns[address] = result
-        if len(self._patterns) > PATTERN_CACHE:
-            self._patterns.popitem(last=False)
+        with self._state_lock:
+            self._patterns[address] = result
+            if len(self._patterns) > PATTERN_CACHE:
+                self._patterns.popitem(last=False)
         return result
 
     def _apply(self, group: _Group, sender: _Sender) -> None:
