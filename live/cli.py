@@ -87,6 +87,48 @@ def _layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn(args: argparse.Namespace) -> int:
+    """MIDI learn in a running show, over its OSC port: arm, then wait until a control is bound."""
+    import socket
+    import time
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    def ask(sock: socket.socket, address: str, *values: str) -> tuple[str, str]:
+        builder = OscMessageBuilder(address)
+        for value in values:
+            builder.add_arg(value)
+        sock.sendto(builder.build().dgram, ("127.0.0.1", args.port))
+        try:
+            reply = OscMessage(sock.recv(65536))
+        except (TimeoutError, socket.timeout):
+            raise LiveError(f"no show answered on OSC port {args.port}",
+                            "start the show first (`live run SHOW`), or give its [osc] port with --port") from None
+        return reply.address, str(reply.params[0]) if reply.params else ""
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        kind, text = ask(sock, "/live/learn", args.address)
+        if kind == "/live/error":
+            raise LiveError(text, "run `live params` for the addresses; set [midi] in the show")
+        print(f"Move the MIDI control for {args.address} (Ctrl-C cancels)", flush=True)
+        deadline = time.monotonic() + args.timeout
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                kind, text = ask(sock, "/live/learn/state")
+                if not text.startswith("learning"):
+                    print(text.removeprefix("idle ").strip() or f"bound {args.address}")
+                    return 0
+        except KeyboardInterrupt:
+            pass
+        ask(sock, "/live/learn")  # stop waiting
+        print("MIDI learn cancelled: no control moved")
+        return 1
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from live.doctor import report
 
@@ -157,6 +199,12 @@ def parser() -> argparse.ArgumentParser:
     layout.add_argument("show")
     layout.add_argument("--out", metavar="FILE.json", help="write it here instead of printing it")
     layout.set_defaults(func=_layout)
+
+    learn = sub.add_parser("learn", help="MIDI learn in the running show: the next control moved binds to ADDRESS")
+    learn.add_argument("address", help="parameter address, e.g. /video/blend")
+    learn.add_argument("--port", type=int, default=9000, help="the show's [osc] port (default %(default)s)")
+    learn.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a control")
+    learn.set_defaults(func=_learn)
 
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")

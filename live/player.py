@@ -104,7 +104,7 @@ class Player:
             self.chain = ChainThread(stages, self.surface.reader(), self.captured, self.stylized)
             self.surface.open()
             if show.osc.enabled:
-                self.osc = OscServer(self.tree, show.osc.host, show.osc.port)
+                self.osc = OscServer.from_section(self.tree, show.osc, system=self.system_handlers())
                 self.say(self.osc.open())
             if show.oscquery.enabled:
                 q = show.oscquery
@@ -171,6 +171,43 @@ class Player:
             summary = self.summary(time.perf_counter() - started)
             self.close()
         return summary
+
+    def system_handlers(self) -> dict:
+        """OSC's /live/* actions that are not parameters or events of the tree; each replies to its sender."""
+        def cue(action):
+            def handle(args: tuple, sender: str) -> list:
+                try:
+                    return [("/live/scene", [action(*args)])]
+                except (ValueError, TypeError) as err:
+                    return [("/live/error", [str(err)])]
+            return handle
+
+        return {"/live/scene/go": cue(lambda: self.surface.go()),
+                "/live/scene/back": cue(lambda: self.surface.back()),
+                "/live/scene/goto": cue(lambda target: self.surface.goto(
+                    target if isinstance(target, str) else int(target))),
+                "/live/learn": self._learn, "/live/learn/state": self._learn_state}
+
+    def _learn(self, args: tuple, sender: str) -> list:
+        """/live/learn s ADDRESS: the next MIDI control moved binds to ADDRESS (no argument: stop learning)."""
+        if not self.midi:
+            return [("/live/error", ["MIDI learn: this show has no MIDI ([midi] enabled = false)"])]
+        if not args:
+            self.midi.cancel_learn()
+            return [("/live/learn/state", ["idle"])]
+        try:
+            self.midi.learn(str(args[0]))
+        except LiveError as err:
+            return [("/live/error", [str(err)])]
+        self.say(f"MIDI learn: move the control for {args[0]}")
+        return self._learn_state((), sender)
+
+    def _learn_state(self, args: tuple, sender: str) -> list:
+        if not self.midi:
+            return [("/live/learn/state", ["off"])]
+        if self.midi.learning:
+            return [("/live/learn/state", [f"learning {self.midi.learning}"])]
+        return [("/live/learn/state", ["idle " + (self.midi.notices[-1] if self.midi.notices else "")])]
 
     def _stamp(self) -> tuple[int, int] | None:
         try:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
+from live.control.osc import OscSection
 from live.control.oscquery import OscQuerySection
 from live.control.scenes import CueSection
 from live.control.tempo import TempoSection
@@ -56,12 +57,6 @@ class AudioSection(_Section):
     voices: int = Field(8, ge=1, le=64)
     pattern: list[int] = Field(default_factory=lambda: [45, 52, 57, 60, 64, 57, 52, 48],
                                description="the arpeggio /synth/auto plays, in eighth notes at the show's tempo")
-
-
-class OscSection(_Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(9000, ge=1024, le=65535)
 
 
 class ControlSection(_Section):

@@ -256,3 +256,25 @@ def test_hud_draws_readable_lines_over_a_darkened_band_and_leaves_the_frame_alon
     band = out[:50, :200]
     assert (band == 255).any() and (band < 100).mean() > 0.5  # white text on a dark band
     assert (out[200:, 300:] == 200).all()
+
+
+def test_shipped_tablet_layout_matches_the_vj_show():
+    """show_configs/vj-open-stage-control.json is what `live layout` makes of vj.toml: every widget sends to a
+    parameter or event the show has, and every mapped control of the show has a widget."""
+    import json
+
+    from live.control.layout import open_stage_control
+    from live.control.surface import build_tree
+    from live.show import DEFAULT_SHOW, load_show
+
+    folder = DEFAULT_SHOW.parent
+    show = load_show(folder / "vj.toml")
+    shipped = json.loads((folder / "vj-open-stage-control.json").read_text())
+    assert shipped == json.loads(json.dumps(open_stage_control(show)))  # regenerate: live layout ... --out ...
+    tree = build_tree(show)
+    addresses = {w["address"] for w in shipped["content"]["widgets"]}
+    assert addresses <= set(tree.params) | set(tree.events)
+    assert {m.param for m in show.midi.map} <= addresses
+    assert {"/scene/go", "/scene/back", "/tempo/tap", "/live/panic"} <= addresses
+    fader = next(w for w in shipped["content"]["widgets"] if w["address"] == "/tempo/bpm")
+    assert fader["range"] == {"min": 20.0, "max": 400.0}

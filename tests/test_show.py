@@ -61,3 +61,11 @@ def test_params_section_is_checked_against_the_tree(tmp_path):
         build_tree(load_show(write(tmp_path, base + '[params]\n"/video/nope" = 1\n')))
     with pytest.raises(LiveError, match="/video/style_a"):
         build_tree(load_show(write(tmp_path, base + '[params]\n"/video/style_a" = "cubism"\n')))
+
+
+@pytest.mark.parametrize("name", ["default", "vj", "gallery"])
+def test_shipped_shows_validate(name):
+    from live.control.surface import check
+
+    show = load_show(DEFAULT_SHOW.parent / f"{name}.toml")
+    assert check(show) == []
