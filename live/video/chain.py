@@ -56,7 +56,7 @@ class ChainThread:
                     if name not in self.errors:
                         self.errors[name] = str(err)
                         print(f"Video: {name} failed on a frame ({err}); passing its input through")
-            self.out.put(Frame(image, frame.captured, frame.index))
+            self.out.put(Frame(image, frame.captured, frame.index, now))
 
 
 class Blackout:

@@ -15,3 +15,4 @@ class Frame:
     image: np.ndarray
     captured: float
     index: int
+    values_at: float = 0.0  # when the inference thread read the parameters it rendered with (OSC -> frame latency)
