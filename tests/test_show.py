@@ -69,3 +69,13 @@ def test_shipped_shows_validate(name):
 
     show = load_show(DEFAULT_SHOW.parent / f"{name}.toml")
     assert check(show) == []
+
+
+def test_a_show_cannot_point_its_learn_file_outside_its_folder(tmp_path):
+    (tmp_path / "shows").mkdir()
+    path = tmp_path / "shows" / "show.toml"
+    path.write_text('[midi]\nlearn_file = "../../etc/learned.json"\n')
+    show = load_show(path)
+    with pytest.raises(LiveError, match="outside the show's folder"):
+        show.resolve_inside(show.midi.learn_file, "[midi] learn_file")
+    assert show.resolve_inside("learned.json", "[midi] learn_file") == (tmp_path / "shows" / "learned.json").resolve()

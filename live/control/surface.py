@@ -204,7 +204,7 @@ class ControlSurface:
                 self.tree.set("/tempo/bpm", show.tempo.bpm, "show")
         self.show = show
         notes = [f"{len(changed)} value(s) changed"] if changed else []
-        for section in ("video", "output", "audio", "osc"):
+        for section in ("video", "output", "audio", "osc", "oscquery", "midi"):
             if getattr(show, section) != getattr(old, section):
                 notes.append(f"[{section}] changed: restart the show to apply it")
         return notes
