@@ -510,6 +510,28 @@ def test_tcp_limits_oversize_frames_and_client_count_without_threads():
         srv.close()
 
 
+def test_a_full_tcp_server_lets_a_new_client_in_by_closing_the_longest_silent_one():
+    srv = open_server(tcp_port=0, tcp_framing="slip", max_tcp_clients=2, tcp_idle_s=0.3)
+    try:
+        port = srv.tcp_ports["slip"]
+        with socket.create_connection(("127.0.0.1", port)) as quiet, \
+                socket.create_connection(("127.0.0.1", port)) as talker:
+            assert wait_until(lambda: srv.stats()["tcp_clients"] == 2)
+            time.sleep(0.4)
+            talker.sendall(slip_encode(msg("/video/blend", 0.25)))  # talking: it keeps its place
+            assert wait_until(lambda: srv.tree.get("/video/blend") == 0.25)
+            with socket.create_connection(("127.0.0.1", port)) as newcomer:
+                quiet.settimeout(3)
+                assert quiet.recv(10) == b""  # the silent one was closed
+                newcomer.sendall(slip_encode(msg("/video/blend", 0.75)))
+                assert wait_until(lambda: srv.tree.get("/video/blend") == 0.75)
+                talker.sendall(slip_encode(msg("/video/strength", 0.5)))
+                assert wait_until(lambda: srv.tree.get("/video/strength") == 0.5)
+            assert srv.counts["too_many_clients"] == 0
+    finally:
+        srv.close()
+
+
 # -------------------------------------------------------------------------------------------- feedback
 
 def test_feedback_reaches_oscdump():

@@ -134,7 +134,7 @@ class _Sender:
 
 
 class _TcpConn:
-    __slots__ = ("sock", "host", "port", "framing", "decoder", "outbox", "lock", "sender")
+    __slots__ = ("sock", "host", "port", "framing", "decoder", "outbox", "lock", "sender", "heard")
 
     def __init__(self, sock: socket.socket, host: str, port: int, framing: str, limit: int, reply: Reply) -> None:
         self.sock, self.host, self.port, self.framing = sock, host, port, framing
@@ -142,6 +142,7 @@ class _TcpConn:
         self.outbox = bytearray()
         self.lock = threading.Lock()
         self.sender = _Sender(host, port, "tcp", reply)
+        self.heard = time.monotonic()  # when it last sent anything: the longest-silent gives way when full
 
 
 @dataclass
@@ -166,7 +167,7 @@ class OscServer:
                  feedback: Iterable[str] = (), feedback_hz: float = 30.0,
                  system: dict[str, SystemHandler] | None = None, max_packet: int = MAX_DATAGRAM,
                  rate_limit: float | None = 20_000.0, max_pending: int = 1024, max_ahead_s: float = 60.0,
-                 max_tcp_clients: int = 16, max_feedback_clients: int = 16) -> None:
+                 max_tcp_clients: int = 16, max_feedback_clients: int = 16, tcp_idle_s: float = 60.0) -> None:
         self.tree, self.host, self.port = tree, host, port
         if tcp_framing not in ("slip", "length", "both"):
             raise LiveError(f"OSC tcp_framing '{tcp_framing}' is not slip, length or both",
@@ -183,6 +184,7 @@ class OscServer:
         self.max_packet, self.rate_limit = max_packet, rate_limit or None
         self.max_pending, self.max_ahead_s = max_pending, max_ahead_s
         self.max_tcp_clients, self.max_feedback_clients = max_tcp_clients, max_feedback_clients
+        self.tcp_idle_s = tcp_idle_s  # a full server closes a client silent this long to let a new one in
         self.system: dict[str, SystemHandler] = dict(system or {})
         self._builtin: dict[str, Callable[[tuple, _Sender], list | None]] = {
             "/live/status": self._status,
@@ -731,6 +733,10 @@ class OscServer:
             self._problem("not_allowed", f"TCP connection from {host}, which is not in [osc] allow")
             sock.close()
             return
+        if len(self._conns) >= self.max_tcp_clients:  # full: the longest-silent client gives way, if silent long
+            quiet = min(self._conns.values(), key=lambda c: c.heard)
+            if time.monotonic() - quiet.heard >= self.tcp_idle_s:
+                self._tcp_drop(quiet, selector)
         if len(self._conns) >= self.max_tcp_clients:
             self._problem("too_many_clients", f"TCP connection from {host}: already {self.max_tcp_clients} clients")
             sock.close()
@@ -756,6 +762,7 @@ class OscServer:
             return
         except OSError:
             chunk = b""
+        conn.heard = time.monotonic()
         if not chunk:
             self._tcp_drop(conn, selector)
             return
