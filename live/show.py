@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -126,46 +127,89 @@ def load_show(path: str | Path) -> Show:
 
 
 def _explain(err: ValidationError, path: Path, text: str) -> str:
-    """One line per problem: file:line, [section] key, what is wrong, what is allowed."""
-    lines = []
+    """One line per problem: file:line, [table] key, what is wrong, what is allowed."""
+    found: dict[str, list[str]] = {}
     for problem in err.errors():
-        loc = [str(part) for part in problem["loc"] if not str(part).startswith(("int", "str", "literal"))]
-        key = loc[-1] if loc else "?"
-        where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else key
+        loc = [str(part) for part in problem["loc"]
+               if str(part) not in ("int", "float", "str", "bool") and not str(part).startswith(("literal[", "function"))]
         line = _line_of(text, loc)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             section = _section_model(loc[:-1])
             allowed = ", ".join(section.model_fields) if section else ""
             message = "unknown key" + (f" (allowed: {allowed})" if allowed else "")
-        lines.append(f"{path}{f':{line}' if line else ''}: {where}: {message}")
-    return "show file is invalid:\n  " + "\n  ".join(dict.fromkeys(lines))
+        found.setdefault(f"{path}{f':{line}' if line else ''}: {_where(loc)}", []).append(message)
+    lines = []
+    for where, messages in found.items():
+        kinds = [m.removeprefix("Input should be a valid ") for m in messages]
+        if len(messages) > 1 and all(m.startswith("Input should be a valid ") for m in messages):
+            messages = ["should be one of: " + ", ".join(kinds)]  # what each type of a union said
+        lines.append(f"{where}: {'; '.join(dict.fromkeys(messages))}")
+    return "show file is invalid:\n  " + "\n  ".join(lines)
+
+
+def _where(loc: list[str]) -> str:
+    """A key path as the file writes it: `[video] fps`, `[mod.pulse] shape`, `[controls."/video/blend"] speed`,
+    `[[cues]] #2 fade`."""
+    if len(loc) < 2:
+        return loc[0] if loc else "?"
+    *table, key = loc
+    parts = [f'"{p}"' if "/" in p else p for p in table if not p.isdigit()]
+    numbers = [f" #{int(p) + 1}" for p in table if p.isdigit()]
+    brackets = ("[[", "]]") if numbers else ("[", "]")
+    return f"{brackets[0]}{'.'.join(parts)}{brackets[1]}{''.join(numbers)} {key}"
 
 
 def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    """The model of the table at `loc`, through nested tables, tables of tables ([mod.NAME]) and lists of tables
+    ([[midi.map]]): for listing its allowed keys."""
     model: type[BaseModel] = Show
+    annotation = None
     for part in loc:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if annotation is not None and not part.isdigit() and not (isinstance(annotation, type) and
+                                                                  issubclass(annotation, BaseModel)):
+            annotation = _inner(annotation)  # the NAME of [mod.NAME]: its value's model
+        elif annotation is not None and part.isdigit():
+            annotation = _inner(annotation)
+        else:
+            field = model.model_fields.get(part)
+            annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, annotation = annotation, None
+        elif annotation is None:
             return None
-        model = annotation
-    return model
+    return model if annotation is None else None
+
+
+def _inner(annotation) -> type | None:
+    """dict[str, M] -> M, list[M] -> M."""
+    args = typing.get_args(annotation)
+    return args[-1] if args else None
 
 
 def _line_of(text: str, loc: list[str]) -> int | None:
-    """The line where the offending key stands (inside its [section] when there is one)."""
+    """The line where the offending key stands, inside its table: `[video]`, `[mod.pulse]`,
+    `[controls."/video/blend"]`, or the n-th `[[cues]]` / `[[midi.map]]` for an error in a list of tables."""
     if not loc:
         return None
-    section, key = (loc[0], loc[-1]) if len(loc) > 1 else (None, loc[0])
-    in_section = section is None
+    *path, key = loc
+    if path and path[-1].isdigit():  # an element of an array of tables: find its n-th header
+        table, nth, key_in = ".".join(path[:-1]), int(path[-1]), key
+    else:
+        table, nth, key_in = ".".join(path), None, key
+    seen, inside = -1, not table
     for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*\[([^\]]+)\]", line)
+        header = re.match(r"\s*\[(\[?)([^\]]+)\]", line)
         if header:
-            in_section = section is None or header.group(1).strip() == section
-            if section is None and header.group(1).strip() == key:
+            name = header.group(2).strip().replace('"', "").replace("'", "")
+            if header.group(1) and name == table and nth is not None:
+                seen += 1
+                inside = seen == nth
+            else:
+                inside = name == table and nth is None
+            if not table and name == key_in:
                 return number
             continue
-        if in_section and re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line):
+        if inside and re.match(rf"\s*[\"']?{re.escape(key_in)}[\"']?\s*=", line):
             return number
     return None

@@ -79,3 +79,18 @@ def test_a_show_cannot_point_its_learn_file_outside_its_folder(tmp_path):
     with pytest.raises(LiveError, match="outside the show's folder"):
         show.resolve_inside(show.midi.learn_file, "[midi] learn_file")
     assert show.resolve_inside("learned.json", "[midi] learn_file") == (tmp_path / "shows" / "learned.json").resolve()
+
+
+def test_errors_in_nested_tables_name_the_table_key_and_line(tmp_path):
+    path = tmp_path / "show.toml"
+    path.write_text('[mod.pulse]\ntarget = "/video/blend"\nshape = "wobbly"\n'
+                    '[controls."/video/blend"]\nspeed = 3\n'
+                    '[[cues]]\nscene = "a"\n[[cues]]\nscene = "b"\nfade = -1\n'
+                    '[scenes.intro]\n"/video/blend" = [1, 2]\n')
+    with pytest.raises(LiveError) as caught:
+        load_show(path)
+    text = str(caught.value)
+    assert f"{path}:3: [mod.pulse] shape:" in text and "'sine'" in text
+    assert f'{path}:5: [controls."/video/blend"] speed: unknown key (allowed: curve,' in text
+    assert f"{path}:10: [[cues]] #2 fade:" in text
+    assert f"{path}:12: [scenes.intro] /video/blend: should be one of: number," in text
