@@ -220,8 +220,10 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
         shown = next((out for read, out, _ in frames if read >= applied), None)
         if shown is not None:
             latencies.append((shown - sent) * 1000)
-    model = [(out - cap) * 1000 for _, out, cap in frames]
-    period = 1000 * (frames[-1][1] - frames[0][1]) / max(len(frames) - 1, 1) if frames else 0.0
+    model = [(out - cap) * 1000 for cap, out in {cap: out for _, out, cap in reversed(frames)}.items()]
+    fresh = {cap: out for _, out, cap in reversed(frames)}  # camera frames (re-renders share a capture time)
+    outs = sorted(fresh.values())
+    period = 1000 * (outs[-1] - outs[0]) / max(len(outs) - 1, 1) if outs else 0.0
     result = {"p50": round(percentile(latencies, 50), 2), "p99": round(percentile(latencies, 99), 2),
               "changes": len(latencies), "pipeline_latency_p50_ms": round(percentile(model, 50), 2),
               "frame_ms": round(period, 2)}

@@ -17,6 +17,7 @@ class Mailbox(Generic[T]):
         self._ready = threading.Condition()
         self._item: T | None = None
         self._closed = False
+        self._poked = False
         self.dropped = 0
 
     def put(self, item: T) -> None:
@@ -28,11 +29,17 @@ class Mailbox(Generic[T]):
             self._ready.notify()
 
     def get(self, timeout: float) -> T | None:
-        """The newest item, waiting up to `timeout` s; None on time-out or once closed."""
+        """The newest item, waiting up to `timeout` s; None on time-out, on a poke, or once closed."""
         with self._ready:
-            self._ready.wait_for(lambda: self._item is not None or self._closed, timeout)
-            item, self._item = self._item, None
+            self._ready.wait_for(lambda: self._item is not None or self._closed or self._poked, timeout)
+            item, self._item, self._poked = self._item, None, False
             return item
+
+    def poke(self) -> None:
+        """Wake a waiting consumer without an item (something else it watches changed)."""
+        with self._ready:
+            self._poked = True
+            self._ready.notify()
 
     def close(self) -> None:
         """Wake any waiting consumer for shutdown."""

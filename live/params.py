@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -203,6 +203,7 @@ class ParamTree:
         self.events: dict[str, Event] = {e.address: e for e in events}
         self._lock = threading.Lock()
         self._listeners: list[tuple[str, deque]] = []
+        self._watchers: list[Callable[[], None]] = []
         self.snapshot: Mapping[str, Value] = MappingProxyType({a: p.default for a, p in self.params.items()})
         #: perf_counter() of the last write to each address, so latency to a visible change can be measured.
         self.changed_at: dict[str, float] = {}
@@ -247,7 +248,14 @@ class ParamTree:
                 self.changed_at[address] = now
                 self.written_by[address] = source
             self.version += 1
+        for watcher in self._watchers:
+            watcher()
         return coerced
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (quick, non-blocking) after every write, from the writer's thread."""
+        with self._lock:
+            self._watchers = [*self._watchers, callback]
 
     def reconfigure(self, params: Iterable[Param], events: Iterable[Event]) -> None:
         """Swap in the parameters of a reloaded show in one step: an address that remains keeps its current value

@@ -86,6 +86,7 @@ class Player:
         self.recorder: Recorder | None = None
         self.latencies: deque[float] = deque(maxlen=100_000)
         self.frames = 0
+        self._last_index = -1
         self.reload_error = ""
         self._stop = threading.Event()
 
@@ -267,7 +268,9 @@ class Player:
             self.recorder.write(frame.image, now)
             if self.audio:
                 self.recorder.write_audio(self.audio.read_tap())
-        self.latencies.append((now - frame.captured) * 1000)
+        if frame.index != self._last_index:  # a re-render of the same camera frame (a control moved) is not a
+            self.latencies.append((now - frame.captured) * 1000)  # new measurement of capture -> output latency
+            self._last_index = frame.index
         self.frames += 1
 
     def status_lines(self) -> list[str]:

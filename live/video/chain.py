@@ -22,8 +22,16 @@ class Stage(Protocol):
     def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray: ...
 
 
+#: Between camera frames, a moved control re-renders the last frame; renders start at most this often (a projector
+#: shows no more).
+RERENDER_S = 1 / 60
+
+
 class ChainThread:
-    """Newest frame in, processed frame out; a stage that fails passes its input through and says so once."""
+    """Newest frame in, processed frame out; a stage that fails passes its input through and says so once.
+
+    A control that moves between camera frames re-renders the last frame at once, so a fader answers within one
+    inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps)."""
 
     def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
                  out: Mailbox[Frame]) -> None:
@@ -31,9 +39,18 @@ class ChainThread:
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="video-chain", daemon=True)
+        self.rerendered = 0
+        self._armed = True  # the next write wakes the thread; then no more until it has rendered
 
     def start(self) -> None:
+        self.reader.tree.watch(self._changed)
         self._thread.start()
+
+    def _changed(self) -> None:
+        """A parameter was written (any thread): wake the render loop once, however many writes follow."""
+        if self._armed:
+            self._armed = False
+            self.inbox.poke()
 
     def stop(self) -> None:
         self._stop.set()
@@ -42,11 +59,20 @@ class ChainThread:
             self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
+        tree, last, seen, began = self.reader.tree, None, -1, 0.0
         while not self._stop.is_set():
-            frame = self.inbox.get(timeout=0.1)
+            wait = 0.1
+            if last is not None and tree.version != seen:  # re-render due once RERENDER_S has passed
+                wait = max(RERENDER_S - (time.perf_counter() - began), 0.0)
+            frame = self.inbox.get(timeout=wait)
             if frame is None:
-                continue
-            now = time.perf_counter()
+                if last is None or tree.version == seen or time.perf_counter() - began < RERENDER_S:
+                    continue
+                frame = last  # a control moved since the last render: show it now
+                self.rerendered += 1
+            last, seen = frame, tree.version
+            self._armed = True
+            now = began = time.perf_counter()
             values, image = self.reader.read(now), frame.image
             for stage in self.stages:
                 try:
