@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -42,6 +43,16 @@ def write_video(path: Path, frames: int = 60, fps: float = 30.0) -> Path:
 @pytest.fixture(scope="session")
 def camera_file(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("camera") / "camera.mp4")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0, every: float = 0.005) -> bool:
+    """Poll `condition` until it is true or `timeout` passes; its last result decides."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return bool(condition())
 
 
 def free_port() -> int:

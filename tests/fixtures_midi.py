@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import rtmidi
@@ -20,16 +20,6 @@ _serial = itertools.count()
 def unique(stem: str) -> str:
     """A JACK client name no other test (or earlier run of this one) uses."""
     return f"{stem}{next(_serial)}x{os.getpid() % 10000}"  # serial first: no name is a prefix of another
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 3.0, every: float = 0.01) -> bool:
-    """Poll `condition` until it is true or `timeout` passes; its last result decides."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return bool(condition())
 
 
 class Controller:

@@ -9,8 +9,8 @@ import sys
 import time
 import urllib.request
 
-from fixtures_live import ROOT, LiveProcess, free_port, headless_env, show_with
-from fixtures_midi import Controller, unique, wait_until
+from fixtures_live import ROOT, LiveProcess, free_port, headless_env, show_with, wait_until
+from fixtures_midi import Controller, unique
 
 
 def value_of(port: int, address: str) -> float:

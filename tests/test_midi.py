@@ -10,7 +10,8 @@ import pytest
 import rtmidi
 from pydantic import ValidationError
 
-from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, monitor, unique, wait_until  # noqa: F401
+from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, monitor, unique  # noqa: F401
+from fixtures_live import wait_until
 from live.control.midi import MidiControl, MidiMap, MidiSection
 from live.control.midi_map import bend_to_normal, encode_ticks, normal_to_bend, relative_ticks
 from live.control.tempo import Clock

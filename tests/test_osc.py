@@ -17,7 +17,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.tcp_client import SimpleTCPClient
 from pythonosc.udp_client import SimpleUDPClient
 
-from fixtures_live import run_live
+from fixtures_live import run_live, wait_until
 from live.control.osc import OscSection, OscServer
 from live.control.osc_codec import (IMPULSE, AddressPattern, Char, Double, LengthDecoder, Midi, OscError,
                                     Rgba, SlipDecoder, Symbol, Timetag, encode_bundle, encode_message, ntp_to_unix,
@@ -46,15 +46,6 @@ def open_server(tree=None, **options) -> OscServer:
     srv = OscServer(tree or make_tree(), "127.0.0.1", 0, **options)
     srv.open()
     return srv
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def udp_socket(timeout: float = 3.0) -> socket.socket:

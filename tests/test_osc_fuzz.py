@@ -9,20 +9,12 @@ import time
 
 import pytest
 
+from fixtures_live import wait_until
 from live.bench import OscFuzzer, fuzz_tree, rss_mb, send_paced
 from live.control.osc import OscServer
 from live.control.osc_codec import encode_message, length_encode, slip_encode
 
 PACKETS = 50_000
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 @pytest.fixture
@@ -36,7 +28,7 @@ def server():
 def still_applies(srv: OscServer, value: float) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(encode_message("/fuzz/a", [value]), ("127.0.0.1", srv.port))
-    return wait_until(lambda: srv.tree.get("/fuzz/a") == pytest.approx(value))
+    return wait_until(lambda: srv.tree.get("/fuzz/a") == pytest.approx(value), timeout=10)
 
 
 def test_fuzzed_datagrams_are_counted_exactly_and_change_nothing_else(server):
@@ -94,7 +86,7 @@ def test_tcp_streams_of_junk_are_survived(server):
                 conn.sendall(b"".join(pieces))
             except OSError:
                 pass  # the server may already have closed a stream it cannot trust
-    assert wait_until(lambda: server.stats()["tcp_clients"] == 0)
+    assert wait_until(lambda: server.stats()["tcp_clients"] == 0, timeout=10)
     assert server.counts["errors"] == 0 and server.alive and threading.active_count() == threads
     assert server.tree.get("/fuzz/b") == 42  # some good frames got through the junk
     assert still_applies(server, 0.25)

@@ -15,6 +15,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from fixtures_live import wait_until
 from live.control.oscquery import OSC_SERVICE, OSCJSON_SERVICE, POLL_HZ, OscQuerySection, OscQueryServer
 from live.errors import LiveError
 from live.params import Event, Param, ParamTree
@@ -53,15 +54,6 @@ def get(srv: OscQueryServer, target: str):
             return reply.status, json.loads(body) if body else None
     except urllib.error.HTTPError as err:
         return err.code, None
-
-
-def wait_until(predicate, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def listen(ws, srv: OscQueryServer, path: str, command: str = "LISTEN") -> None:
