@@ -220,8 +220,9 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
         shown = next((out for read, out, _ in frames if read >= applied), None)
         if shown is not None:
             latencies.append((shown - sent) * 1000)
-    model = [(out - cap) * 1000 for cap, out in {cap: out for _, out, cap in reversed(frames)}.items()]
-    fresh = {cap: out for _, out, cap in reversed(frames)}  # camera frames (re-renders share a capture time)
+    # The first output of each camera frame (re-renders of it share its capture time).
+    fresh = {cap: out for _, out, cap in reversed(frames)}
+    model = [(out - cap) * 1000 for cap, out in fresh.items()]
     outs = sorted(fresh.values())
     period = 1000 * (outs[-1] - outs[0]) / max(len(outs) - 1, 1) if outs else 0.0
     result = {"p50": round(percentile(latencies, 50), 2), "p99": round(percentile(latencies, 99), 2),

@@ -92,20 +92,16 @@ def _learn(args: argparse.Namespace) -> int:
     import socket
     import time
 
-    from pythonosc.osc_message import OscMessage
-    from pythonosc.osc_message_builder import OscMessageBuilder
+    from live.control.osc_codec import encode_message, parse_message
 
     def ask(sock: socket.socket, address: str, *values: str) -> tuple[str, str]:
-        builder = OscMessageBuilder(address)
-        for value in values:
-            builder.add_arg(value)
-        sock.sendto(builder.build().dgram, ("127.0.0.1", args.port))
+        sock.sendto(encode_message(address, values), ("127.0.0.1", args.port))
         try:
-            reply = OscMessage(sock.recv(65536))
+            reply = parse_message(sock.recv(65536))
         except (TimeoutError, socket.timeout):
             raise LiveError(f"no show answered on OSC port {args.port}",
                             "start the show first (`live run SHOW`), or give its [osc] port with --port") from None
-        return reply.address, str(reply.params[0]) if reply.params else ""
+        return reply.address, str(reply.args[0]) if reply.args else ""
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

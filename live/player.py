@@ -9,6 +9,7 @@ The sound path runs beside it and never waits on video: audio/engine.py (synth t
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -275,7 +276,7 @@ class Player:
 
     def status_lines(self) -> list[str]:
         """The HUD's lines: what a performer needs to know at a glance, problems last."""
-        recent = list(self.latencies)[-30:]
+        recent = list(itertools.islice(reversed(self.latencies), 30))  # not a copy of the whole history
         values = self.tree.snapshot
         lines = [f"{self.show.name}  latency {percentile(recent, 50):.0f} ms  dropped "
                  f"{self.captured.dropped + self.stylized.dropped}",

@@ -103,9 +103,8 @@ class Receiver:
         maps = self.mapping.find("note", channel, note)
         if maps:  # a pad mapped to a parameter does not also play the synth
             for m in maps:
-                if m.param in self.tree.events:  # a trigger (/scene/go, /tempo/tap): fires on the press
-                    if velocity:
-                        self.tree.emit(m.param)
+                if m.param in self.tree.events:  # a trigger (/scene/go, /tempo/tap): the tree fires it on the
+                    self.tree.emit(m.param, velocity)  # press and ignores the release (velocity 0)
                     continue
                 if m.resolved_mode == "toggle":
                     if not velocity:
@@ -183,9 +182,8 @@ class Receiver:
         until anything else writes the parameter.
         """
         tree, address = self.tree, m.param
-        if address in tree.events:  # a button sending a CC: fires when pressed (value above 0), not on release
-            if u > 0:
-                tree.emit(address)
+        if address in tree.events:  # a button's CC: the tree fires the trigger on the press, not the release
+            tree.emit(address, u)
             return True
         mode = m.takeover or self.section.takeover
         state = port.takeover.setdefault(m, [None, False])

@@ -107,9 +107,7 @@ class ControlSurface:
         self.scenes = SceneEngine(self.tree, show.scenes, show.cues, self.clock) if show.scenes else None
         self.tempo = TempoControl(self.tree, self.clock)
         self._panic = self.tree.listen(PANIC)
-        self.panics = 0
-        self.errors = 0  # control-thread failures survived
-        self.last_error = ""
+        self.last_error = ""  # the control thread's last failure, said once
         self._lock = threading.Lock()  # scenes and tempo swap on reload while the thread ticks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -145,7 +143,6 @@ class ControlSurface:
                     if self.scenes:
                         self.scenes.tick(time.perf_counter())
             except Exception as err:  # e.g. a scene value a reload made invalid: keep ticking, say it once
-                self.errors += 1
                 if str(err) != self.last_error:
                     self.last_error = str(err)
                     self.say(f"Control: {err}")
@@ -172,7 +169,6 @@ class ControlSurface:
         self.tree.emit(PANIC)
 
     def _calm(self) -> None:
-        self.panics += 1
         if self.scenes:
             self.scenes.stop_fade()
         self.tree.set(BLACKOUT, False, "system")
