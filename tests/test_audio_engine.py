@@ -115,6 +115,31 @@ def test_missing_device_runs_silent_in_real_time(synth_decoder: Path) -> None:
     assert np.sqrt(np.mean(audio**2)) > 0.005
 
 
+def test_a_stalled_silent_engine_renders_the_backlog(synth_decoder: Path) -> None:
+    """With no device a stall loses nothing: a recording keeps every sample, in step with the clock."""
+    engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="no-such-card")
+    render, calls = engine.synth.render, [0]
+
+    def stalls_once(*args: object) -> np.ndarray:  # the thread stops 0.3 s, as on a machine under a storm
+        calls[0] += 1
+        if calls[0] == 40:
+            time.sleep(0.3)
+        return render(*args)
+
+    engine.synth.render = stalls_once
+    try:
+        engine.open()
+        engine.read_tap()
+        started = time.monotonic()
+        time.sleep(1.5)
+        audio, elapsed = engine.read_tap(), time.monotonic() - started
+        starved = engine.stats()["starved"]
+    finally:
+        engine.close()
+    assert starved == 1
+    assert len(audio) == pytest.approx(elapsed * RATE, rel=0.05)  # skipping the stall would lose 20 %
+
+
 def test_a_broken_install_raises(tmp_path: Path) -> None:
     with pytest.raises(LiveError, match="manifest not found"):
         AudioEngine(synth_tree(), tmp_path / "synth-decoder.json")

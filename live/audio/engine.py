@@ -38,6 +38,7 @@ DEFAULT_BPM = 96.0
 LEAD_BLOCKS = 6  # how far the synth stays ahead of the callback: 16 ms at 128/48 kHz
 RING_FRAMES = 2048  # power of two, comfortably above the lead
 TAP_SECONDS = 2.0
+CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
 PEAK_FALL_DB_PER_S = 20.0
 
 
@@ -250,17 +251,23 @@ class AudioEngine:
     def _feed_clock(self) -> None:
         """No device: render in real time against the clock (LEAD_BLOCKS ahead), for the tap and the meters.
 
-        Falling a full lead behind (the machine stalled) counts as starved and skips ahead rather than bursting.
+        With no device there is no deadline to miss, so a thread that fell behind (a stall on a busy machine)
+        counts as starved and renders the backlog: a recording keeps every sample and stays in step with the
+        video. Only a stall longer than CATCH_UP_SECONDS (the machine stopped) is skipped rather than rendered.
         """
         lead = LEAD_BLOCKS * self.blocksize
-        start, rendered = time.perf_counter(), 0
+        start, rendered, behind = time.perf_counter(), 0, False
         while not self._stop.is_set():
             now = time.perf_counter()
             due = (now - start) * self.samplerate
             if rendered < due - lead:
-                self._starved += 1
-                start = now - rendered / self.samplerate
-                due = rendered
+                if not behind:
+                    self._starved += 1
+                behind = True
+                if rendered < due - CATCH_UP_SECONDS * self.samplerate:
+                    start, due = now - rendered / self.samplerate, rendered
+            else:
+                behind = False
             if rendered + self.blocksize <= due + lead:
                 self._render()
                 rendered += self.blocksize
