@@ -37,6 +37,7 @@ from live.video.latent import LatentLayer
 from live.video.stylize import Stylizer
 
 RELOAD_CHECK_S = 0.5  # how often the show file's modification time is looked at
+TRANSPORTS = ("osc", "oscquery", "midi")  # opened in this order (OSCQuery announces the OSC port)
 
 
 def percentile(values, q: float) -> float:
@@ -105,20 +106,8 @@ class Player:
             stages.append(Blackout())
             self.chain = ChainThread(stages, self.surface.reader(), self.captured, self.stylized)
             self.surface.open()
-            if show.osc.enabled:
-                self.osc = OscServer.from_section(self.tree, show.osc, system=self.system_handlers())
-                self.say(self.osc.open())
-            if show.oscquery.enabled:
-                q = show.oscquery
-                self.oscquery = OscQueryServer(self.tree, self.osc.port if self.osc else show.osc.port, q.host, q.port,
-                                               q.name, q.zeroconf, osc_host=show.osc.host)
-                self.say(self.oscquery.open())
-            if show.midi.enabled:
-                learned = show.resolve_inside(show.midi.learn_file, "[midi] learn_file") if show.midi.learn_file \
-                    else None
-                clock = self.surface.clock if show.tempo.source == "midi" else None
-                self.midi = MidiControl(self.tree, show.midi, clock, learned, say=self.say)
-                self.say(self.midi.open())
+            for section in TRANSPORTS:
+                self._open_transport(section, show)
             if show.audio.enabled:
                 self.audio = AudioEngine(self.tree, show.resolve(show.audio.model), show.audio.device or None,
                                          show.audio.samplerate, show.audio.blocksize, show.audio.voices,
@@ -130,6 +119,49 @@ class Player:
             raise
         self.capture.start()
         self.chain.start()
+
+    def _open_transport(self, section: str, show: Show) -> None:
+        """Open the show's OSC, OSCQuery or MIDI (if enabled) and say where; LiveError if it cannot."""
+        if section == "osc" and show.osc.enabled:
+            self.osc = OscServer.from_section(self.tree, show.osc, system=self.system_handlers())
+            self.say(self.osc.open())
+        elif section == "oscquery" and show.oscquery.enabled:
+            q = show.oscquery
+            self.oscquery = OscQueryServer(self.tree, self.osc.port if self.osc else show.osc.port, q.host, q.port,
+                                           q.name, q.zeroconf, osc_host=show.osc.host)
+            self.say(self.oscquery.open())
+        elif section == "midi" and show.midi.enabled:
+            learned = show.resolve_inside(show.midi.learn_file, "[midi] learn_file") if show.midi.learn_file else None
+            clock = self.surface.clock if show.tempo.source == "midi" else None
+            self.midi = MidiControl(self.tree, show.midi, clock, learned, say=self.say)
+            self.say(self.midi.open())
+
+    def _reopen_transports(self, old: Show, new: Show) -> tuple[Show, list[str]]:
+        """Apply a saved show's [osc], [oscquery] and [midi] while playing: each changed one is closed and opened
+        with its new settings. One that cannot open (a port taken) goes back to its old settings and says why;
+        returns the show as it now runs, with those sections as they really are."""
+        changed = [s for s in TRANSPORTS if getattr(old, s) != getattr(new, s)]
+        if "osc" in changed and "oscquery" not in changed:
+            changed.insert(1, "oscquery")  # OSCQuery tells clients the OSC port
+        notes = []
+        for section in changed:
+            current = getattr(self, section)
+            if current is not None:
+                current.close()
+                setattr(self, section, None)
+            try:
+                self._open_transport(section, new)
+                notes.append(f"[{section}] " + ("reopened" if getattr(new, section).enabled else "closed"))
+            except LiveError as err:
+                new = new.model_copy(update={section: getattr(old, section)})
+                self.say(f"Show: [{section}] not applied: {err}")
+                try:
+                    self._open_transport(section, new)
+                    notes.append(f"[{section}] kept as it was")
+                except LiveError as again:  # the old settings no longer open either: play on without it
+                    self.say(f"Show: [{section}] as it was does not open either: {again}")
+                    notes.append(f"[{section}] off until the show restarts")
+        return new, notes
 
     def _open_outputs(self) -> None:
         show = self.show
@@ -236,7 +268,8 @@ class Player:
             self.say(f"Show: {self.show.path.name} was saved but not applied, the show goes on as it was: {err}")
             return
         self.reload_error = ""
-        self.show = show
+        self.show, transport_notes = self._reopen_transports(self.show, show)
+        notes += transport_notes
         self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     #: Keys in the output window: a performer at the laptop can run the cue list without a controller.

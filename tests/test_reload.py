@@ -3,11 +3,16 @@ show running and says why, a good one applies at once. Real files rewritten unde
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+import urllib.request
 
 import numpy as np
 
-from fixtures_live import LiveProcess, decode_frames, free_port, run_live, show_with
+from fixtures_live import LiveProcess, decode_frames, free_port, run_live, show_with, wait_until
+from fixtures_midi import Controller, unique
+from live.control.osc_codec import encode_message, parse_packet
 
 
 def test_live_check_names_each_problem_and_passes_a_good_show(tmp_path):
@@ -50,3 +55,63 @@ def test_saving_the_show_reloads_it_and_a_broken_save_keeps_it_running(tmp_path,
     assert min(float(f.mean()) for f in before) > 20
     assert max(float(f.mean()) for f in after) < 2  # blackout applied by the reload
     assert np.diff([t for t, _ in frames]).max() < 1.0  # no gap: the show never stopped
+
+
+def answers(port: int) -> bool:
+    """Whether a show answers /live/status on this UDP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(1.0)
+        sock.sendto(encode_message("/live/status"), ("127.0.0.1", port))
+        try:
+            return parse_packet(sock.recv(65536)).address.startswith("/live/status")
+        except OSError:
+            return False
+
+
+def strength(query: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{query}/video/strength?VALUE", timeout=2) as reply:
+        return json.loads(reply.read())["VALUE"][0]
+
+
+def show_text(folder, **sections) -> str:
+    """The text of a show like `show_with`'s, made in its own folder (to be saved over a running show)."""
+    folder.mkdir()
+    return show_with(folder, **sections).read_text()
+
+
+def test_saved_osc_and_midi_settings_apply_while_playing(tmp_path, camera_file, jack_server):
+    controller = Controller(unique("knobs"))
+    old_port, new_port, query = free_port(), free_port(), free_port()
+    sections = dict(oscquery={"port": query}, audio={"enabled": False},
+                    midi={"api": "jack", "inputs": [controller.client]})
+    show = show_with(tmp_path, osc={"port": old_port}, **sections)
+    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", "40", "--no-window"])
+    try:
+        live.wait_for("Playing")
+        assert answers(old_port)
+        controller.cc(1, 21, 0)  # not mapped yet: nothing moves
+        controller.settle(0.3)
+        assert strength(query) == 1.0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # another app holds the port asked for
+            taken.bind(("127.0.0.1", 0))
+            busy = taken.getsockname()[1]
+            show.write_text(show_text(tmp_path / "busy", osc={"port": busy}, **sections))
+            line = live.wait_for("not applied", timeout=10)
+            assert "[osc]" in line and str(busy) in line and "in use" in line
+            assert "[osc] kept as it was" in live.wait_for("reloaded", timeout=10)
+            assert answers(old_port)
+        mapped = show_text(tmp_path / "new", osc={"port": new_port}, **sections)
+        show.write_text(mapped + '[[midi.map]]\nparam = "/video/strength"\nnumber = 21\n')
+        line = live.wait_for("reloaded", timeout=10)
+        assert "[osc] reopened" in line and "[midi] reopened" in line and "restart" not in line
+        assert answers(new_port) and not answers(old_port)
+        for value in (127, 127, 0):  # pick-up: the knob takes over once it reaches the value, then drives it
+            controller.cc(1, 21, value)
+            controller.settle()
+        assert wait_until(lambda: strength(query) == 0.0, timeout=3)
+    finally:
+        live.proc.terminate()
+        code, output = live.finish(timeout=60)
+        controller.unplug()
+    assert code == 0 and "Traceback" not in output, output
