@@ -156,9 +156,10 @@ def test_host_info(server):
     assert info["OSC_PORT"] == OSC_PORT and info["OSC_TRANSPORT"] == "UDP"
     assert info["WS_PORT"] == server.port and info["WS_IP"] == "127.0.0.1"
     extensions = info["EXTENSIONS"]
-    for name in ("ACCESS", "VALUE", "RANGE", "DESCRIPTION", "UNIT", "LISTEN"):
+    for name in ("ACCESS", "VALUE", "RANGE", "DESCRIPTION", "UNIT", "LISTEN", "PATH_ADDED", "PATH_REMOVED",
+                 "PATH_CHANGED"):
         assert extensions[name] is True
-    assert extensions["PATH_CHANGED"] is False
+    assert extensions["PATH_RENAMED"] is False
 
 
 def test_port_zero_reports_the_bound_port_and_a_taken_port_is_a_clear_error(server):
@@ -216,6 +217,26 @@ def test_burst_of_writes_is_coalesced_to_a_few_messages_ending_at_the_final_valu
             ws.recv(timeout=0.3)
     assert received == sorted(received)
     assert 1 <= len(received) <= POLL_HZ * elapsed + 2, (len(received), elapsed)
+
+
+def test_a_reloaded_tree_tells_clients_which_paths_came_went_or_changed(server):
+    tree = server.tree
+    with connect(f"ws://127.0.0.1:{server.port}") as ws:
+        listen(ws, server, "/latent/seed")
+        listen(ws, server, "/video/blend")
+        params = [p for p in tree.params.values() if p.address not in ("/latent/seed", "/synth/cutoff")]
+        params.append(Param("/synth/cutoff", "float", 1000.0, 20.0, 8000.0, unit="Hz"))  # a narrower range
+        params.append(Param("/mod/wobble/depth", "float", 0.0))
+        tree.reconfigure(params, tree.events.values())  # as a saved show file does
+        commands = [json.loads(ws.recv(timeout=2)) for _ in range(3)]
+        assert sorted((c["COMMAND"], c["DATA"]) for c in commands) == [
+            ("PATH_ADDED", "/mod/wobble/depth"), ("PATH_CHANGED", "/synth/cutoff"), ("PATH_REMOVED", "/latent/seed")]
+        assert server.stats()["listening"] == 1  # the removed path is no longer streamed; the others still are
+        tree.set("/video/blend", 0.75)
+        assert recv_osc(ws) == ("/video/blend", [0.75])
+        assert get(server, "/mod/wobble/depth")[0] == 200 and get(server, "/latent/seed")[0] == 404
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)
 
 
 def test_client_writes_apply_to_the_tree_and_are_not_echoed_to_the_writer(server):

@@ -57,8 +57,8 @@ ATTRIBUTES = ("FULL_PATH", "CONTENTS", "DESCRIPTION", "TYPE", "VALUE", "RANGE", 
 EXTENSIONS = {
     "ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "TYPE": True, "UNIT": True,
     "CLIPMODE": True, "TAGS": False, "EXTENDED_TYPE": False, "CRITICAL": False, "OVERLOADS": False,
-    "HTML": False, "LISTEN": True, "PATH_CHANGED": False, "PATH_RENAMED": False, "PATH_ADDED": False,
-    "PATH_REMOVED": False,
+    "HTML": False, "LISTEN": True, "PATH_CHANGED": True, "PATH_RENAMED": False, "PATH_ADDED": True,
+    "PATH_REMOVED": True,
 }
 _TAGS = {"float": "f", "int": "i", "enum": "s"}
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
@@ -171,6 +171,7 @@ class _Client:
     listening: set[str] = field(default_factory=set)
     known: dict[str, Value] = field(default_factory=dict)  # the value this client last saw per address
     pending: dict[str, Value] = field(default_factory=dict)  # to send; at most one entry per address
+    paths: dict[str, str] = field(default_factory=dict)  # PATH_ADDED/REMOVED/CHANGED to send, latest per address
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -367,18 +368,29 @@ class OscQueryServer:
         while True:
             await client.wake.wait()
             client.wake.clear()
+            while client.paths:  # namespace changes first: a client refetches before it hears new values
+                address = next(iter(client.paths))
+                await client.ws.send(json.dumps({"COMMAND": client.paths.pop(address), "DATA": address}))
             while client.pending:
                 address = next(iter(client.pending))
                 value = client.pending.pop(address)
+                param = self.tree.params.get(address)
+                if param is None:
+                    continue  # removed by a reload since it was queued
                 # send() waits while the connection's write buffer is full; meanwhile the poller keeps
                 # overwriting `pending`, so a slow client gets fewer, newer values instead of a backlog.
-                await client.ws.send(encode_value(self.tree.params[address], value))
+                await client.ws.send(encode_value(param, value))
                 self.counts["sent"] += 1
 
     async def _poll(self) -> None:
-        seen = -1
+        seen, generation = -1, self.tree.generation
+        params, events = self.tree.params, self.tree.events
         while True:
             await asyncio.sleep(1.0 / POLL_HZ)
+            if self.tree.generation != generation:  # a reloaded show: tell clients which paths changed
+                generation = self.tree.generation
+                self._paths_changed({**params, **events}, {**self.tree.params, **self.tree.events})
+                params, events = self.tree.params, self.tree.events
             version = self.tree.version
             if version == seen or not self._clients:
                 seen = version
@@ -387,8 +399,8 @@ class OscQueryServer:
             values, writers = self.tree.snapshot, self.tree.written_by
             for client in list(self._clients):
                 for address in client.listening:
-                    value = values[address]
-                    if client.known.get(address, _UNSET) == value:
+                    value = values.get(address, _UNSET)
+                    if value is _UNSET or client.known.get(address, _UNSET) == value:
                         continue
                     client.known[address] = value
                     if writers.get(address) == client.source:
@@ -398,6 +410,22 @@ class OscQueryServer:
                     client.pending[address] = value
                 if client.pending:
                     client.wake.set()
+
+    def _paths_changed(self, old: Mapping[str, Param | Event], new: Mapping[str, Param | Event]) -> None:
+        """Queue PATH_ADDED / PATH_REMOVED / PATH_CHANGED (type, range, unit...) for every client; a removed path
+        is no longer listened to."""
+        changes = {**{a: "PATH_REMOVED" for a in old.keys() - new.keys()},
+                   **{a: "PATH_ADDED" for a in new.keys() - old.keys()},
+                   **{a: "PATH_CHANGED" for a in old.keys() & new.keys() if old[a] != new[a]}}
+        for client in list(self._clients):
+            for address, command in sorted(changes.items()):
+                client.paths[address] = command
+                if command == "PATH_REMOVED":
+                    client.listening.discard(address)
+                    client.known.pop(address, None)
+                    client.pending.pop(address, None)
+            if changes:
+                client.wake.set()
 
     def _receive_osc(self, data: bytes, source: str) -> None:
         """Apply a binary OSC packet from a client, as the UDP server would; problems are counted."""
