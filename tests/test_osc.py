@@ -389,8 +389,15 @@ NAMES = ["/video/blend", "/video/strength", "/video/style_a", "/video/style_b", 
     ("/video/s*", ["/video/strength", "/video/style_a", "/video/style_b"]),
     ("/video/*e*_*", ["/video/style_a", "/video/style_b"]),
     ("/synth/*/?", ["/synth/timbre/a", "/synth/timbre/b", "/synth/timbre/c"]),
+    ("//a", ["/synth/timbre/a"]),  # OSC 1.1 '//': any depth
+    ("//x", ["/latent/x"]),
+    ("/synth//[ab]", ["/synth/timbre/a", "/synth/timbre/b"]),
+    ("/video//blend", ["/video/blend"]),  # no part in between is also 'any depth'
+    ("//timbre//c", ["/synth/timbre/c"]),
+    ("//synth//gain", ["/synth/gain"]),
+    ("//video", []),  # the last part must match the address's last part
 ])
-def test_address_patterns_follow_osc_1_0(pattern, expected):
+def test_address_patterns_follow_osc_1_0_and_1_1(pattern, expected):
     compiled = AddressPattern(pattern)
     assert [n for n in NAMES if compiled.matches(n)] == expected
 
@@ -398,7 +405,8 @@ def test_address_patterns_follow_osc_1_0(pattern, expected):
 def test_pathological_patterns_are_cheap():
     compiled = AddressPattern("/" + "*a" * 60 + "*b")
     assert not compiled.matches("/" + "a" * 200)  # a backtracking matcher would never finish this
-    for bad in ("/video/[ab", "/video/{a,b", "/video/a]", "video", "/" + "x" * 300):
+    assert not AddressPattern("/" + "/a/" * 40 + "/b").matches("/" + "/".join("a" * 60))  # 40 x //a//: linear
+    for bad in ("/video/[ab", "/video/{a,b", "/video/a]", "video", "/" + "x" * 300, "/video//", "/a///b"):
         with pytest.raises(OscError):
             AddressPattern(bad)
 
@@ -418,6 +426,17 @@ def test_a_pattern_writes_every_matching_parameter_and_is_cached(server):
                 wait_until(lambda: server.counts["packets"] >= i + 3)
         assert wait_until(lambda: server.counts["packets"] == 403)
     assert len(server._patterns) <= 256
+
+
+def test_a_cached_pattern_sees_the_parameters_of_a_reloaded_show(server):
+    tree = server.tree
+    with udp_socket() as s:
+        s.sendto(msg("//gain", 0.3), ("127.0.0.1", server.port))
+        assert wait_until(lambda: server.counts["applied"] == 1)
+        tree.reconfigure([*tree.params.values(), Param("/mod/lfo/gain", "float", 0.0)], tree.events.values())
+        s.sendto(msg("//gain", 0.6), ("127.0.0.1", server.port))
+        assert wait_until(lambda: server.counts["applied"] == 2)
+    assert tree.get("/synth/gain") == pytest.approx(0.6) and tree.get("/mod/lfo/gain") == pytest.approx(0.6)
 
 
 # ------------------------------------------------------------------------------------------------ TCP

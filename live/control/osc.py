@@ -198,6 +198,7 @@ class OscServer:
         self._count_lock = threading.Lock()
         self._state_lock = threading.Lock()  # the rate buckets and the pattern cache, shared by UDP and TCP threads
         self._patterns: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
+        self._patterns_generation = tree.generation
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._allowed_cache: dict[str, bool] = {}
         self._heap: list[tuple[float, int, _Group, _Sender]] = []
@@ -486,6 +487,9 @@ class OscServer:
             return ((address,) if address in self.tree.params else (),
                     (address,) if address in self.tree.events else ())
         with self._state_lock:
+            if self._patterns_generation != self.tree.generation:  # a reloaded show: other addresses now
+                self._patterns.clear()
+                self._patterns_generation = self.tree.generation
             cached = self._patterns.get(address)
             if cached is not None:
                 self._patterns.move_to_end(address)

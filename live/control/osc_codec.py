@@ -465,7 +465,7 @@ class PatternError(OscError):
 
 
 def is_pattern(address: str) -> bool:
-    return not PATTERN_CHARS.isdisjoint(address)
+    return not PATTERN_CHARS.isdisjoint(address) or "//" in address
 
 
 def _compile_part(part: str) -> tuple:
@@ -564,7 +564,8 @@ def _match_part(tokens: tuple, name: str) -> bool:
 
 class AddressPattern:
     """An OSC 1.0 address pattern: '?' one character, '*' any run, '[abc]' '[a-z]' '[!a]' a character set,
-    '{foo,bar}' alternatives; each matches within one part of the address (never across '/')."""
+    '{foo,bar}' alternatives; each matches within one part of the address (never across '/'). OSC 1.1's '//'
+    matches any number of whole parts, none included: '//depth' is every address ending in /depth."""
 
     def __init__(self, pattern: str) -> None:
         if len(pattern) > MAX_PATTERN_LENGTH:
@@ -572,8 +573,28 @@ class AddressPattern:
         if not pattern.startswith("/"):
             raise PatternError("an address pattern starts with '/'")
         self.pattern = pattern
-        self._parts = tuple(_compile_part(part) for part in pattern[1:].split("/"))
+        head, *rest = pattern.split("//")
+        if any(not segment or segment.startswith("/") for segment in rest):
+            raise PatternError("'//' (any depth) must be followed by a name, and '///' means nothing")
+        self._head = tuple(_compile_part(part) for part in head[1:].split("/")) if head else ()
+        self._tails = tuple(tuple(_compile_part(part) for part in segment.split("/")) for segment in rest)
 
     def matches(self, address: str) -> bool:
         names = address[1:].split("/")
-        return len(names) == len(self._parts) and all(_match_part(t, n) for t, n in zip(self._parts, names))
+        head = self._head
+        if not self._tails:
+            return len(names) == len(head) and _match_run(head, names, 0)
+        if len(names) < len(head) or not _match_run(head, names, 0):
+            return False
+        at = len(head)
+        for parts in self._tails[:-1]:  # each run at its leftmost fit leaves the most room for the rest
+            at = next((i + len(parts) for i in range(at, len(names) - len(parts) + 1)
+                       if _match_run(parts, names, i)), -1)
+            if at < 0:
+                return False
+        last = len(names) - len(self._tails[-1])  # the last run ends the address
+        return last >= at and _match_run(self._tails[-1], names, last)
+
+
+def _match_run(parts: tuple, names: list[str], at: int) -> bool:
+    return all(_match_part(t, n) for t, n in zip(parts, names[at:at + len(parts)]))
