@@ -33,7 +33,7 @@ __all__ = ["API", "MidiControl", "MidiMap", "MidiSection", "TempoClock"]
 
 API = {"default": rtmidi.API_UNSPECIFIED, "alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
        "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
-POLL_S = 1.0
+POLL_S = 0.25  # port scan: a controller pulled and plugged back faster than this would be missed
 VIRTUAL = " (virtual)"  # suffix of the virtual ports' names among the open ports
 
 
