@@ -163,6 +163,19 @@ class Player:
                     notes.append(f"[{section}] off until the show restarts")
         return new, notes
 
+    def _apply_devices(self, old: Show, new: Show) -> list[str]:
+        """A saved show's new [video] source plays at once; other device settings say they need a restart."""
+        notes = []
+        if new.video.source != old.video.source and self.capture:
+            self.source = new.video.source
+            self.capture.switch(self.source)
+            notes.append(f"[video] source now {self.source!r}")
+        if new.video.model_copy(update={"source": old.video.source}) != old.video:
+            notes.append("[video] changed: restart the show to apply it")
+        notes += [f"[{section}] changed: restart the show to apply it" for section in ("output", "audio")
+                  if getattr(new, section) != getattr(old, section)]
+        return notes
+
     def _open_outputs(self) -> None:
         show = self.show
         if self.want_window and has_display():
@@ -268,8 +281,8 @@ class Player:
             self.say(f"Show: {self.show.path.name} was saved but not applied, the show goes on as it was: {err}")
             return
         self.reload_error = ""
-        self.show, transport_notes = self._reopen_transports(self.show, show)
-        notes += transport_notes
+        old, (self.show, transport_notes) = self.show, self._reopen_transports(self.show, show)
+        notes += transport_notes + self._apply_devices(old, show)
         self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     #: Keys in the output window: a performer at the laptop can run the cue list without a controller.

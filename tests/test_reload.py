@@ -8,6 +8,7 @@ import socket
 import time
 import urllib.request
 
+import cv2
 import numpy as np
 
 from fixtures_live import LiveProcess, decode_frames, free_port, run_live, show_with, wait_until
@@ -115,3 +116,30 @@ def test_saved_osc_and_midi_settings_apply_while_playing(tmp_path, camera_file, 
         code, output = live.finish(timeout=60)
         controller.unplug()
     assert code == 0 and "Traceback" not in output, output
+
+
+def test_a_saved_video_source_plays_at_once(tmp_path, camera_file):
+    white = tmp_path / "white.mp4"
+    writer = cv2.VideoWriter(str(white), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for _ in range(30):
+        writer.write(np.full((480, 640, 3), 255, np.uint8))
+    writer.release()
+    show = show_with(tmp_path, video={"source": str(camera_file)}, osc={"port": free_port()},
+                     audio={"enabled": False})
+    out = tmp_path / "out.mp4"
+    live = LiveProcess(["run", str(show), "--for", "7", "--record", str(out)])
+    live.wait_for("Playing")
+    t0 = time.monotonic()
+    time.sleep(1.5)
+    show.write_text(show.read_text().replace(str(camera_file), str(white)))
+    line = live.wait_for("reloaded", timeout=10)
+    t_switch = time.monotonic() - t0
+    assert "[video] source now" in line and "restart" not in line
+    code, output = live.finish()
+    assert code == 0 and "Traceback" not in output, output
+    frames = decode_frames(out)
+    before = [float(image.mean()) for t, image in frames if 0.5 < t < t_switch - 0.5]
+    after = [float(image.mean()) for t, image in frames if t > t_switch + 1.0]
+    assert before and after
+    assert min(after) > max(before) + 40  # the white clip is playing
+    assert np.diff([t for t, _ in frames]).max() < 1.0  # and the show never stopped for it

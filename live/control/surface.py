@@ -178,7 +178,7 @@ class ControlSurface:
     def reload(self, show: Show) -> list[str]:
         """Apply a re-saved show: parameters, controls, modulators, scenes, cues and tempo change in place, at
         once; values the file did not change keep their live state. Raises LiveError (and changes nothing) if
-        the new show is invalid. Returns what changed, and what needs a restart. The transports are the
+        the new show is invalid. Returns what changed, and what needs a restart. Devices and transports are the
         player's to reopen."""
         params, events = show_params(show)
         trial = ParamTree(params, events)
@@ -201,9 +201,6 @@ class ControlSurface:
                 self.tree.set("/tempo/bpm", show.tempo.bpm, "show")
         self.show = show
         notes = [f"{len(changed)} value(s) changed"] if changed else []
-        for section in ("video", "output", "audio"):  # the player reopens [osc], [oscquery] and [midi] itself
-            if getattr(show, section) != getattr(old, section):
-                notes.append(f"[{section}] changed: restart the show to apply it")
         if show.tempo.source != old.tempo.source:
             notes.append("[tempo] source changed: restart the show to apply it")
         return notes

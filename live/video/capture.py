@@ -118,6 +118,7 @@ class Capture:
         self.say = say
         self.frames = 0
         self._stop = threading.Event()
+        self._switch: int | str | None = None
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.source: BuiltinSource | OpenCVSource = self._open_first()
 
@@ -137,6 +138,11 @@ class Capture:
     def start(self) -> None:
         self._thread.start()
 
+    def switch(self, spec: int | str) -> None:
+        """Play another source from the next frame on (a re-saved show). It is opened on the capture thread, so
+        the picture holds its last frame meanwhile rather than the show waiting for a camera."""
+        self._switch = parse_source(spec)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -153,6 +159,11 @@ class Capture:
         failures, next_retry = 0, 0.0
         due = time.perf_counter()
         while not self._stop.is_set():
+            if self._switch is not None:
+                self.spec, self._switch = self._switch, None
+                self.source.close()
+                self.source = self._open_first()  # the built-in source, retried, if it will not open
+                failures, next_retry, due = 0, 0.0, time.perf_counter()
             interval = self._interval()
             if interval:
                 due += interval
