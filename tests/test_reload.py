@@ -135,6 +135,8 @@ def test_a_saved_video_source_plays_at_once(tmp_path, camera_file):
     line = live.wait_for("reloaded", timeout=10)
     t_switch = time.monotonic() - t0
     assert "[video] source now" in line and "restart" not in line
+    show.write_text(show.read_text().replace("voices = 8", "voices = 4"))
+    assert "[audio] changed: restart the show to apply it" in live.wait_for("reloaded", timeout=10)
     code, output = live.finish()
     assert code == 0 and "Traceback" not in output, output
     frames = decode_frames(out)
