@@ -115,29 +115,64 @@ def test_missing_device_runs_silent_in_real_time(synth_decoder: Path) -> None:
     assert np.sqrt(np.mean(audio**2)) > 0.005
 
 
-def test_a_stalled_silent_engine_renders_the_backlog(synth_decoder: Path) -> None:
-    """With no device a stall loses nothing: a recording keeps every sample, in step with the clock."""
-    engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="no-such-card")
+def stalling(engine: AudioEngine, seconds: float, at_block: int = 40) -> None:
+    """Make the synth thread stop once for `seconds`, as on a machine under a storm."""
     render, calls = engine.synth.render, [0]
 
-    def stalls_once(*args: object) -> np.ndarray:  # the thread stops 0.3 s, as on a machine under a storm
+    def stalls_once(*args: object) -> np.ndarray:
         calls[0] += 1
-        if calls[0] == 40:
-            time.sleep(0.3)
+        if calls[0] == at_block:
+            time.sleep(seconds)
         return render(*args)
 
     engine.synth.render = stalls_once
+
+
+def tap_for(engine: AudioEngine, seconds: float) -> tuple[np.ndarray, float]:
+    """What the tap holds `seconds` after the engine opened, and the exact time that took."""
+    engine.open()
+    engine.read_tap()
+    started = time.monotonic()
+    time.sleep(seconds)
+    return engine.read_tap(), time.monotonic() - started
+
+
+def longest_silence(audio: np.ndarray) -> int:
+    silent = np.concatenate([[0], (np.abs(audio).max(axis=1) == 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(silent))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
+@pytest.mark.parametrize("stall, silence", [(0.3, 0.0), (1.3, 1.3)])
+def test_a_stalled_silent_engine_renders_the_backlog_or_keeps_time_with_silence(synth_decoder: Path, stall: float,
+                                                                                silence: float) -> None:
+    """With no device a short stall loses nothing (the backlog is rendered); one past CATCH_UP_SECONDS is skipped
+    and stands in the tap as silence: either way a recording keeps in step with the clock."""
+    engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="no-such-card")
+    stalling(engine, stall)
     try:
-        engine.open()
-        engine.read_tap()
-        started = time.monotonic()
-        time.sleep(1.5)
-        audio, elapsed = engine.read_tap(), time.monotonic() - started
+        audio, elapsed = tap_for(engine, 2.0)
         starved = engine.stats()["starved"]
     finally:
         engine.close()
     assert starved == 1
-    assert len(audio) == pytest.approx(elapsed * RATE, rel=0.05)  # skipping the stall would lose 20 %
+    assert len(audio) == pytest.approx(elapsed * RATE, rel=0.03)  # losing the stall would lose 15 % or 65 %
+    assert longest_silence(audio) == pytest.approx(silence * RATE, abs=0.05 * RATE)
+
+
+def test_a_device_that_ran_dry_leaves_silence_in_the_tap(jack_server: str, synth_decoder: Path) -> None:
+    """JACK plays silence while the synth thread is stalled; the tap (what a recording gets) has that silence in
+    place, so the audio after it does not come early against the video."""
+    engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="system")
+    stalling(engine, 0.3, at_block=200)
+    try:
+        audio, elapsed = tap_for(engine, 2.0)
+        starved = engine.stats()["starved"]  # the ring ran dry: our thread was late (PortAudio saw no underrun)
+    finally:
+        engine.close()
+    assert starved == 1
+    assert len(audio) == pytest.approx(elapsed * RATE, rel=0.03)
+    assert longest_silence(audio) == pytest.approx(0.3 * RATE, abs=0.05 * RATE)
 
 
 def test_a_broken_install_raises(tmp_path: Path) -> None:
@@ -146,12 +181,21 @@ def test_a_broken_install_raises(tmp_path: Path) -> None:
 
 
 def test_tap_keeps_the_newest_and_counts_the_dropped() -> None:
-    tap = Tap(1000)
+    tap = Tap(1000, RATE, 384)
     blocks = [np.full((128, 2), i, dtype=np.float32) for i in range(10)]  # 1280 frames into 1000
-    for block in blocks:
-        tap.write(block)
+    for i, block in enumerate(blocks):
+        tap.write(block, i * 128 / RATE)
     kept = tap.read()
-    assert len(kept) == 1000 and tap.dropped == 280
+    assert len(kept) == 1000 and tap.dropped == 280 and tap.silence == 0
     np.testing.assert_array_equal(kept, np.concatenate(blocks)[280:])
-    tap.write(blocks[0])
-    assert len(tap.read()) == 128 and len(tap.read()) == 0
+
+
+def test_tap_puts_silence_where_the_blocks_left_a_gap_and_ignores_jitter() -> None:
+    tap = Tap(RATE, RATE, 384)
+    ones = np.ones((128, 2), dtype=np.float32)
+    tap.write(ones, 10.0)
+    tap.write(ones, 10.0 + 128 / RATE + 0.004)  # 4 ms late: scheduling jitter, not a gap
+    tap.write(ones, 10.0 + 256 / RATE + 0.100)  # 100 ms late: the device played 4800 frames of silence
+    kept = tap.read()
+    assert len(kept) == 384 + 4800 and tap.silence == 4800
+    assert (kept[:256] == 1).all() and (kept[256:256 + 4800] == 0).all() and (kept[-128:] == 1).all()

@@ -38,31 +38,55 @@ DEFAULT_BPM = 96.0
 LEAD_BLOCKS = 6  # how far the synth stays ahead of the callback: 16 ms at 128/48 kHz
 RING_FRAMES = 2048  # power of two, comfortably above the lead
 TAP_SECONDS = 2.0
+TAP_GAP_BLOCKS = 3  # a block this much later than the last one ended was preceded by silence (a dry device)
 CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
 PEAK_FALL_DB_PER_S = 20.0
 
 
 class Tap:
-    """The newest `capacity` stereo frames for a recorder; a reader that falls behind loses the oldest (counted)."""
+    """The newest `capacity` stereo frames for a recorder, as a timeline of what was heard.
 
-    def __init__(self, capacity: int) -> None:
+    Each block comes with the time its first frame plays. A block that starts later than the previous one ended
+    (the device ran dry, or a stalled machine skipped ahead) is preceded by that much silence, so a recording
+    stays in step with the video instead of drifting early. A reader that falls behind loses the oldest (counted).
+    """
+
+    def __init__(self, capacity: int, samplerate: int, gap_frames: int) -> None:
         self._buffer = np.zeros((capacity, 2), dtype=np.float32)
         self._read = 0  # absolute frame positions; the buffer index is position % capacity
         self._written = 0
         self._lock = threading.Lock()
+        self.samplerate, self.gap_frames = samplerate, gap_frames
+        self._next_at: float | None = None  # when the frame after the last one written plays
         self.dropped = 0
+        self.silence = 0  # frames of silence put in for gaps
 
-    def write(self, block: np.ndarray) -> None:
+    def write(self, block: np.ndarray, at: float) -> None:
+        """Add `block`, whose first frame plays at perf_counter() time `at`."""
         capacity = len(self._buffer)
         with self._lock:
-            start = self._written % capacity
-            first = min(len(block), capacity - start)
-            self._buffer[start:start + first] = block[:first]
-            self._buffer[:len(block) - first] = block[first:]
-            self._written += len(block)
+            gap = 0 if self._next_at is None else int(round((at - self._next_at) * self.samplerate))
+            if gap > self.gap_frames:  # smaller differences are timing jitter, not silence
+                self._put(None, min(gap, capacity))
+                self.silence += gap
+                self._next_at = at
+            elif self._next_at is None:
+                self._next_at = at
+            self._next_at += len(block) / self.samplerate
+            self._put(block, len(block))
             if self._written - self._read > capacity:
                 self.dropped += self._written - self._read - capacity
                 self._read = self._written - capacity
+
+    def _put(self, block: np.ndarray | None, frames: int) -> None:
+        """`frames` frames of `block` (None: of silence) into the ring; the caller holds the lock."""
+        capacity = len(self._buffer)
+        start = self._written % capacity
+        first = min(frames, capacity - start)
+        for target, part in ((slice(start, start + first), slice(0, first)), (slice(0, frames - first),
+                                                                              slice(first, frames))):
+            self._buffer[target] = 0.0 if block is None else block[part]
+        self._written += frames
 
     def read(self) -> np.ndarray:
         """Everything written since the last read, oldest first."""
@@ -138,7 +162,7 @@ class AudioEngine:
         self.synth = Synth(open_session(manifest.onnx_path, ("cpu",), threads=1), samplerate, blocksize, voices)
         self.tree, self.device_spec = tree, device
         self.samplerate, self.blocksize = samplerate, blocksize
-        self.tap = Tap(int(TAP_SECONDS * samplerate))
+        self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
         self.status = ""
         self.reader = reader or ParamReader(tree)
         self._events = tree.listen("/synth/")
@@ -200,8 +224,9 @@ class AudioEngine:
 
     # --- the synth thread ------------------------------------------------------------------------------------
 
-    def _render(self) -> np.ndarray:
-        """One block: take note events and the current parameters, render, feed the tap and the meters."""
+    def _render(self, at: float) -> np.ndarray:
+        """One block that plays at perf_counter() time `at`: take note events and the current parameters, render,
+        feed the tap and the meters."""
         values = self.reader.read(time.perf_counter())
         while self._events:
             address, args = self._events.popleft()
@@ -214,7 +239,7 @@ class AudioEngine:
         timbre = np.array([values[a] for a in TIMBRE], dtype=np.float32)
         gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
         block = self.synth.render(gain, timbre)
-        self.tap.write(block)
+        self.tap.write(block, at)
         self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
         self._blocks += 1
         return block
@@ -237,7 +262,7 @@ class AudioEngine:
             self._underruns = retired_underflows + (action.stats.output_underflows if action is not None else 0)
             queued = ring.read_available
             if queued + self.blocksize <= lead:
-                ring.write(self._render())
+                ring.write(self._render(time.perf_counter() + queued / self.samplerate))
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self._mapping)
             elif not mixer.active:  # the stream died under us: JACK server gone, device unplugged
@@ -269,7 +294,7 @@ class AudioEngine:
             else:
                 behind = False
             if rendered + self.blocksize <= due + lead:
-                self._render()
+                self._render(start + rendered / self.samplerate)
                 rendered += self.blocksize
             else:
                 time.sleep((rendered + self.blocksize - due - lead) / self.samplerate)
