@@ -98,7 +98,7 @@ class WindowOutput:
 
 class Recorder:
     """H.264 + AAC into an .mp4. Video is stamped by wall-clock time, audio by its sample count, so they stay in
-    sync when frames are dropped."""
+    sync when frames are dropped; the audio tap has silence wherever the sound stopped, so it never runs early."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, samplerate: int | None) -> None:
         self.path = path
