@@ -140,9 +140,8 @@ class Player:
         """Apply a saved show's [osc], [oscquery] and [midi] while playing: each changed one is closed and opened
         with its new settings. One that cannot open (a port taken) goes back to its old settings and says why;
         returns the show as it now runs, with those sections as they really are."""
-        changed = [s for s in TRANSPORTS if getattr(old, s) != getattr(new, s)]
-        if "osc" in changed and "oscquery" not in changed:
-            changed.insert(1, "oscquery")  # OSCQuery tells clients the OSC port
+        changed = [s for s in TRANSPORTS if getattr(old, s) != getattr(new, s)
+                   or (s == "oscquery" and old.osc != new.osc)]  # OSCQuery tells clients the OSC port
         notes = []
         for section in changed:
             current = getattr(self, section)
@@ -281,7 +280,8 @@ class Player:
             self.say(f"Show: {self.show.path.name} was saved but not applied, the show goes on as it was: {err}")
             return
         self.reload_error = ""
-        old, (self.show, transport_notes) = self.show, self._reopen_transports(self.show, show)
+        old = self.show
+        self.show, transport_notes = self._reopen_transports(old, show)
         notes += transport_notes + self._apply_devices(old, show)
         self.say(f"Show: reloaded {self.show.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 

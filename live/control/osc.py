@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from live.control.osc_codec import (IMMEDIATELY, AddressPattern, Bundle, FrameTooLarge, LengthDecoder, Message,
                                     OscError, SlipDecoder, check_complete, count_messages, encode_message,
@@ -82,18 +82,12 @@ class OscSection(BaseModel):
     feedback: list[str] = Field(default_factory=list, description="host:port clients sent changed values")
     feedback_hz: float = Field(30.0, gt=0, le=1000, description="most updates per second per feedback client")
 
-    @field_validator("allow")
+    @field_validator("allow", "feedback")
     @classmethod
-    def _check_allow(cls, value: list[str]) -> list[str]:
+    def _check_entries(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        parse = _parse_network if info.field_name == "allow" else _parse_host_port
         for entry in value:
-            _parse_network(entry)
-        return value
-
-    @field_validator("feedback")
-    @classmethod
-    def _check_feedback(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            _parse_host_port(entry)
+            parse(entry)
         return value
 
 

@@ -417,15 +417,17 @@ class OscQueryServer:
         changes = {**{a: "PATH_REMOVED" for a in old.keys() - new.keys()},
                    **{a: "PATH_ADDED" for a in new.keys() - old.keys()},
                    **{a: "PATH_CHANGED" for a in old.keys() & new.keys() if old[a] != new[a]}}
+        if not changes:
+            return
+        ordered = sorted(changes.items())
         for client in list(self._clients):
-            for address, command in sorted(changes.items()):
+            for address, command in ordered:
                 client.paths[address] = command
                 if command == "PATH_REMOVED":
                     client.listening.discard(address)
                     client.known.pop(address, None)
                     client.pending.pop(address, None)
-            if changes:
-                client.wake.set()
+            client.wake.set()
 
     def _receive_osc(self, data: bytes, source: str) -> None:
         """Apply a binary OSC packet from a client, as the UDP server would; problems are counted."""
