@@ -35,17 +35,13 @@ import numpy as np
 from live.audio.synth import Synth
 from live.control.osc import OscServer
 from live.control.osc_codec import encode_bundle, encode_message, unix_to_ntp
+from live.graph import Graph, build
 from live.inference import open_session
-from live.mailbox import Mailbox
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
-from live.control.reader import ParamReader
-from live.control.surface import build_tree
 from live.player import percentile
 from live.show import Show
-from live.video.capture import BuiltinSource, Capture
-from live.video.frame import Frame
-from live.video.chain import ChainThread
+from live.video.capture import BuiltinSource
 from live.video.stylize import Stylizer
 
 WIDTH, HEIGHT = 640, 480
@@ -60,7 +56,7 @@ FUZZ_WINDOW = 64  # datagrams in flight at most: the kernel's receive buffer mus
 def model_only(stylizer: Stylizer, values, seconds: float) -> float:
     image = BuiltinSource(WIDTH, HEIGHT).read()
     feeds = stylizer.feeds(image, values)
-    run, output = stylizer.session.session.run, [stylizer.manifest.outputs[0].name]
+    run, output = stylizer.session.run, [stylizer.manifest.outputs[0].name]
     run(output, feeds)  # warm-up
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -69,29 +65,39 @@ def model_only(stylizer: Stylizer, values, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def pipeline(stylizer: Stylizer, tree, seconds: float, source_fps: float) -> tuple[float, list[float], int]:
-    """The threads of `live run` with a null output; the source is paced faster than the model can go."""
-    captured: Mailbox[Frame] = Mailbox()
-    stylized: Mailbox[Frame] = Mailbox()
-    capture = Capture("builtin", WIDTH, HEIGHT, source_fps, captured, say=lambda _: None)
-    chain = ChainThread([stylizer], ParamReader(tree), captured, stylized)
-    capture.start()
-    chain.start()
+def video_graph(show: Show, fps: float) -> Graph:
+    """The show's graph as `live run` builds it, on the built-in source at the bench's size and `fps`, with no
+    audio and no outputs (the bench reads the last mailbox itself)."""
+    video = show.video.model_copy(update={"source": "builtin", "width": WIDTH, "height": HEIGHT, "fps": fps})
+    quiet = show.model_copy(update={"video": video, "audio": show.audio.model_copy(update={"enabled": False}),
+                                    "outputs": []})
+    quiet._path = show.path
+    return build(quiet, say=lambda _: None)
+
+
+def pipeline(graph: Graph, seconds: float) -> tuple[float, list[float], int]:
+    """The threads of `live run` (capture, the chain of stages) with a null output; the graph's source is paced
+    faster than the model can go."""
+    parts = (graph.chain, graph.capture)
+    for part in parts:
+        part.open()
     latencies, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        frame = stylized.get(timeout=0.1)
-        if frame is not None:
-            latencies.append((time.perf_counter() - frame.captured) * 1000)
-    elapsed = time.perf_counter() - start
-    capture.stop()
-    chain.stop()
-    return len(latencies) / elapsed, latencies, captured.dropped + stylized.dropped
+    try:
+        while time.perf_counter() - start < seconds:
+            frame = graph.stylized.get(timeout=0.1)
+            if frame is not None:
+                latencies.append((time.perf_counter() - frame.captured) * 1000)
+        elapsed = time.perf_counter() - start
+    finally:
+        for part in reversed(parts):
+            part.close()
+    return len(latencies) / elapsed, latencies, graph.captured.dropped + graph.stylized.dropped
 
 
 def naive(stylizer: Stylizer, values, seconds: float) -> float:
     """Read -> numpy float NCHW RGB -> back to the model's input -> run -> numpy post-process, one after another."""
     source = BuiltinSource(WIDTH, HEIGHT)
-    run, output = stylizer.session.session.run, [stylizer.manifest.outputs[0].name]
+    run, output = stylizer.session.run, [stylizer.manifest.outputs[0].name]
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         image = source.read()
@@ -179,16 +185,12 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
     (camera-paced built-in source, inference thread, newest-frame mailboxes). A frame carries the time its
     parameters were read, so "showing the change" is exact: the first frame whose values were read after the
     tree held the new value. Compared with the pipeline's own capture -> output latency plus one frame period."""
-    tree = build_tree(show)
-    stylizer = Stylizer(show.resolve(show.video.model), tuple(show.video.providers), show.video.threads)
+    graph = video_graph(show, show.video.fps)
+    tree, stylized = graph.tree, graph.stylized
     server = OscServer(tree, "127.0.0.1", 0)
     server.open()
-    captured: Mailbox[Frame] = Mailbox()
-    stylized: Mailbox[Frame] = Mailbox()
-    capture = Capture("builtin", WIDTH, HEIGHT, show.video.fps, captured, say=lambda _: None)
-    chain = ChainThread([stylizer], ParamReader(tree), captured, stylized)
-    capture.start()
-    chain.start()
+    graph.chain.open()
+    graph.capture.open()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rng = random.Random(0)
     changes: list[tuple[float, float]] = []  # (sent, applied)
@@ -212,8 +214,8 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
                 frames.append((frame.values_at, time.perf_counter(), frame.captured))
     finally:
         sock.close()
-        capture.stop()
-        chain.stop()
+        graph.capture.close()
+        graph.chain.close()
         server.close()
     latencies = []
     for sent, applied in changes:
@@ -239,12 +241,12 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
 
 def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
     """The video model three ways; returns the `"video"` result."""
-    tree = build_tree(show)
-    stylizer = Stylizer(show.resolve(show.video.model), tuple(show.video.providers), show.video.threads)
-    print_(stylizer.session.describe())
-    values = tree.snapshot
+    graph = video_graph(show, show.video.fps)
+    stylizer = graph.chain.stages[0]
+    print_(stylizer.open())
+    values = graph.tree.snapshot
     model_fps = model_only(stylizer, values, seconds)
-    pipe_fps, latencies, dropped = pipeline(stylizer, tree, seconds, max(show.video.fps, 1.25 * model_fps))
+    pipe_fps, latencies, dropped = pipeline(video_graph(show, max(show.video.fps, 1.25 * model_fps)), seconds)
     naive_fps = naive(stylizer, values, seconds)
     latency = {f"p{q}": round(percentile(latencies, q), 2) for q in (50, 95, 99)}
     video = {

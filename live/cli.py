@@ -34,9 +34,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from live.control.surface import build_tree
+    from live.graph import build
 
-    items = build_tree(load_show(args.show)).describe()
+    items = build(load_show(args.show), window=False, say=lambda _: None).tree.describe()
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
@@ -64,7 +64,7 @@ def params_table(items: list[dict]) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from live.control.surface import check
+    from live.graph import check
 
     show = load_show(args.show)  # syntax and keys: raises with file, line and key
     problems = check(show)

@@ -1,4 +1,7 @@
-"""ONNX Runtime sessions on the best provider that really works here.
+"""Inference backends, and ONNX Runtime sessions on the best provider that really works here.
+
+`Session.run` is the one door to a model: stages, the synth, the bench and the model checks all go through it, so
+a new backend (a remote server, say) is one class with `run` plus one line in BACKENDS.
 
 onnxruntime-gpu lists TensorRT and CUDA even on machines without a GPU; asking for them there logs a screen of
 errors and silently falls back to CPU. So we ask, capture what ORT writes to stderr while the session is made,
@@ -8,12 +11,15 @@ read back which provider it actually chose, and turn the noise into one line the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from live.errors import LiveError
+from live.parts import Kinds
 from live.stdio import captured_output
 
 PROVIDERS = {
@@ -27,11 +33,23 @@ TRT_CACHE = Path.home() / ".cache" / "live" / "tensorrt"
 
 @dataclass
 class Session:
-    """An ORT session plus the provider it runs on and, if it fell back, why."""
+    """A loaded model plus the provider it runs on and, if it fell back, why."""
 
-    session: ort.InferenceSession
+    _model: ort.InferenceSession
     provider: str  # short name: "tensorrt", "cuda" or "cpu"
     fallback: str = ""  # e.g. "CUDA unavailable: libcublasLt.so.13 missing; using CPU"
+
+    def run(self, outputs: Sequence[str] | None, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs (None: all) for one set of inputs."""
+        return self._model.run(outputs, feeds)
+
+    def io_binding(self) -> ort.IOBinding:
+        """A binding of preallocated input and output buffers, for `run_bound` (no allocation per run)."""
+        return self._model.io_binding()
+
+    def run_bound(self, binding: ort.IOBinding) -> None:
+        """Run on a binding's buffers: the synth's per-block path, where allocating outputs would cost time."""
+        self._model.run_with_iobinding(binding)
 
     def describe(self) -> str:
         line = f"ONNX Runtime provider: {self.provider.upper() if self.provider != 'tensorrt' else 'TensorRT'}"
@@ -91,3 +109,8 @@ def open_session(model: Path, providers: tuple[str, ...] = DEFAULT_ORDER, thread
     if fallback:
         fallback += f"; using {_LABEL.get(active, 'CPU')}"
     return Session(session, short, fallback)
+
+
+#: Inference backends by name (`[video] backend`): each opens a model file as a Session.
+BACKENDS = Kinds("inference backend", "[video] backend")
+BACKENDS.register("onnxruntime", open_session)

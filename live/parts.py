@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from live.errors import LiveError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +31,30 @@ class Part(Protocol):
     def status(self) -> str: ...
 
 
+class BasePart:
+    """Defaults for a part with nothing to release or report: subclasses override what they have."""
+
+    def open(self) -> str:
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def status(self) -> str:
+        return ""
+
+
+class KindSection(BaseModel):
+    """A show-file table that names its kind (`[[outputs]]`, `[[stages]]`); each kind may extend it with its own
+    keys. Which model validates a table is chosen by its `kind` (a discriminated union open to new kinds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+
+
 class Kinds(Generic[F]):
     """A table of kinds by name (a source's URL scheme, a sink's `kind`, a stage's `kind`, ...).
 
@@ -37,13 +63,29 @@ class Kinds(Generic[F]):
     def __init__(self, what: str, where: str) -> None:
         self.what, self.where = what, where  # e.g. "sink", "[[outputs]] kind"
         self._kinds: dict[str, F] = {}
+        self._sections: dict[str, type[KindSection]] = {}
 
-    def register(self, name: str, factory: F | None = None):
-        """`KINDS.register("name", factory)`, or `@KINDS.register("name")` over a class or function."""
+    def register(self, name: str, factory: F | None = None, section: type[KindSection] = KindSection):
+        """`KINDS.register("name", factory)`, or `@KINDS.register("name")` over a class or function. `section`
+        is the show-file table this kind reads, where it has one."""
         if factory is None:
-            return lambda f: self.register(name, f)
+            return lambda f: self.register(name, f, section)
         self._kinds[name] = factory
+        self._sections[name] = section
         return factory
+
+    def section(self, name: str) -> type[KindSection]:
+        self.get(name)
+        return self._sections[name]
+
+    def validate(self, value: Any, handler: Callable[[Any], Any]) -> Any:
+        """Pydantic wrap-validator: a table is validated by its own kind's section model."""
+        if isinstance(value, dict) and isinstance(value.get("kind"), str):
+            if value["kind"] not in self._kinds:
+                raise ValueError(f"'{value['kind']}' is not a known {self.what} (use one of: "
+                                 f"{', '.join(self.names())})")
+            return self._sections[value["kind"]].model_validate(value)
+        return handler(value)
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds

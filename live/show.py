@@ -7,12 +7,13 @@ Paths in a show are relative to the show file, so a show folder can be copied an
 from __future__ import annotations
 
 import re
+import time
 import tomllib
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator
 
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
@@ -22,6 +23,9 @@ from live.control.scenes import CueSection
 from live.control.tempo import TempoSection
 from live.errors import LiveError
 from live.params import CLIP_MODES, CURVES, SMOOTHING
+from live.parts import KindSection
+from live.video.chain import STAGES
+from live.video.output import SINKS, WindowSection
 
 DEFAULT_SHOW = Path(__file__).resolve().parent.parent / "show_configs" / "default.toml"
 
@@ -36,17 +40,9 @@ class VideoSection(_Section):
     height: int = Field(480, ge=48, le=4320)
     fps: float = Field(30.0, gt=0, le=240)
     model: str = "../exported_models/styles-procedural.json"
+    backend: str = Field("onnxruntime", description="inference backend that runs the models")
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["tensorrt", "cuda", "cpu"]
     threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = ORT's choice")
-    latent: str = Field("", description="a latent-to-image model mixed over the video (/latent/*); '' = none")
-
-
-class OutputSection(_Section):
-    window: bool = True
-    fullscreen: bool = False
-    monitor: int = Field(0, ge=0)
-    title: str = "live"
-    record: str = Field("", description="also record to this .mp4 (relative to the show file)")
 
 
 class AudioSection(_Section):
@@ -75,7 +71,9 @@ class Show(_Section):
 
     name: str = "show"
     video: VideoSection = Field(default_factory=VideoSection)
-    output: OutputSection = Field(default_factory=OutputSection)
+    stages: list[Annotated[KindSection, WrapValidator(STAGES.validate)]] = Field(default_factory=list)
+    outputs: list[Annotated[KindSection, WrapValidator(SINKS.validate)]] = Field(
+        default_factory=lambda: [WindowSection(kind="window")])
     audio: AudioSection = Field(default_factory=AudioSection)
     osc: OscSection = Field(default_factory=OscSection)
     oscquery: OscQuerySection = Field(default_factory=OscQuerySection)
@@ -107,6 +105,38 @@ class Show(_Section):
         return path
 
 
+class ShowFile:
+    """Watches a show file for saves. A save is applied once the file has stopped changing between two looks
+    (an editor writing it is never read half-way), and an empty file is refused by load_show."""
+
+    CHECK_S = 0.5  # how often the file's modification time and size are looked at
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._applied = self._pending = self._stamp()
+        self._checked = 0.0
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def saved(self, now: float | None = None) -> Show | None:
+        """The newly saved show once it has settled, else None; LiveError (said once per save) if it is invalid."""
+        now = time.perf_counter() if now is None else now
+        if now - self._checked < self.CHECK_S:
+            return None
+        self._checked = now
+        stamp = self._stamp()
+        if stamp is None or stamp == self._applied or stamp != self._pending:
+            self._pending = stamp  # changed since the last look: wait until it holds still
+            return None
+        self._applied = stamp
+        return load_show(self.path)
+
+
 def load_show(path: str | Path) -> Show:
     """Read and validate a show file; LiveError naming the file, key path, line and allowed values."""
     path = Path(path)
@@ -114,6 +144,8 @@ def load_show(path: str | Path) -> Show:
         shows = ", ".join(sorted(p.name for p in DEFAULT_SHOW.parent.glob("*.toml")))
         raise LiveError(f"show file not found: {path}", f"give a path to a .toml show (shipped: {shows})")
     text = path.read_text()
+    if not text.strip():  # an editor saving truncates first: an empty show is a half-written one, not a show
+        raise LiveError(f"{path} is empty", "write the show into it (see show_configs/default.toml)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -61,25 +61,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def show_with(tmp_path: Path, **sections: dict) -> Path:
-    """A copy of the default show with some keys changed; model paths stay pointing at exported_models/."""
+def show_with(tmp_path: Path, **sections: dict | list) -> Path:
+    """A copy of the default show with some keys changed (a list replaces an array of tables such as `outputs`);
+    model paths stay pointing at exported_models/."""
     import tomllib
 
     data = tomllib.loads(DEFAULT_SHOW.read_text())
     data["oscquery"].update(port=0, zeroconf=False)  # tests run shows side by side: no fixed port, no announcing
     for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    for section, key in (("video", "model"), ("video", "latent"), ("audio", "model")):
-        if data[section].get(key) and not Path(data[section][key]).is_absolute():
-            data[section][key] = str(ROOT / "exported_models" / Path(data[section][key]).name)
-    lines = []
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            lines.append(f"{key} = {_toml(value)}")
-    for key, value in data.items():
+        if isinstance(values, list):
+            data[section] = values
+        else:
+            data.setdefault(section, {}).update(values)
+    for table in (data["video"], data["audio"], *data.get("stages", [])):
+        if table.get("model") and not Path(table["model"]).is_absolute():
+            table["model"] = str(ROOT / "exported_models" / Path(table["model"]).name)
+    def tables(key: str, value) -> list[tuple[str, dict]]:
         if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{_toml(k) if k.startswith('/') else k} = {_toml(v)}" for k, v in value.items()]
+            return [(f"[{key}]", value)]
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            return [(f"[[{key}]]", v) for v in value]
+        return []
+
+    lines = [f"{key} = {_toml(value)}" for key, value in data.items() if not tables(key, value)]
+    for key, value in data.items():
+        for header, table in tables(key, value):
+            lines.append(header)
+            lines += [f"{_toml(k) if k.startswith('/') else k} = {_toml(v)}" for k, v in table.items()]
     path = tmp_path / "show.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -173,3 +181,10 @@ def audio_of(path: Path) -> np.ndarray:
             return np.zeros(0, np.float32)
         chunks = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def tree_of(show):
+    """The parameter tree the show's graph builds (nothing opened)."""
+    from live.graph import build
+
+    return build(show, window=False, say=lambda _: None).tree

@@ -10,11 +10,12 @@ import numpy as np
 from live.control.reader import ParamReader
 from live.mailbox import Mailbox
 from live.params import Param, ParamTree
+from live.parts import BasePart
 from live.video.chain import RERENDER_S, ChainThread
 from live.video.frame import Frame
 
 
-class Gain:
+class Gain(BasePart):
     def process(self, image, values, t):
         return (image * values["/gain"]).astype(np.uint8)
 
@@ -23,7 +24,7 @@ def test_a_moved_control_rerenders_the_last_frame_at_once_and_at_most_at_display
     tree = ParamTree([Param("/gain", "float", 1.0, 0.0, 2.0)])
     inbox, out = Mailbox(), Mailbox()
     chain = ChainThread([Gain()], ParamReader(tree), inbox, out)
-    chain.start()
+    chain.open()
     try:
         inbox.put(Frame(np.full((4, 4, 3), 100, np.uint8), time.perf_counter(), 7))
         first = out.get(timeout=2)
@@ -49,4 +50,4 @@ def test_a_moved_control_rerenders_the_last_frame_at_once_and_at_most_at_display
         assert out.get(timeout=0.01) is not None
         assert out.get(timeout=0.1) is None  # nothing changed since: no more renders
     finally:
-        chain.stop()
+        chain.close()

@@ -264,14 +264,14 @@ def test_shipped_tablet_layout_matches_the_vj_show():
     import json
 
     from live.control.layout import open_stage_control
-    from live.control.surface import build_tree
+    from fixtures_live import tree_of
     from live.show import DEFAULT_SHOW, load_show
 
     folder = DEFAULT_SHOW.parent
     show = load_show(folder / "vj.toml")
     shipped = json.loads((folder / "vj-open-stage-control.json").read_text())
     assert shipped == json.loads(json.dumps(open_stage_control(show)))  # regenerate: live layout ... --out ...
-    tree = build_tree(show)
+    tree = tree_of(show)
     addresses = {w["address"] for w in shipped["content"]["widgets"]}
     assert addresses <= set(tree.params) | set(tree.events)
     assert {m.param for m in show.midi.map} <= addresses

@@ -82,6 +82,7 @@ def expected(image: np.ndarray, weight: np.ndarray, bias: np.ndarray, size: tupl
 
 def stylize(manifest: Path, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
     stylizer = Stylizer(manifest, ("cpu",), threads=2)
+    stylizer.open()
     style = stylizer.styles[0]
     values = {"/video/style_a": style, "/video/style_b": style, "/video/blend": 0.0, "/video/strength": strength}
     return stylizer.process(image, values)

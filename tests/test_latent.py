@@ -82,7 +82,7 @@ def test_exported_decoder_is_uint8_bgr_hwc_and_matches_torch(tiny_model: Path):
     assert manifest.provenance["parity_max_abs_diff_grey_levels"] <= 1.0
     assert manifest.provenance["command"].startswith("live train latent --size 32")
     assert (manifest.outputs[0].color, manifest.outputs[0].layout) == ("BGR", "NHWC")
-    session = open_session(manifest.onnx_path, ("cpu",), 1).session
+    session = open_session(manifest.onnx_path, ("cpu",), 1)
     for batch in (1, 3):
         frame = session.run(None, {"latent": np.zeros((batch, 16), np.float32)})[0]
         assert frame.dtype == np.uint8 and frame.shape == (batch, 32, 32, 3)
@@ -108,7 +108,7 @@ def shipped():
     if not SHIPPED.is_file():
         pytest.skip(f"no shipped latent model at {SHIPPED}: run `live train latent --export` to make it")
     manifest = load_manifest(SHIPPED)
-    session = open_session(manifest.onnx_path, ("cpu",), 1).session
+    session = open_session(manifest.onnx_path, ("cpu",), 1)
     return lambda z: session.run(None, {"latent": np.asarray(z, np.float32)})[0]
 
 
@@ -148,7 +148,8 @@ class Counting:
 @pytest.fixture
 def layer(tiny_model: Path) -> LatentLayer:
     layer = LatentLayer(tiny_model, 64, 48)
-    layer.session = Session(Counting(layer.session.session), "cpu")
+    layer.open()
+    layer.session = Session(Counting(layer.session._model), "cpu")
     return layer
 
 
@@ -170,18 +171,18 @@ def test_mix_zero_passes_the_frame_through_without_running_the_model(layer: Late
     frame = np.full((48, 64, 3), 90, np.uint8)
     for t in (0.0, 0.1, 0.2):
         assert layer.process(frame, snapshot(tiny_model, walk=1.0), t) is frame
-    assert layer.session.session.runs == 0
+    assert layer.session._model.runs == 0
 
 
 def test_mix_one_is_the_generated_image_upscaled_and_cached(layer: LatentLayer, tiny_model: Path):
     frame = np.full((48, 64, 3), 90, np.uint8)
     v = snapshot(tiny_model, mix=1.0, seed=5, x=0.3, y=-0.7)
     out = layer.process(frame, v, 0.0)
-    decoded = open_session(layer.manifest.onnx_path, ("cpu",), 1).session.run(None, {"latent": layer.latent(v)})[0][0]
+    decoded = open_session(layer.manifest.onnx_path, ("cpu",), 1).run(None, {"latent": layer.latent(v)})[0][0]
     assert np.array_equal(out, cv2.resize(crop_to_aspect(decoded, (64, 48)), (64, 48), interpolation=cv2.INTER_LINEAR))
-    runs = layer.session.session.runs
+    runs = layer.session._model.runs
     layer.process(frame, v, 0.1)
-    assert layer.session.session.runs == runs, "an unchanged latent must not re-run the model"
+    assert layer.session._model.runs == runs, "an unchanged latent must not re-run the model"
     half = layer.process(frame, {**v, "/latent/mix": 0.5}, 0.2)
     assert np.abs(half.astype(int) - (out.astype(int) + 90) / 2).max() <= 1
 

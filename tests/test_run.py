@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from fixtures_live import (DEFAULT_SHOW, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
+from fixtures_live import (DEFAULT_SHOW, tree_of, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
                            screenshot, show_with)
-from live.control.surface import build_tree
+
 from live.show import load_show
 from live.video.stylize import Stylizer
 
@@ -37,9 +37,10 @@ def camera_image(camera_file) -> np.ndarray:
 def stylized(image: np.ndarray, **values) -> np.ndarray:
     """What the default show's model makes of `image` under the given parameter values."""
     show = load_show(DEFAULT_SHOW)
-    tree = build_tree(show)
+    tree = tree_of(show)
     tree.update(values)
     stylizer = Stylizer(show.resolve(show.video.model), ("cpu",))
+    stylizer.open()
     return stylizer.process(image, tree.snapshot)
 
 
@@ -78,7 +79,7 @@ def test_osc_from_python_osc_and_oscsend_visibly_changes_the_output(tmp_path, ca
     SimpleUDPClient("127.0.0.1", port).send_message("/video/strength", 0.0)  # fade to the camera image
     t_camera = time.monotonic() - t0
     time.sleep(2.0)
-    other_style = build_tree(load_show(DEFAULT_SHOW)).params["/video/style_a"].choices[3]
+    other_style = tree_of(load_show(DEFAULT_SHOW)).params["/video/style_a"].choices[3]
     for args in (["/video/style_a", "s", other_style], ["/video/strength", "f", "1"]):
         subprocess.run([shutil.which("oscsend"), "localhost", str(port), *args], check=True)
     t_other = time.monotonic() - t0

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_live import tree_of
 from live.errors import LiveError
-from live.control.surface import build_tree
 from live.show import DEFAULT_SHOW, load_show
 
 
@@ -48,24 +48,24 @@ def test_bad_toml_and_missing_file(tmp_path):
 def test_missing_model_names_the_file(tmp_path):
     path = write(tmp_path, '[video]\nmodel = "nowhere/styles.json"\n')
     with pytest.raises(LiveError) as err:
-        build_tree(load_show(path))
+        tree_of(load_show(path))
     assert "nowhere/styles.json" in str(err.value) and "fix:" in str(err.value)
 
 
 def test_params_section_is_checked_against_the_tree(tmp_path):
     models = Path(DEFAULT_SHOW).parent.parent / "exported_models"
     base = f'[video]\nmodel = "{models}/styles-procedural.json"\n[audio]\nmodel = "{models}/synth-decoder.json"\n'
-    tree = build_tree(load_show(write(tmp_path, base + '[params]\n"/video/blend" = 0.25\n')))
+    tree = tree_of(load_show(write(tmp_path, base + '[params]\n"/video/blend" = 0.25\n')))
     assert tree.get("/video/blend") == 0.25
     with pytest.raises(LiveError, match="'/video/nope' is not a parameter"):
-        build_tree(load_show(write(tmp_path, base + '[params]\n"/video/nope" = 1\n')))
+        tree_of(load_show(write(tmp_path, base + '[params]\n"/video/nope" = 1\n')))
     with pytest.raises(LiveError, match="/video/style_a"):
-        build_tree(load_show(write(tmp_path, base + '[params]\n"/video/style_a" = "cubism"\n')))
+        tree_of(load_show(write(tmp_path, base + '[params]\n"/video/style_a" = "cubism"\n')))
 
 
 @pytest.mark.parametrize("name", ["default", "vj", "gallery"])
 def test_shipped_shows_validate(name):
-    from live.control.surface import check
+    from live.graph import check
 
     show = load_show(DEFAULT_SHOW.parent / f"{name}.toml")
     assert check(show) == []

@@ -59,7 +59,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(model: Path) -> Run:
-    session = open_session(model, ("cpu",), threads=2).session
+    session = open_session(model, ("cpu",), threads=2)
 
     def run(frame: np.ndarray, weights: np.ndarray, strength: float = 1.0) -> np.ndarray:
         feeds = {"frame": frame, "style_weights": np.asarray(weights, np.float32),

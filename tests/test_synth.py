@@ -18,7 +18,7 @@ PURE = np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32)  # default timbre witho
 
 @pytest.fixture(scope="module")
 def decoder(synth_decoder: Path):
-    return open_session(synth_decoder, ("cpu",), threads=1).session
+    return open_session(synth_decoder, ("cpu",), threads=1)
 
 
 def decode(decoder, f0: float, loudness: float, timbre) -> dict[str, np.ndarray]:

@@ -151,10 +151,6 @@ class AudioEngine:
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
                  pattern: Sequence[int] = (), reader: ParamReader | None = None) -> None:
         """`reader` is the synth thread's smoothed, modulated view of `tree` (default: plain values)."""
-        missing = [a for a in (GAIN, AUTO, NOTE, *TIMBRE) if a not in tree]
-        if missing:
-            raise LiveError(f"the parameter tree lacks {', '.join(missing)}",
-                            "build the tree with AudioEngine.params()")
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
@@ -304,6 +300,10 @@ class AudioEngine:
     def read_tap(self) -> np.ndarray:
         """Everything rendered since the last call, (frames, 2) float32 (at most the last TAP_SECONDS)."""
         return self.tap.read()
+
+    def status(self) -> str:
+        stats = self.stats()
+        return f"audio {stats.get('device') or 'silent'}  starved {stats.get('starved', 0)}"
 
     def stats(self) -> dict[str, Any]:
         """Counters for the status line; `starved` is ours alone, `underruns` also measures the machine."""

@@ -57,7 +57,7 @@ class Synth:
 
     def __init__(self, decoder: Session | ort.InferenceSession, samplerate: int = 48000, block: int = 128,
                  voices: int = 8, seed: int = 0) -> None:
-        self._decoder = decoder.session if isinstance(decoder, Session) else decoder
+        self._decoder = decoder
         self._outputs = ["harmonics", "noise", "amplitude"]
         self.samplerate, self.block, self.voices = samplerate, block, voices
         dt = block / samplerate
@@ -260,8 +260,8 @@ class Synth:
         np.multiply(self.velocity[:span], self.level[:span], out=feeds["loudness"][:span, 0], casting="same_kind")
         feeds["timbre"][:span] = timbre
         self.decodes += 1
-        if isinstance(self._decoder, ort.InferenceSession):
-            self._decoder.run_with_iobinding(self._bindings.get(span) or self._bind(span))
+        if isinstance(self._decoder, Session):
+            self._decoder.run_bound(self._bindings.get(span) or self._bind(span))
             return [result[:span] for result in self._results]
         return self._decoder.run(self._outputs, {name: buffer[:span] for name, buffer in feeds.items()})
 

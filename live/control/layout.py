@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from live.control.surface import build_tree
 from live.params import Param
 from live.show import Show
 
@@ -31,7 +30,9 @@ def _widget(param: Param, left: int, top: int) -> dict[str, Any]:
 
 def open_stage_control(show: Show) -> dict[str, Any]:
     """The session document: the show's MIDI-mapped parameters left to right, system buttons underneath."""
-    tree = build_tree(show)
+    from live.graph import build  # the graph imports the control surface, which this module is part of
+
+    tree = build(show, window=False, say=lambda _: None).tree
     mapped = list(dict.fromkeys(m.param for m in show.midi.map if m.param in tree.params))
     numbers = [tree.params[a] for a in mapped if tree.params[a].type in ("float", "int")]
     others = [tree.params[a] for a in mapped if tree.params[a].type not in ("float", "int")]

@@ -1,4 +1,7 @@
-"""Beat-synced modulation sources: LFOs and envelopes that move any number parameter around its set value.
+"""Modulation: a modulator is a target, a depth and a signal that gives a level at a time.
+
+Signals are kinds (SIGNALS): beat-synced LFOs and envelopes today; audio and video analysis next. A signal is read,
+never written: analysis that changes at 100 Hz must not write the tree, since each write wakes a re-render.
 
 A modulator never writes the tree: readers add its offset to the target's value when they read (see reader.py),
 so a fader, a scene and an LFO on the same parameter combine instead of fighting, and the controller shows the
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from live.control.tempo import Clock
 from live.params import Param, ParamTree, Value
+from live.parts import Kinds
 
 Shape = Literal["sine", "triangle", "saw", "square", "random"]
 
@@ -26,6 +30,8 @@ class ModulatorSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     target: str = Field(description="address of a float or int parameter")
+    signal: str = Field("", description="what moves it: 'lfo', 'envelope' (or another registered signal); "
+                                        "'' = an envelope when `trigger` is set, else an LFO")
     shape: Shape = "sine"
     beats: float = Field(4.0, gt=0, le=256, description="LFO period, or envelope length, in beats")
     depth: float = Field(0.25, ge=-1, le=1, description="peak offset as a fraction of the target's range")
@@ -58,53 +64,48 @@ def _held_random(period: int, seed: int) -> float:
     return h / 0x7FFFFFFF - 1.0
 
 
-class Modulator:
-    """An LFO (free-running on the beat) or an envelope (restarted by a beat, a bar or an event)."""
+class Signal(Protocol):
+    """A level at a time: -1..1 for an LFO, 0..1 for an envelope or an analysis value."""
+
+    def level(self, now: float, values: Mapping[str, Value]) -> float: ...
+
+    def close(self) -> None: ...
+
+
+#: Signal kinds for `[mod.NAME] signal`: factory(name, spec, tree, clock) -> Signal; ValueError for a bad spec.
+SIGNALS: Kinds[Callable[[str, ModulatorSection, ParamTree, Clock], Signal]] = Kinds("signal", "[mod] signal")
+
+
+class Lfo:
+    """Free-running on the beat: one period every `/mod/NAME/beats` beats."""
 
     def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, clock: Clock) -> None:
-        if spec.target not in tree.params or not tree.params[spec.target].numeric:
-            numbers = ", ".join(a for a, p in tree.params.items() if p.numeric)
-            raise ValueError(f"[mod.{name}] target '{spec.target}' is not a number parameter (one of: {numbers})")
-        if spec.trigger not in ("", "beat", "bar") and spec.trigger not in tree.events:
+        self.spec, self.clock = spec, clock
+        self.beats_address = f"/mod/{name}/beats"
+        self._seed = sum(map(ord, name))
+
+    def level(self, now: float, values: Mapping[str, Value]) -> float:
+        x = self.clock.beat_at(now) / float(values.get(self.beats_address, self.spec.beats)) + self.spec.phase
+        return _held_random(math.floor(x), self._seed) if self.spec.shape == "random" else wave(self.spec.shape, x)
+
+    def close(self) -> None:
+        pass
+
+
+class Envelope:
+    """Attack-decay, 0..1, `/mod/NAME/beats` long, restarted by each beat, bar or event."""
+
+    def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, clock: Clock) -> None:
+        if spec.trigger not in ("beat", "bar") and spec.trigger not in tree.events:
             raise ValueError(f"[mod.{name}] trigger '{spec.trigger}' is not 'beat', 'bar' or an event "
                              f"({', '.join(tree.events)})")
-        self.name, self.spec, self.clock, self.tree = name, spec, clock, tree
-        self.target = tree.params[spec.target]
-        self.depth_address, self.beats_address = f"/mod/{name}/depth", f"/mod/{name}/beats"
-        self._seed = sum(map(ord, name))
+        self.spec, self.clock, self.tree = spec, clock, tree
+        self.beats_address = f"/mod/{name}/beats"
         self._events: deque | None = tree.listen(spec.trigger) if spec.trigger.startswith("/") else None
         self._triggered_beat = -math.inf  # beat position of the last event trigger
 
-    @staticmethod
-    def params(name: str, spec: ModulatorSection) -> list[Param]:
-        """A modulator's own controls, in the tree before the modulator is made."""
-        kind = "envelope" if spec.trigger else "LFO"
-        return [Param(f"/mod/{name}/depth", "float", spec.depth, -1.0, 1.0,
-                      doc=f"{kind} '{name}' on {spec.target}: peak offset, share of its range"),
-                Param(f"/mod/{name}/beats", "float", spec.beats, 0.25, 256.0, unit="beats", curve="exp",
-                      doc=f"{kind} '{name}': {'period' if kind == 'LFO' else 'length'} in beats")]
-
-    def close(self) -> None:
-        if self._events is not None:
-            self.tree.unlisten(self._events)
-
-    def offset(self, now: float, values: Mapping[str, Value]) -> float:
-        """How far (in the target's units) the target moves at time `now`."""
-        depth, beats = float(values.get(self.depth_address, self.spec.depth)), float(
-            values.get(self.beats_address, self.spec.beats))
-        if depth == 0.0:
-            return 0.0
-        beat = self.clock.beat_at(now)
-        span = self.target.max - self.target.min
-        if not self.spec.trigger:
-            x = beat / beats + self.spec.phase
-            level = (_held_random(math.floor(x), self._seed) if self.spec.shape == "random"
-                     else wave(self.spec.shape, x))
-            return depth * span * level
-        return depth * span * self._envelope(beat, beats)
-
-    def _envelope(self, beat: float, beats: float) -> float:
-        """Attack-decay envelope, 0..1, restarted at each trigger."""
+    def level(self, now: float, values: Mapping[str, Value]) -> float:
+        beat, beats = self.clock.beat_at(now), float(values.get(self.beats_address, self.spec.beats))
         if self._events is not None:
             while self._events:
                 self._events.popleft()  # any event (a note on) restarts it
@@ -118,3 +119,47 @@ class Modulator:
             return 0.0
         attack = self.spec.attack
         return t / attack if t < attack else 1.0 - (t - attack) / (1.0 - attack)
+
+    def close(self) -> None:
+        if self._events is not None:
+            self.tree.unlisten(self._events)
+
+
+SIGNALS.register("lfo", Lfo)
+SIGNALS.register("envelope", Envelope)
+
+
+class Modulator:
+    """Moves one number parameter by depth x span x its signal's level, read (never written) by each reader."""
+
+    def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, clock: Clock) -> None:
+        if spec.target not in tree.params or not tree.params[spec.target].numeric:
+            numbers = ", ".join(a for a, p in tree.params.items() if p.numeric)
+            raise ValueError(f"[mod.{name}] target '{spec.target}' is not a number parameter (one of: {numbers})")
+        kind = spec.signal or ("envelope" if spec.trigger else "lfo")
+        if kind not in SIGNALS:
+            raise ValueError(f"[mod.{name}] signal '{kind}' is not a known signal (one of: "
+                             f"{', '.join(SIGNALS.names())})")
+        self.name, self.spec = name, spec
+        self.target = tree.params[spec.target]
+        self.depth_address = f"/mod/{name}/depth"
+        self.signal = SIGNALS.get(kind)(name, spec, tree, clock)
+
+    @staticmethod
+    def params(name: str, spec: ModulatorSection) -> list[Param]:
+        """A modulator's own controls, in the tree before the modulator is made."""
+        kind = spec.signal or ("envelope" if spec.trigger else "LFO")
+        return [Param(f"/mod/{name}/depth", "float", spec.depth, -1.0, 1.0,
+                      doc=f"{kind} '{name}' on {spec.target}: peak offset, share of its range"),
+                Param(f"/mod/{name}/beats", "float", spec.beats, 0.25, 256.0, unit="beats", curve="exp",
+                      doc=f"{kind} '{name}': {'period' if kind == 'LFO' else 'length'} in beats")]
+
+    def close(self) -> None:
+        self.signal.close()
+
+    def offset(self, now: float, values: Mapping[str, Value]) -> float:
+        """How far (in the target's units) the target moves at time `now`."""
+        depth = float(values.get(self.depth_address, self.spec.depth))
+        if depth == 0.0:
+            return 0.0
+        return depth * (self.target.max - self.target.min) * self.signal.level(now, values)

@@ -180,6 +180,8 @@ class OscServer:
         self.max_tcp_clients, self.max_feedback_clients = max_tcp_clients, max_feedback_clients
         self.tcp_idle_s = tcp_idle_s  # a full server closes a client silent this long to let a new one in
         self.system: dict[str, SystemHandler] = dict(system or {})
+        #: the show's parts' one-line statuses, sent after the counters by /live/status (set by the surface)
+        self.parts_status: Callable[[], list[str]] = list
         self._builtin: dict[str, Callable[[tuple, _Sender], list | None]] = {
             "/live/status": self._status,
             "/live/feedback/add": self._feedback_add,
@@ -536,7 +538,7 @@ class OscServer:
         stats = self.stats()
         text = stats.pop("last_problem")
         return [(f"/live/status/{key}", [int(value)]) for key, value in stats.items()] + [
-            ("/live/status/last_problem", [text])]
+            ("/live/status/last_problem", [text])] + [("/live/status/part", [line]) for line in self.parts_status()]
 
     def _feedback_add(self, args: tuple, sender: _Sender) -> list[tuple[str, list]]:
         port = self._feedback_port(args, sender)

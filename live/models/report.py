@@ -240,6 +240,7 @@ def evaluate(model: Path, stills: list[np.ndarray], clip: list[np.ndarray], warp
     from live.video.stylize import Stylizer
 
     stylizer = Stylizer(model, ("cpu",), threads=2)
+    stylizer.open()
     metrics, rows = {}, []
     for style in stylizer.styles:
         values = {"/video/style_a": style, "/video/style_b": style, "/video/blend": 0.0,

@@ -93,7 +93,7 @@ def synthesize(manifest: Manifest, spec: TensorSpec) -> np.ndarray:
 
 def _run(manifest: Manifest) -> list[str]:
     """Run once on the CPU provider and compare each output with its declaration."""
-    session = open_session(manifest.onnx_path, ("cpu",), threads=1).session
+    session = open_session(manifest.onnx_path, ("cpu",), threads=1)
     feeds = {spec.name: synthesize(manifest, spec) for spec in manifest.inputs}
     try:
         results = session.run([s.name for s in manifest.outputs], feeds)

@@ -135,15 +135,22 @@ class Capture:
                  f"(fix: connect a camera, or set [video] source / --source to a camera index, file or URL)")
         return BuiltinSource(self.width, self.height)
 
-    def start(self) -> None:
+    def open(self) -> str:
         self._thread.start()
+        return ""
+
+    def stats(self) -> dict:
+        return {"frames": self.frames, "source": self.source.name, "fallback_s": 0.0}
+
+    def status(self) -> str:
+        return f"source {self.source.name}"
 
     def switch(self, spec: int | str) -> None:
         """Play another source from the next frame on (a re-saved show). It is opened on the capture thread, so
         the picture holds its last frame meanwhile rather than the show waiting for a camera."""
         self._switch = parse_source(spec)
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)

@@ -1,25 +1,37 @@
 """The inference thread: each newest frame through a plain list of stages, in order, capture time carried through.
 
-A stage is any object with `process(image, values, t) -> image` (uint8 HWC BGR in and out): the style model,
-the latent layer, and whatever comes next. The list reads like the signal path.
+A stage is a part (live/parts.py) with `params()` (the parameters it offers, known before it opens) and
+`process(image, values, t) -> image` (uint8 HWC BGR in and out): the style model, the latent layer, and whatever
+comes next. The list reads like the signal path; the chain is itself a part that opens and closes its stages.
+Kinds of stage a show can list in `[[stages]]` are in STAGES.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from live.control.reader import ParamReader
 from live.mailbox import Mailbox
+from live.params import Event, Param
+from live.parts import BasePart, Kinds, Part
 from live.video.frame import Frame
+from live.video.latent import LatentLayer, LatentSection
 
 
-class Stage(Protocol):
+class Stage(Part, Protocol):
+    def params(self) -> tuple[list[Param], list[Event]]: ...
+
     def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray: ...
+
+
+#: Stage kinds for `[[stages]]`: factory(section, show) -> Stage. The show's style model ([video] model) is first.
+STAGES: Kinds = Kinds("stage", "[[stages]] kind")
+STAGES.register("latent", LatentLayer.from_show, LatentSection)
 
 
 #: Between camera frames, a moved control re-renders the last frame; renders start at most this often (a projector
@@ -27,24 +39,36 @@ class Stage(Protocol):
 RERENDER_S = 1 / 60
 
 
-class ChainThread:
+class ChainThread(BasePart):
     """Newest frame in, processed frame out; a stage that fails passes its input through and says so once.
 
     A control that moves between camera frames re-renders the last frame at once, so a fader answers within one
     inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps)."""
 
     def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
-                 out: Mailbox[Frame]) -> None:
+                 out: Mailbox[Frame], say: Callable[[str], None] = print) -> None:
         self.stages, self.reader, self.inbox, self.out = list(stages), reader, inbox, out
+        self.say = say
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="video-chain", daemon=True)
+        self._opened: list[Stage] = []
         self.rerendered = 0
         self._armed = True  # the next write wakes the thread; then no more until it has rendered
 
-    def start(self) -> None:
+    def open(self) -> str:
+        """Open each stage in order (a LiveError closes those already open), then start the thread."""
+        lines = []
+        try:
+            for stage in self.stages:
+                lines.append(stage.open())
+                self._opened.append(stage)
+        except BaseException:
+            self.close()
+            raise
         self.reader.tree.watch(self._changed)
         self._thread.start()
+        return "\n".join(line for line in lines if line)
 
     def _changed(self) -> None:
         """A parameter was written (any thread): wake the render loop once, however many writes follow."""
@@ -52,11 +76,23 @@ class ChainThread:
             self._armed = False
             self.inbox.poke()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the thread (a frame in flight finishes first, bounded by the join), then close the stages."""
         self._stop.set()
         self.inbox.close()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
+        while self._opened:
+            self._opened.pop().close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"rerendered": self.rerendered, "dropped": self.inbox.dropped + self.out.dropped,
+                "failing": sorted(self.errors)}
+
+    def status(self) -> str:
+        lines = [line for line in (stage.status() for stage in self.stages) if line]
+        lines += [f"{name} FAILING, passed through: {why[:50]}" for name, why in self.errors.items()]
+        return "; ".join(lines)
 
     def _run(self) -> None:
         tree, last, seen, began = self.reader.tree, None, -1, 0.0
@@ -81,12 +117,19 @@ class ChainThread:
                     name = type(stage).__name__
                     if name not in self.errors:
                         self.errors[name] = str(err)
-                        print(f"Video: {name} failed on a frame ({err}); passing its input through")
+                        self.say(f"Video: {name} failed on a frame ({err}); passing its input through")
             self.out.put(Frame(image, frame.captured, frame.index, now))
 
 
-class Blackout:
-    """The last stage: a black frame while /live/blackout is on (the window and outputs stay open)."""
+class Blackout(BasePart):
+    """The last stage: a black frame while /live/blackout is on (the window and outputs stay open). Its parameter
+    is a system control, offered by the show itself."""
+
+    def open(self) -> str:
+        return ""
+
+    def params(self) -> tuple[list[Param], list[Event]]:
+        return [], []
 
     def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray:
         return np.zeros_like(image) if values.get("/live/blackout") else image

@@ -7,9 +7,12 @@ or refused (OSC packets rejected, MIDI ports missing, a show file that failed to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cv2
 import numpy as np
 
+ADDRESS = "/live/hud"  # the system parameter that shows it
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SCALE, LINE = 0.45, 18  # text size and line pitch at 480 lines; scaled with the frame height
 
@@ -24,4 +27,15 @@ def draw(image: np.ndarray, lines: list[str]) -> np.ndarray:
     band[:] = band // 3  # darken, so the text reads on any picture
     for i, line in enumerate(lines):
         cv2.putText(out, line, (pitch // 2, pitch * (i + 1)), FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def lines(name: str, values: Mapping, latency_ms: float, dropped: int, parts: list[str], reload_error: str) -> list[str]:
+    """The HUD's lines: what a performer needs to know at a glance, each part's status, problems last."""
+    out = [f"{name}  latency {latency_ms:.0f} ms  dropped {dropped}",
+           f"{values.get('/tempo/bpm', 0):.1f} bpm  cue {values.get('/scene/cue', '-')}"
+           + ("  BLACKOUT" if values.get("/live/blackout") else "")]
+    out += parts
+    if reload_error:
+        out.append(f"show file NOT reloaded: {reload_error[:60]}")
     return out

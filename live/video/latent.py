@@ -16,14 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from live.errors import LiveError
-from live.inference import Session, open_session
+from live.inference import BACKENDS, Session
 from live.models.manifest import Manifest, load_manifest
-from live.params import Param
+from live.params import Event, Param
+from live.parts import BasePart, KindSection
+
+if TYPE_CHECKING:
+    from live.show import Show
 
 BASE_SPREAD = 0.6  # std of the seed's base point; base and walk together stay near the prior N(0, 1)
 WALK_SPREAD = 0.8  # std of the walk's offset per dimension
@@ -55,16 +60,24 @@ def plane_of(manifest: Manifest, dims: int) -> np.ndarray:
     return q.T
 
 
-class LatentLayer:
+class LatentSection(KindSection):
+    """`[[stages]] kind = "latent"`: a latent-to-image model mixed over the video by /latent/mix."""
+
+    model: str
+
+
+class LatentLayer(BasePart):
     """Generates, caches and mixes the latent model's image; `process` is the whole per-frame work."""
 
     def __init__(self, manifest_path: Path, width: int, height: int, providers: tuple[str, ...] = ("cpu",),
-                 threads: int = 1) -> None:
+                 threads: int = 1, backend: str = "onnxruntime") -> None:
         self.manifest = load_manifest(manifest_path)
         if self.manifest.kind != "latent-to-image":
             raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not a latent-to-image one",
                             "use a latent model's manifest, e.g. exported_models/latent-vae.json")
-        self.session: Session = open_session(self.manifest.onnx_path, providers, threads)
+        self._open_session = BACKENDS.get(backend)
+        self.providers, self.threads, self.size = providers, threads, (width, height)
+        self.session: Session | None = None
         self.dims = int(self.manifest.controls["latent"])
         self.plane = plane_of(self.manifest, self.dims)
         self._input = self.manifest.inputs[0].name
@@ -72,8 +85,20 @@ class LatentLayer:
         self._last_t: float | None = None
         self._seed: int | None = None
         self._cached: tuple[bytes, tuple[int, int]] | None = None
-        # Decode once now, so the first mixed frame does not pay for ORT's first run.
-        self.generate(self.latent({"/latent/seed": 0, "/latent/x": 0.0, "/latent/y": 0.0}), (width, height))
+
+    @classmethod
+    def from_show(cls, section: LatentSection, show: Show) -> LatentLayer:
+        return cls(show.resolve(section.model), show.video.width, show.video.height, tuple(show.video.providers),
+                   backend=show.video.backend)
+
+    def params(self) -> tuple[list[Param], list[Event]]:
+        return latent_params(self.manifest), []
+
+    def open(self) -> str:
+        """Load the model and decode once, so the first mixed frame does not pay for the backend's first run."""
+        self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
+        self.generate(self.latent({"/latent/seed": 0, "/latent/x": 0.0, "/latent/y": 0.0}), self.size)
+        return f"Latent layer: {self.manifest.name} ({self.dims} dimensions)"
 
     def _reseed(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -103,7 +128,7 @@ class LatentLayer:
         model runs only when the latent or size changed."""
         key = (latent.tobytes(), size)
         if key != self._cached:
-            frame = self.session.session.run(None, {self._input: latent})[0][0]
+            frame = self.session.run(None, {self._input: latent})[0][0]
             self._image = cv2.resize(crop_to_aspect(frame, size), size, interpolation=cv2.INTER_LINEAR)
             self._cached = key
         return self._image

@@ -1,14 +1,24 @@
-"""Outputs: a window on a chosen monitor (fullscreen for a projector) and an .mp4 recorder with the show's audio."""
+"""Outputs (sinks): where each finished frame goes. A window on a chosen monitor (fullscreen for a projector), an
+.mp4 recording with the show's audio, and whatever kind comes next (NDI, a virtual camera): the show lists them
+in `[[outputs]]`, each a kind from SINKS.
+
+`Outputs` hands every frame to each sink and isolates them: a sink that fails (disk full, a peer gone) is closed
+and the show plays on with the others.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import time
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt HighGUI warns about fonts on every start
 
@@ -16,6 +26,11 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 
 from live.errors import LiveError  # noqa: E402
+from live.parts import BasePart, KindSection, Kinds, Part  # noqa: E402
+from live.video import hud  # noqa: E402
+
+if TYPE_CHECKING:
+    from live.show import Show
 
 QUIT_KEYS = {27, ord("q")}  # Esc, q
 
@@ -64,26 +79,60 @@ def monitor_origin(index: int) -> tuple[int, int, int, int] | None:
     return m.x, m.y, m.width, m.height
 
 
-class WindowOutput:
-    """An OpenCV window; Esc or q in it ends the show."""
+class Sink(Part, Protocol):
+    """Takes each finished frame, shown at perf_counter() time `t`. A sink that also takes the show's sound has
+    `write_audio(samples)`; one that shows the HUD to the performer has `hud = True`."""
+
+    def write(self, image: np.ndarray, t: float) -> None: ...
+
+
+class WindowSection(KindSection):
+    """`[[outputs]] kind = "window"`: a window, fullscreen on a monitor for a projector."""
+
+    fullscreen: bool = False
+    monitor: int = Field(0, ge=0)
+    title: str = "live"
+
+
+class RecordSection(KindSection):
+    """`[[outputs]] kind = "record"`: an .mp4 (H.264 + AAC with the synth's sound), relative to the show file."""
+
+    path: str = Field(description="the .mp4 to write, relative to the show file")
+
+
+class WindowOutput(BasePart):
+    """An OpenCV window; Esc or q in it ends the show, other keys are left in `keys` for the player."""
+
+    hud = True
 
     def __init__(self, title: str, width: int, height: int, fullscreen: bool, monitor: int) -> None:
-        self.title = title
+        self.title, self.size, self.fullscreen, self.monitor = title, (width, height), fullscreen, monitor
+        self.quit = False
+        self.keys: list[str] = []  # keys pressed since the player last looked (it clears the list)
+
+    @classmethod
+    def from_show(cls, section: WindowSection, show: Show) -> WindowOutput:
+        return cls(section.title, show.video.width, show.video.height, section.fullscreen, section.monitor)
+
+    def open(self) -> str:
+        title, (width, height) = self.title, self.size
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)  # no toolbar
         except cv2.error as err:
             raise LiveError(f"could not open a window: {err.msg.strip()}",
                             "check DISPLAY, or record instead with --record FILE.mp4") from None
         cv2.resizeWindow(title, width, height)
-        origin = monitor_origin(monitor)
+        origin = monitor_origin(self.monitor)
         if origin:
             cv2.moveWindow(title, origin[0], origin[1])
-        if fullscreen:
+        if self.fullscreen:
             cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
-        self.quit = False
-        self.keys: list[str] = []  # keys pressed since the player last looked (it clears the list)
+        return f"Output: window '{title}'" + (" (fullscreen)" if self.fullscreen else "")
 
-    def write(self, image: np.ndarray) -> None:
+    def status(self) -> str:
+        return f"window '{self.title}'"
+
+    def write(self, image: np.ndarray, t: float) -> None:
         cv2.imshow(self.title, image)
         key = cv2.waitKey(1) & 0xFF
         if key in QUIT_KEYS:
@@ -96,30 +145,33 @@ class WindowOutput:
         cv2.waitKey(1)
 
 
-class Recorder:
+class Recorder(BasePart):
     """H.264 + AAC into an .mp4. Video is stamped by wall-clock time, audio by its sample count, so they stay in
     sync when frames are dropped; the audio tap has silence wherever the sound stopped, so it never runs early."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, samplerate: int | None) -> None:
-        self.path = path
+        self.path, self.size, self.fps, self.samplerate = path, (width, height), fps, samplerate
+        self._audio_pts = 0
+        self._start: float | None = None
+        self._last_ms = -1
+        self.frames = 0
+
+    def open(self) -> str:
+        path = self.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(path), "w")
         except (OSError, av.FFmpegError) as err:
             raise LiveError(f"cannot record to {path}: {err}", "choose a writable .mp4 path") from None
-        self.video = self.container.add_stream("libx264", rate=round(fps))
-        self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
+        self.video = self.container.add_stream("libx264", rate=round(self.fps))
+        self.video.width, self.video.height, self.video.pix_fmt = *self.size, "yuv420p"
         self.video.options = {"preset": "ultrafast", "tune": "zerolatency"}
         self.video.codec_context.time_base = Fraction(1, 1000)
         self.audio = None
-        if samplerate:
-            self.audio = self.container.add_stream("aac", rate=samplerate)
+        if self.samplerate:
+            self.audio = self.container.add_stream("aac", rate=self.samplerate)
             self.audio.layout = "stereo"
-        self.samplerate = samplerate
-        self._audio_pts = 0
-        self._start: float | None = None
-        self._last_ms = -1
-        self.frames = 0
+        return f"Output: recording to {path}"
 
     def write(self, image: np.ndarray, t: float) -> None:
         """Add a frame shown at perf_counter() time `t`."""
@@ -133,6 +185,14 @@ class Recorder:
         frame.pts, frame.time_base = ms, Fraction(1, 1000)
         self.container.mux(self.video.encode(frame))
         self.frames += 1
+
+    @classmethod
+    def from_show(cls, section: RecordSection, show: Show) -> Recorder:
+        rate = show.audio.samplerate if show.audio.enabled else None
+        return cls(show.resolve(section.path), show.video.width, show.video.height, show.video.fps, rate)
+
+    def status(self) -> str:
+        return f"recording to {self.path}, {self.frames} frames"
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Append (frames, 2) float32 samples."""
@@ -149,3 +209,98 @@ class Recorder:
         if self.audio is not None:
             self.container.mux(self.audio.encode())
         self.container.close()
+
+
+#: Sink kinds for `[[outputs]]`: factory(section, show) -> Sink.
+SINKS: Kinds[Callable[[Any, "Show"], Sink]] = Kinds("output", "[[outputs]] kind")
+SINKS.register("window", WindowOutput.from_show, WindowSection)
+SINKS.register("record", Recorder.from_show, RecordSection)
+
+
+def output_sections(show: Show, record: Path | None = None, window: bool | None = None,
+                    say: Callable[[str], None] = print) -> list[KindSection]:
+    """The show's `[[outputs]]` as this run plays them: `--record` adds a recording, `--no-window` drops windows,
+    and with no display a window becomes a recording in recordings/ (said in one line)."""
+    sections = [s for s in show.outputs if window is not False or s.kind != "window"]
+    if record is not None:
+        sections = [s for s in sections if s.kind != "record"] + [RecordSection(kind="record", path=str(record))]
+    if any(s.kind == "window" for s in sections) and not has_display():
+        sections = [s for s in sections if s.kind != "window"]
+        display = os.environ.get("DISPLAY")
+        why = f"display {display} does not answer" if display else "no display here"
+        if not any(s.kind == "record" for s in sections):
+            path = Path("recordings").resolve() / f"{show.name}-{time.strftime('%Y%m%d-%H%M%S')}.mp4"
+            sections.append(RecordSection(kind="record", path=str(path)))
+            say(f"Output: {why}; recording to {path}")
+        else:
+            say(f"Output: {why}; no window")
+    return sections
+
+
+class Outputs(BasePart):
+    """Every sink of the show, fed each frame in order; a sink that fails is closed, said once, and the show plays
+    on with the rest. Opened in order and closed in reverse like any part."""
+
+    def __init__(self, sinks: Sequence[Sink], say: Callable[[str], None] = print) -> None:
+        self.sinks, self.say = list(sinks), say
+        self.live: list[Sink] = []  # opened and not failed, in order
+        self.failed: list[str] = []  # "what: why" of each sink that failed, for the status and the summary
+
+    def open(self) -> str:
+        """Open each sink (a path that cannot be written fails the show here, before it plays)."""
+        lines = []
+        try:
+            for sink in self.sinks:
+                lines.append(sink.open())
+                self.live.append(sink)
+        except BaseException:
+            self.close()
+            raise
+        return "\n".join(line for line in lines if line)
+
+    @property
+    def window(self) -> WindowOutput | None:
+        return next((s for s in self.live if isinstance(s, WindowOutput)), None)
+
+    def wants_audio(self) -> bool:
+        return any(hasattr(s, "write_audio") for s in self.live)
+
+    def write(self, image: np.ndarray, t: float, audio: Any = None, hud_lines: list[str] | None = None) -> None:
+        """`image` to every live sink (with the HUD drawn for those that show it), `audio` to those that take it."""
+        overlay = None
+        for sink in list(self.live):
+            try:
+                if hud_lines and getattr(sink, "hud", False):
+                    overlay = hud.draw(image, hud_lines) if overlay is None else overlay
+                    sink.write(overlay, t)
+                else:
+                    sink.write(image, t)
+                if audio is not None and hasattr(sink, "write_audio"):
+                    sink.write_audio(audio)
+            except Exception as err:  # any failure of one output (disk full, peer gone) must not stop the show
+                self._fail(sink, err)
+
+    def _fail(self, sink: Sink, err: Exception) -> None:
+        why = err.what if isinstance(err, LiveError) else f"{type(err).__name__}: {err}"
+        what = sink.status() or type(sink).__name__
+        self.live.remove(sink)
+        self.failed.append(f"{what}: {why}")
+        self.say(f"Output: {what} failed ({why}); closed it, the show goes on")
+        try:
+            sink.close()
+        except Exception as again:  # a broken sink may fail to close too; it is already out of the show
+            self.say(f"Output: closing it failed too ({again})")
+
+    def close(self) -> None:
+        while self.live:
+            sink = self.live.pop()
+            try:
+                sink.close()
+            except Exception as err:  # closing one must not keep the others open
+                self.say(f"Output: {type(sink).__name__} did not close cleanly ({err})")
+
+    def stats(self) -> dict[str, Any]:
+        return {"sinks": len(self.sinks), "failures": len(self.failed)}
+
+    def status(self) -> str:
+        return "; ".join([s.status() for s in self.live] + [f"FAILED {why}" for why in self.failed])

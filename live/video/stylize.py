@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from live.errors import LiveError
-from live.inference import Session, open_session
+from live.inference import BACKENDS, Session
 from live.models.manifest import Manifest, load_manifest
-from live.params import Param
+from live.params import Event, Param
+from live.parts import BasePart
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
@@ -35,20 +36,36 @@ def video_params(manifest: Manifest) -> list[Param]:
     ]
 
 
-class Stylizer:
-    """Runs one image-to-image model on frames; `process` is the whole per-frame work."""
+class Stylizer(BasePart):
+    """Runs one image-to-image model on frames; `process` is the whole per-frame work.
 
-    def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0) -> None:
+    Constructing one reads the manifest (its parameters are known before anything loads); `open` loads the model
+    on the inference backend."""
+
+    def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0,
+                 backend: str = "onnxruntime") -> None:
         self.manifest = load_manifest(manifest_path)
         if self.manifest.kind != "image-to-image":
             raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not an image-to-image one",
                             "set [video] model to a style model's manifest")
-        self.session: Session = open_session(self.manifest.onnx_path, providers, threads)
+        self._open_session = BACKENDS.get(backend)
+        self.providers, self.threads = providers, threads
+        self.session: Session | None = None
         self.styles = style_names(self.manifest)
         self._frame_input = self.manifest.inputs[0].name
         self._style_input = self.manifest.controls.get("style_input")
         self._strength_input = self.manifest.controls.get("strength_input")
         self._output = self.manifest.outputs[0].name
+
+    def params(self) -> tuple[list[Param], list[Event]]:
+        return video_params(self.manifest), []
+
+    def open(self) -> str:
+        self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
+        return self.session.describe()
+
+    def status(self) -> str:
+        return f"style {self.manifest.name} on {self.session.provider if self.session else 'nothing (closed)'}"
 
     def feeds(self, image: np.ndarray, values: Mapping) -> dict[str, np.ndarray]:
         """The model's inputs for one frame under the current parameter values."""
@@ -64,4 +81,4 @@ class Stylizer:
         return feeds
 
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
-        return self.session.session.run([self._output], self.feeds(image, values))[0]
+        return self.session.run([self._output], self.feeds(image, values))[0]
