@@ -26,8 +26,8 @@ def cuda_works(tmp_path: Path) -> bool:
 
 def test_provider_reported_is_the_one_in_use_and_spam_is_summarised(tmp_path, capfd):
     session = open_session(relu_model(tmp_path))
-    assert PROVIDERS[session.provider] == session.session.get_providers()[0]
-    out = session.session.run(None, {"x": np.array([-1, 2], np.float32)})[0]
+    assert PROVIDERS[session.provider] == session._model.get_providers()[0]
+    out = session.run(None, {"x": np.array([-1, 2], np.float32)})[0]
     assert out.tolist() == [0.0, 2.0]
     captured = capfd.readouterr()
     assert "EP Error" not in captured.out + captured.err  # ORT's own noise never reaches the user
