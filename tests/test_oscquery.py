@@ -45,6 +45,15 @@ def server():
     srv.close()
 
 
+@pytest.fixture
+def writable():
+    """A server whose show allows OSC writes over the websocket (`[oscquery] ws_writes = true`)."""
+    srv = OscQueryServer(make_tree(), osc_port=OSC_PORT, port=0, zeroconf=False, ws_writes=True)
+    srv.open()
+    yield srv
+    srv.close()
+
+
 def get(srv: OscQueryServer, target: str):
     """(status, parsed JSON or None) of one real HTTP GET."""
     try:
@@ -239,7 +248,8 @@ def test_a_reloaded_tree_tells_clients_which_paths_came_went_or_changed(server):
             ws.recv(timeout=0.3)
 
 
-def test_client_writes_apply_to_the_tree_and_are_not_echoed_to_the_writer(server):
+def test_client_writes_apply_to_the_tree_and_are_not_echoed_to_the_writer(writable):
+    server = writable
     with connect(f"ws://127.0.0.1:{server.port}") as writer, connect(f"ws://127.0.0.1:{server.port}") as watcher:
         listen(writer, server, "/video/blend")
         listen(watcher, server, "/video/blend")
@@ -257,7 +267,8 @@ def test_client_writes_apply_to_the_tree_and_are_not_echoed_to_the_writer(server
             writer.recv(timeout=0.3)
 
 
-def test_malformed_input_is_counted_not_fatal(server):
+def test_malformed_input_is_counted_not_fatal(writable):
+    server = writable
     with connect(f"ws://127.0.0.1:{server.port}") as ws:
         ws.send(b"\x00\x01garbage")
         ws.send(osc("/video/blend", 0.5)[:-2])  # truncated float

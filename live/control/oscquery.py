@@ -10,23 +10,32 @@ One daemon thread runs one asyncio loop with the `websockets` server: plain GETs
 zeroconf responder shares the loop. Streams are pulled, not pushed: a poller compares `tree.version` at most
 `POLL_HZ` times a second and leaves each client a dict of {address: latest value}, so a burst of writes costs a
 handful of messages and nothing can queue up behind a slow client.
+
+Any web page the performer opens can reach a localhost port, so nothing is trusted for being local. Every request,
+HTTP or websocket handshake, must name this server in its Host header (a page on an attacker's domain that
+rebinds its DNS to 127.0.0.1 still sends its own domain as Host) and must carry no Origin, or one the show lists
+in `[oscquery] allow_origins` (browsers always send Origin on websockets and cross-origin fetches; native clients
+like Chataigne, Open Stage Control's server or curl send none). CORS answers echo an allowed origin, never `*`.
+Binary OSC over the websocket sets parameters only if the show says `ws_writes = true`: controllers write over
+OSC (the UDP port HOST_INFO names), and streaming values out needs no write access.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -62,7 +71,54 @@ EXTENSIONS = {
 }
 _TAGS = {"float": "f", "int": "i", "enum": "s"}
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+#: Names that reach a loopback bind from this machine; no other machine (and no DNS answer) can make them mean it.
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Least seconds between re-reading this machine's addresses when a wildcard bind meets an unknown IP as Host.
+_ADDRESS_REFRESH = 1.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}  # left out of an Origin, as browsers do
 _UNSET = object()
+
+
+def normalize_origin(entry: str) -> str:
+    """`entry` as browsers serialize an Origin (scheme://host[:port], lowercase, default port left out), so a
+    listed origin matches the header whatever its case; ValueError saying how to write it otherwise."""
+    text = entry.strip()
+    if text == "*":
+        raise ValueError("allow_origins entry '*' would let every web page steer the show: list each page's "
+                         "origin instead, e.g. http://127.0.0.1:8080")
+    if text.lower() == "null":
+        raise ValueError("allow_origins entry 'null' is what every file:// page and sandboxed frame sends: serve "
+                         "the page over http and list that origin instead")
+    url = urlsplit(text)
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if (not url.scheme or not url.hostname or port == -1 or "*" in text or url.path or url.query or url.fragment
+            or url.username is not None):
+        raise ValueError(f"allow_origins entry '{entry}' is not an origin: write scheme://host[:port] with no path, "
+                         f"e.g. http://127.0.0.1:8080")
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    shown = "" if port is None or port == _DEFAULT_PORTS.get(url.scheme) else f":{port}"
+    return f"{url.scheme}://{host}{shown}"
+
+
+def _canonical_host(host: str) -> str:
+    """A host name or IP as compared against Host headers: lowercase, no brackets or trailing dot, IPs in their
+    one canonical spelling (::1, not 0:0:0:0:0:0:0:1)."""
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class OscQuerySection(BaseModel):
@@ -75,6 +131,16 @@ class OscQuerySection(BaseModel):
     port: int = 9001  # 0 = any free port
     name: str = "live"
     zeroconf: bool = True
+    allow_origins: list[str] = Field(
+        default_factory=list, description="web page origins (scheme://host[:port]) allowed to query and stream; "
+                                          "native clients send no Origin and are always allowed")
+    ws_writes: bool = Field(False, description="apply OSC messages sent over the websocket (any allowed client, "
+                                               "web pages included, can then steer the show)")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin(entry) for entry in value]
 
 
 # --- the namespace, generated from the tree -------------------------------------------------------------------
@@ -176,17 +242,30 @@ class _Client:
 
 
 class OscQueryServer:
-    """Serves `tree` over OSCQuery on host:port; `osc_port` is where OSC itself is received (for HOST_INFO)."""
+    """Serves `tree` over OSCQuery on host:port; `osc_port` is where OSC itself is received (for HOST_INFO).
+    `allow_origins` and `ws_writes` are the show's [oscquery] keys, closed unless given: no browser page is answered and
+    nothing written over the websocket is applied (see the module docstring for why)."""
 
     def __init__(self, tree: ParamTree, osc_port: int, host: str = "127.0.0.1", port: int = 9001,
                  name: str = "live", zeroconf: bool = True, *, osc_host: str = "",
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 allow_origins: Iterable[str] = (), ws_writes: bool = False, max_clients: int = MAX_CLIENTS) -> None:
         self.tree, self.osc_port, self.host, self.port = tree, osc_port, host, port
         self.name, self.zeroconf, self.osc_host, self.max_clients = name, zeroconf, osc_host, max_clients
+        try:
+            self.allow_origins = frozenset(normalize_origin(origin) for origin in allow_origins)
+        except ValueError as err:
+            raise LiveError(f"[oscquery] allow_origins: {err}",
+                            "list origins as scheme://host[:port], or leave allow_origins empty") from None
+        self.ws_writes = ws_writes
+        # refused_*: requests and handshakes turned away for their Host or Origin, websocket writes while
+        # ws_writes is off. A refused request also counts in http_errors, a refused handshake in ws_rejected.
         self.counts = {
             "http_requests": 0, "http_errors": 0, "ws_accepted": 0, "ws_rejected": 0, "sent": 0, "dropped": 0,
             "received": 0, "applied": 0, "malformed": 0, "unknown": 0, "bad_value": 0, "bad_command": 0,
+            "refused_host": 0, "refused_origin": 0, "refused_writes": 0,
         }
+        self._hosts: frozenset[str] = frozenset()  # what a Host header may name, filled in once bound
+        self._hosts_read = 0.0
         self.last_problem = ""
         self.zeroconf_state = "off" if not zeroconf else "not started"
         self._clients: set[_Client] = set()
@@ -195,6 +274,13 @@ class OscQueryServer:
         self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._aiozc: Any = None
+
+    @classmethod
+    def from_section(cls, tree: ParamTree, section: OscQuerySection, osc_port: int, osc_host: str = "",
+                     **limits: Any) -> OscQueryServer:
+        """A server configured by the show's [oscquery] table; `limits` passes the other keyword arguments on."""
+        return cls(tree, osc_port, section.host, section.port, section.name, section.zeroconf, osc_host=osc_host,
+                   allow_origins=section.allow_origins, ws_writes=section.ws_writes, **limits)
 
     # -- lifecycle (caller's thread) --
 
@@ -258,6 +344,7 @@ class OscQueryServer:
             self._handle_ws, self.host, self.port, process_request=self._http, max_size=MAX_MESSAGE,
             max_queue=16, compression=None, close_timeout=1.0, server_header=f"live OSCQuery ({self.name})")
         self.port = self._server.sockets[0].getsockname()[1]
+        self._hosts, self._hosts_read = self._own_hosts(), time.monotonic()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll()))
         if self.zeroconf:
             self._tasks.append(asyncio.get_running_loop().create_task(self._advertise()))
@@ -277,20 +364,90 @@ class OscQueryServer:
                 self.zeroconf_state = f"close failed: {err!r}"
             self._aiozc = None
 
+    # who may ask
+
+    def _own_hosts(self) -> frozenset[str]:
+        """Every name a Host header may give for this server: the addresses it is bound to and the name the show
+        gave; for a loopback bind also `localhost`; the name zeroconf announces. A wildcard bind is reached on any
+        address of this machine, so those all count, with its hostname (and `.local`, its mDNS name): none of them
+        is a name an attacker's DNS controls, which is all that stops DNS rebinding."""
+        assert self._server is not None
+        hosts = {_canonical_host(self._mdns_server())} if self.zeroconf else set()
+        if self.host in _WILDCARD_HOSTS:
+            import ifaddr  # zeroconf's own dependency, and what it recommends for listing addresses
+
+            hostname = socket.gethostname().lower()
+            hosts |= {hostname, f"{hostname}.local", *_LOOPBACK_NAMES}
+            hosts |= {_canonical_host(ip.ip if ip.is_IPv4 else ip.ip[0])
+                      for adapter in ifaddr.get_adapters() for ip in adapter.ips}
+            return frozenset(hosts)
+        bound = {_canonical_host(sock.getsockname()[0]) for sock in self._server.sockets}
+        hosts |= bound | {_canonical_host(self.host)}
+        if any(ipaddress.ip_address(address).is_loopback for address in bound):
+            hosts |= _LOOPBACK_NAMES
+        return frozenset(hosts)
+
+    def _host_allowed(self, value: str) -> bool:
+        """Whether one Host header names this server, port included (none means 80, as for any http URL)."""
+        url = urlsplit(f"//{value}")
+        try:
+            port = url.port or 80
+        except ValueError:
+            return False
+        if not url.hostname or url.netloc != value or url.username is not None or port != self.port:
+            return False
+        host = _canonical_host(url.hostname)
+        if host in self._hosts:
+            return True
+        # A wildcard bind may have gained an address since it opened (the laptop joined the venue's network).
+        if self.host in _WILDCARD_HOSTS and _is_ip(host) and time.monotonic() - self._hosts_read >= _ADDRESS_REFRESH:
+            self._hosts, self._hosts_read = self._own_hosts(), time.monotonic()
+            return host in self._hosts
+        return False
+
+    def _refusal(self, request: Request) -> tuple[str, str] | None:
+        """(counter, why) if this request or handshake must be refused for its Host or Origin, else None."""
+        hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
+        if len(hosts) != 1 or not self._host_allowed(hosts[0]):
+            return "refused_host", f"Host {hosts!r:.80} does not name this server (DNS rebinding?)"
+        if origins and not self._allowed_origin(origins):
+            return "refused_origin", f"Origin {origins!r:.80} is not in [oscquery] allow_origins"
+        return None
+
+    def _allowed_origin(self, origins: list[str]) -> str:
+        """The Origin header as sent if it is one the show allows (what CORS must echo), else ""."""
+        try:
+            allowed = len(origins) == 1 and normalize_origin(origins[0]) in self.allow_origins
+        except ValueError:
+            return ""
+        return origins[0] if allowed else ""
+
     # HTTP
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        refusal = self._refusal(request)
+        if refusal is not None:
+            kind, why = refusal
+            self._problem(kind, f"refused {'websocket' if upgrade else 'HTTP request'}: {why}")
+            if upgrade:
+                self.counts["ws_rejected"] += 1
+                return connection.respond(HTTPStatus.FORBIDDEN, f"{why}\n")
+        elif upgrade:
             return None  # the websocket handshake goes on
         self.counts["http_requests"] += 1
-        status, body = self.answer(request.path)
+        status, body = (HTTPStatus.FORBIDDEN, {"ERROR": refusal[1]}) if refusal else self.answer(request.path)
         if status != HTTPStatus.OK:
             self.counts["http_errors"] += 1
         response = connection.respond(status, "" if body is None else json.dumps(body))
         if body is not None:
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "application/json"
-        response.headers["Access-Control-Allow-Origin"] = "*"  # browser-based clients on other origins
+        # CORS for the origins the show allows, by name: a browser then lets that page alone read the answer.
+        origin = "" if refusal else self._allowed_origin(request.headers.get_all("Origin"))
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"  # the answer depends on it: no cache may hand it to another page
         return response
 
     def answer(self, target: str) -> tuple[HTTPStatus, Any]:
@@ -430,8 +587,13 @@ class OscQueryServer:
             client.wake.set()
 
     def _receive_osc(self, data: bytes, source: str) -> None:
-        """Apply a binary OSC packet from a client, as the UDP server would; problems are counted."""
+        """Apply a binary OSC packet from a client, as the UDP server would, if the show allows websocket writes;
+        problems are counted."""
         self.counts["received"] += 1
+        if not self.ws_writes:
+            self._problem("refused_writes", f"OSC over websocket from {source} ignored: [oscquery] ws_writes is "
+                                            f"off (controllers write to OSC port {self.osc_port})")
+            return
         try:
             if OscBundle.dgram_is_bundle(data):
                 messages = [timed.message for timed in OscPacket(data).messages]
@@ -466,6 +628,12 @@ class OscQueryServer:
 
     # zeroconf
 
+    def _mdns_server(self) -> str:
+        """The host record zeroconf announces: our own, since announcing the machine's name with these addresses
+        would fight its mDNS responder (avahi, Bonjour) when they differ, e.g. 127.0.0.1 only."""
+        hostname = "".join(c if c.isalnum() else "-" for c in f"{self.name}-{socket.gethostname()}")
+        return f"{hostname}-{self.port}.local."
+
     async def _advertise(self) -> None:
         """Register `_oscjson._tcp` (this server) and `_osc._udp` (the OSC port) on the loop; failures are
         reported in stats, never raised: a show plays on without discovery."""
@@ -482,12 +650,8 @@ class OscQueryServer:
                 addresses = sorted({ai[4][0] for ai in socket.getaddrinfo(self.host, None, socket.AF_INET)})
             if not addresses:
                 raise OSError("no IPv4 address to announce")
-            hostname = "".join(c if c.isalnum() else "-" for c in f"{self.name}-{socket.gethostname()}")
-            # Our own host record: announcing the machine's name with these addresses would fight its mDNS
-            # responder (avahi, Bonjour) when they differ, e.g. 127.0.0.1 only.
-            server = f"{hostname}-{self.port}.local."
-            infos = [ServiceInfo(kind, f"{self.name}.{kind}", port=port, parsed_addresses=addresses, server=server,
-                                 properties={"txtvers": "1"})
+            infos = [ServiceInfo(kind, f"{self.name}.{kind}", port=port, parsed_addresses=addresses,
+                                 server=self._mdns_server(), properties={"txtvers": "1"})
                      for kind, port in ((OSCJSON_SERVICE, self.port), (OSC_SERVICE, self.osc_port))]
             aiozc = self._aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
 
