@@ -9,9 +9,9 @@ bounded time (it never hangs, and is safe to call twice); `stats()` and `status(
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from live.errors import LiveError
 
@@ -81,9 +81,9 @@ class Kinds(Generic[F]):
     def validate(self, value: Any, handler: Callable[[Any], Any]) -> Any:
         """Pydantic wrap-validator: a table is validated by its own kind's section model."""
         if isinstance(value, dict) and isinstance(value.get("kind"), str):
-            if value["kind"] not in self._kinds:
-                raise ValueError(f"'{value['kind']}' is not a known {self.what} (use one of: "
-                                 f"{', '.join(self.names())})")
+            if value["kind"] not in self._kinds:  # the error names the key and lists the kinds there are
+                known = create_model(f"{self.what} kind", kind=(Literal[tuple(self.names())], ...))
+                known.model_validate({"kind": value["kind"]})
             return self._sections[value["kind"]].model_validate(value)
         return handler(value)
 

@@ -118,9 +118,9 @@ class ControlSurface:
             self.osc.parts_status = lambda: self.parts_status()
             return self.osc.open()
         if section == "oscquery" and show.oscquery.enabled:
-            q = show.oscquery
-            self.oscquery = OscQueryServer(self.tree, self.osc.port if self.osc else show.osc.port, q.host, q.port,
-                                           q.name, q.zeroconf, osc_host=show.osc.host)
+            self.oscquery = OscQueryServer.from_section(self.tree, show.oscquery,
+                                                        self.osc.port if self.osc else show.osc.port,
+                                                        osc_host=show.osc.host)
             return self.oscquery.open()
         if section == "midi" and show.midi.enabled:
             learned = show.resolve_inside(show.midi.learn_file, "[midi] learn_file") if show.midi.learn_file else None

@@ -195,7 +195,6 @@ class Capture:
             reader.join(deadline - time.perf_counter())
         self._end_fallback(time.perf_counter())
 
-
     def stats(self) -> dict[str, Any]:
         now = time.perf_counter()
         fallback = self._fallback_total + (now - self._fallback_from if self._fallback_from is not None else 0.0)
