@@ -31,7 +31,8 @@ from live.show import Show, load_show
 from live.video.capture import Capture
 from live.video import hud
 from live.video.frame import Frame
-from live.video.output import Recorder, WindowOutput, has_display
+from live.video.output import WindowOutput, has_display
+from live.video.record import Recorder
 from live.video.chain import Blackout, ChainThread
 from live.video.latent import LatentLayer
 from live.video.stylize import Stylizer
@@ -190,14 +191,17 @@ class Player:
         if self.record_path:
             rate = show.audio.samplerate if self.audio else None
             self.recorder = Recorder(self.record_path, show.video.width, show.video.height, show.video.fps, rate)
+            opened = self.recorder.open()  # an unwritable path fails here, before the show plays
             if self.window:
-                self.say(f"Output: recording to {self.record_path}")
+                self.say(opened)
             if self.audio:
                 self.audio.read_tap()  # start the recording's audio now, not with what played before
 
     def run(self, seconds: float | None = None) -> Summary:
-        """Play until `seconds` pass, the window is closed, Ctrl-C or SIGTERM; then close everything."""
-        previous = signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        """Play until `seconds` pass, the window is closed, Ctrl-C, SIGTERM or SIGHUP (the terminal closed); then close
+        everything."""
+        ends = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]  # no SIGHUP on Windows
+        previous = {s: signal.signal(s, lambda *_: self._stop.set()) for s in ends}
         started = time.perf_counter()
         try:
             while not self._stop.is_set():
@@ -213,7 +217,8 @@ class Player:
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             summary = self.summary(time.perf_counter() - started)
             self.close()
         return summary
@@ -312,9 +317,15 @@ class Player:
                 self._keys()
         now = time.perf_counter()
         if self.recorder:
-            self.recorder.write(frame.image, now)
-            if self.audio:
-                self.recorder.write_audio(self.audio.read_tap())
+            try:
+                self.recorder.write(frame.image, now)
+                if self.audio:
+                    position, samples = self.audio.read_tap()
+                    self.recorder.write_audio(samples, position)
+            except LiveError as err:  # disk full, I/O error: that recording ends, the show plays on
+                self.say(f"Output: {err.what}; the show plays on without it — fix: {err.fix}")
+                self.recorder.close()
+                self.recorder = None
         if frame.index != self._last_index:  # a re-render of the same camera frame (a control moved) is not a
             self.latencies.append((now - frame.captured) * 1000)  # new measurement of capture -> output latency
             self._last_index = frame.index

@@ -1,18 +1,15 @@
-"""Outputs: a window on a chosen monitor (fullscreen for a projector) and an .mp4 recorder with the show's audio."""
+"""Outputs: a window on a chosen monitor (fullscreen for a projector); the .mp4 recorder is in record.py."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
-from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt HighGUI warns about fonts on every start
 
-import av  # noqa: E402
 import cv2  # noqa: E402
 
 from live.errors import LiveError  # noqa: E402
@@ -94,58 +91,3 @@ class WindowOutput:
     def close(self) -> None:
         cv2.destroyWindow(self.title)
         cv2.waitKey(1)
-
-
-class Recorder:
-    """H.264 + AAC into an .mp4. Video is stamped by wall-clock time, audio by its sample count, so they stay in
-    sync when frames are dropped; the audio tap has silence wherever the sound stopped, so it never runs early."""
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, samplerate: int | None) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.container = av.open(str(path), "w")
-        except (OSError, av.FFmpegError) as err:
-            raise LiveError(f"cannot record to {path}: {err}", "choose a writable .mp4 path") from None
-        self.video = self.container.add_stream("libx264", rate=round(fps))
-        self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
-        self.video.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        self.video.codec_context.time_base = Fraction(1, 1000)
-        self.audio = None
-        if samplerate:
-            self.audio = self.container.add_stream("aac", rate=samplerate)
-            self.audio.layout = "stereo"
-        self.samplerate = samplerate
-        self._audio_pts = 0
-        self._start: float | None = None
-        self._last_ms = -1
-        self.frames = 0
-
-    def write(self, image: np.ndarray, t: float) -> None:
-        """Add a frame shown at perf_counter() time `t`."""
-        if self._start is None:
-            self._start = t
-        ms = int((t - self._start) * 1000)
-        if ms <= self._last_ms:  # two frames in one millisecond: keep the stream strictly increasing
-            ms = self._last_ms + 1
-        self._last_ms = ms
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts, frame.time_base = ms, Fraction(1, 1000)
-        self.container.mux(self.video.encode(frame))
-        self.frames += 1
-
-    def write_audio(self, samples: np.ndarray) -> None:
-        """Append (frames, 2) float32 samples."""
-        if self.audio is None or not len(samples):
-            return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T, np.float32), format="fltp",
-                                           layout="stereo")
-        frame.sample_rate, frame.pts = self.samplerate, self._audio_pts
-        self._audio_pts += len(samples)
-        self.container.mux(self.audio.encode(frame))
-
-    def close(self) -> None:
-        self.container.mux(self.video.encode())
-        if self.audio is not None:
-            self.container.mux(self.audio.encode())
-        self.container.close()
