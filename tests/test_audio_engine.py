@@ -106,7 +106,7 @@ def test_missing_device_runs_silent_in_real_time(synth_decoder: Path) -> None:
         engine.read_tap()
         started = time.monotonic()
         time.sleep(1.0)
-        audio, elapsed = engine.read_tap(), time.monotonic() - started
+        audio, elapsed = engine.read_tap()[1], time.monotonic() - started
         assert engine.stats()["device"] is None
     finally:
         engine.close()
@@ -134,7 +134,7 @@ def tap_for(engine: AudioEngine, seconds: float) -> tuple[np.ndarray, float]:
     engine.read_tap()
     started = time.monotonic()
     time.sleep(seconds)
-    return engine.read_tap(), time.monotonic() - started
+    return engine.read_tap()[1], time.monotonic() - started
 
 
 def longest_silence(audio: np.ndarray) -> int:
@@ -185,8 +185,8 @@ def test_tap_keeps_the_newest_and_counts_the_dropped() -> None:
     blocks = [np.full((128, 2), i, dtype=np.float32) for i in range(10)]  # 1280 frames into 1000
     for i, block in enumerate(blocks):
         tap.write(block, i * 128 / RATE)
-    kept = tap.read()
-    assert len(kept) == 1000 and tap.dropped == 280 and tap.silence == 0
+    position, kept = tap.read()
+    assert len(kept) == 1000 and tap.dropped == 280 and tap.silence == 0 and position == 280
     np.testing.assert_array_equal(kept, np.concatenate(blocks)[280:])
 
 
@@ -196,6 +196,6 @@ def test_tap_puts_silence_where_the_blocks_left_a_gap_and_ignores_jitter() -> No
     tap.write(ones, 10.0)
     tap.write(ones, 10.0 + 128 / RATE + 0.004)  # 4 ms late: scheduling jitter, not a gap
     tap.write(ones, 10.0 + 256 / RATE + 0.100)  # 100 ms late: the device played 4800 frames of silence
-    kept = tap.read()
-    assert len(kept) == 384 + 4800 and tap.silence == 4800
+    position, kept = tap.read()
+    assert len(kept) == 384 + 4800 and tap.silence == 4800 and position == 0
     assert (kept[:256] == 1).all() and (kept[256:256 + 4800] == 0).all() and (kept[-128:] == 1).all()

@@ -48,7 +48,9 @@ class Tap:
 
     Each block comes with the time its first frame plays. A block that starts later than the previous one ended
     (the device ran dry, or a stalled machine skipped ahead) is preceded by that much silence, so a recording
-    stays in step with the video instead of drifting early. A reader that falls behind loses the oldest (counted).
+    stays in step with the video instead of drifting early. A reader that falls behind loses the oldest (counted),
+    but every read says at which absolute frame position its samples start, so the loss is a gap in the reader's
+    timeline (silence in a recording), not a shift of all that follows.
     """
 
     def __init__(self, capacity: int, samplerate: int, gap_frames: int) -> None:
@@ -67,6 +69,7 @@ class Tap:
         with self._lock:
             gap = 0 if self._next_at is None else int(round((at - self._next_at) * self.samplerate))
             if gap > self.gap_frames:  # smaller differences are timing jitter, not silence
+                self._written += max(gap - capacity, 0)  # silence longer than the ring: positions still move on
                 self._put(None, min(gap, capacity))
                 self.silence += gap
                 self._next_at = at
@@ -88,13 +91,12 @@ class Tap:
             self._buffer[target] = 0.0 if block is None else block[part]
         self._written += frames
 
-    def read(self) -> np.ndarray:
-        """Everything written since the last read, oldest first."""
+    def read(self) -> tuple[int, np.ndarray]:
+        """(absolute position of the first frame, everything written since the last read, oldest first)."""
         capacity = len(self._buffer)
         with self._lock:
-            positions = np.arange(self._read, self._written) % capacity
-            self._read = self._written
-            return self._buffer[positions]
+            start, self._read = self._read, self._written
+            return start, self._buffer[np.arange(start, self._written) % capacity]
 
 
 class Arpeggio:
@@ -297,8 +299,9 @@ class AudioEngine:
 
     # --- what the show reads ---------------------------------------------------------------------------------
 
-    def read_tap(self) -> np.ndarray:
-        """Everything rendered since the last call, (frames, 2) float32 (at most the last TAP_SECONDS)."""
+    def read_tap(self) -> tuple[int, np.ndarray]:
+        """Everything rendered since the last call, (frames, 2) float32 (at most the last TAP_SECONDS), with the
+        tap position of its first frame: a reader that was away longer finds the frames it missed as a gap."""
         return self.tap.read()
 
     def status(self) -> str:

@@ -13,7 +13,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,12 +21,12 @@ from pydantic import Field
 
 os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt HighGUI warns about fonts on every start
 
-import av  # noqa: E402
 import cv2  # noqa: E402
 
 from live.errors import LiveError  # noqa: E402
 from live.parts import BasePart, KindSection, Kinds, Part  # noqa: E402
 from live.video import hud  # noqa: E402
+from live.video.record import Recorder, RecordSection  # noqa: E402
 
 if TYPE_CHECKING:
     from live.show import Show
@@ -81,7 +80,7 @@ def monitor_origin(index: int) -> tuple[int, int, int, int] | None:
 
 class Sink(Part, Protocol):
     """Takes each finished frame, shown at perf_counter() time `t`. A sink that also takes the show's sound has
-    `write_audio(samples)`; one that shows the HUD to the performer has `hud = True`."""
+    `write_audio(samples, position)`; one that shows the HUD to the performer has `hud = True`."""
 
     def write(self, image: np.ndarray, t: float) -> None: ...
 
@@ -92,12 +91,6 @@ class WindowSection(KindSection):
     fullscreen: bool = False
     monitor: int = Field(0, ge=0)
     title: str = "live"
-
-
-class RecordSection(KindSection):
-    """`[[outputs]] kind = "record"`: an .mp4 (H.264 + AAC with the synth's sound), relative to the show file."""
-
-    path: str = Field(description="the .mp4 to write, relative to the show file")
 
 
 class WindowOutput(BasePart):
@@ -143,72 +136,6 @@ class WindowOutput(BasePart):
     def close(self) -> None:
         cv2.destroyWindow(self.title)
         cv2.waitKey(1)
-
-
-class Recorder(BasePart):
-    """H.264 + AAC into an .mp4. Video is stamped by wall-clock time, audio by its sample count, so they stay in
-    sync when frames are dropped; the audio tap has silence wherever the sound stopped, so it never runs early."""
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, samplerate: int | None) -> None:
-        self.path, self.size, self.fps, self.samplerate = path, (width, height), fps, samplerate
-        self._audio_pts = 0
-        self._start: float | None = None
-        self._last_ms = -1
-        self.frames = 0
-
-    def open(self) -> str:
-        path = self.path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.container = av.open(str(path), "w")
-        except (OSError, av.FFmpegError) as err:
-            raise LiveError(f"cannot record to {path}: {err}", "choose a writable .mp4 path") from None
-        self.video = self.container.add_stream("libx264", rate=round(self.fps))
-        self.video.width, self.video.height, self.video.pix_fmt = *self.size, "yuv420p"
-        self.video.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        self.video.codec_context.time_base = Fraction(1, 1000)
-        self.audio = None
-        if self.samplerate:
-            self.audio = self.container.add_stream("aac", rate=self.samplerate)
-            self.audio.layout = "stereo"
-        return f"Output: recording to {path}"
-
-    def write(self, image: np.ndarray, t: float) -> None:
-        """Add a frame shown at perf_counter() time `t`."""
-        if self._start is None:
-            self._start = t
-        ms = int((t - self._start) * 1000)
-        if ms <= self._last_ms:  # two frames in one millisecond: keep the stream strictly increasing
-            ms = self._last_ms + 1
-        self._last_ms = ms
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts, frame.time_base = ms, Fraction(1, 1000)
-        self.container.mux(self.video.encode(frame))
-        self.frames += 1
-
-    @classmethod
-    def from_show(cls, section: RecordSection, show: Show) -> Recorder:
-        rate = show.audio.samplerate if show.audio.enabled else None
-        return cls(show.resolve(section.path), show.video.width, show.video.height, show.video.fps, rate)
-
-    def status(self) -> str:
-        return f"recording to {self.path}, {self.frames} frames"
-
-    def write_audio(self, samples: np.ndarray) -> None:
-        """Append (frames, 2) float32 samples."""
-        if self.audio is None or not len(samples):
-            return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T, np.float32), format="fltp",
-                                           layout="stereo")
-        frame.sample_rate, frame.pts = self.samplerate, self._audio_pts
-        self._audio_pts += len(samples)
-        self.container.mux(self.audio.encode(frame))
-
-    def close(self) -> None:
-        self.container.mux(self.video.encode())
-        if self.audio is not None:
-            self.container.mux(self.audio.encode())
-        self.container.close()
 
 
 #: Sink kinds for `[[outputs]]`: factory(section, show) -> Sink.
@@ -265,8 +192,10 @@ class Outputs(BasePart):
     def wants_audio(self) -> bool:
         return any(hasattr(s, "write_audio") for s in self.live)
 
-    def write(self, image: np.ndarray, t: float, audio: Any = None, hud_lines: list[str] | None = None) -> None:
-        """`image` to every live sink (with the HUD drawn for those that show it), `audio` to those that take it."""
+    def write(self, image: np.ndarray, t: float, audio: tuple[int, np.ndarray] | None = None,
+              hud_lines: list[str] | None = None) -> None:
+        """`image` to every live sink (with the HUD drawn for those that show it); `audio`, the sound since the last
+        frame as (its position in the audio timeline, samples), to those that take it."""
         overlay = None
         for sink in list(self.live):
             try:
@@ -276,16 +205,18 @@ class Outputs(BasePart):
                 else:
                     sink.write(image, t)
                 if audio is not None and hasattr(sink, "write_audio"):
-                    sink.write_audio(audio)
+                    sink.write_audio(audio[1], audio[0])
             except Exception as err:  # any failure of one output (disk full, peer gone) must not stop the show
                 self._fail(sink, err)
 
     def _fail(self, sink: Sink, err: Exception) -> None:
-        why = err.what if isinstance(err, LiveError) else f"{type(err).__name__}: {err}"
-        what = sink.status() or type(sink).__name__
+        if isinstance(err, LiveError):  # the sink's own words: it names its file or peer and the fix
+            why, fix = err.what, err.fix
+        else:
+            why, fix = f"{sink.status() or type(sink).__name__} failed: {type(err).__name__}: {err}", ""
         self.live.remove(sink)
-        self.failed.append(f"{what}: {why}")
-        self.say(f"Output: {what} failed ({why}); closed it, the show goes on")
+        self.failed.append(why)
+        self.say(f"Output: {why}; closed it, the show goes on" + (f" (fix: {fix})" if fix else ""))
         try:
             sink.close()
         except Exception as again:  # a broken sink may fail to close too; it is already out of the show
