@@ -7,7 +7,10 @@ import time
 
 import numpy as np
 
-from fixtures_live import show_with
+import socket
+
+from fixtures_live import free_port, show_with
+from live.control.osc_codec import encode_message, parse_packet
 from live.control.modulation import SIGNALS
 from live.params import Param
 from live.parts import BasePart, KindSection
@@ -82,7 +85,7 @@ SINKS.register("test-collect", Collect, CollectSection)
 
 def test_new_kinds_registered_in_a_test_play_in_a_show_and_a_failing_sink_is_isolated(tmp_path):
     path = show_with(tmp_path, video={"source": "solid://", "width": 64, "height": 48},
-                     audio={"enabled": False}, osc={"enabled": False}, oscquery={"enabled": False},
+                     audio={"enabled": False}, osc={"port": free_port()}, oscquery={"enabled": False},
                      params={"/video/strength": 0.0},  # the style model passes the picture through
                      stages=[{"kind": "test-invert"}],
                      outputs=[{"kind": "test-collect"}, {"kind": "test-collect", "fail_after": 5}])
@@ -91,6 +94,7 @@ def test_new_kinds_registered_in_a_test_play_in_a_show_and_a_failing_sink_is_iso
     player = Player(load_show(path), say=said.append)
     keeps, fails = player.graph.outputs.sinks
     player.start()
+    assert any("source solid colour" in line for line in status_parts(player.show.osc.port))  # each part's status
     began = time.perf_counter()
     summary = player.run(3.0)
     assert time.perf_counter() - began < 6
@@ -104,6 +108,23 @@ def test_new_kinds_registered_in_a_test_play_in_a_show_and_a_failing_sink_is_iso
     assert summary.longest_gap_s < 1.0 and summary.fallback_s < 1.0
     assert f"longest gap {summary.longest_gap_s:.2f} s" in summary.line()
     assert keeps.closed == 1  # closed once, at the end
+
+
+def status_parts(port: int) -> list[str]:
+    """The part lines a running show's /live/status replies with."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        sock.sendto(encode_message("/live/status"), ("127.0.0.1", port))
+        lines = []
+        try:
+            while True:
+                reply = parse_packet(sock.recv(65536))
+                if reply.address == "/live/status/part":
+                    lines.append(reply.args[0])
+                sock.settimeout(0.3)
+        except OSError:
+            return lines
 
 
 def test_a_show_naming_an_unknown_kind_says_which_kinds_there_are(tmp_path):

@@ -10,10 +10,13 @@ import urllib.request
 
 import cv2
 import numpy as np
+import pytest
 
-from fixtures_live import LiveProcess, decode_frames, free_port, run_live, show_with, wait_until
+from fixtures_live import ROOT, LiveProcess, decode_frames, free_port, run_live, show_with, wait_until
 from fixtures_midi import Controller, unique
 from live.control.osc_codec import encode_message, parse_packet
+
+ROOT_MODELS = ROOT / "exported_models"
 
 
 def test_live_check_names_each_problem_and_passes_a_good_show(tmp_path):
@@ -145,3 +148,80 @@ def test_a_saved_video_source_plays_at_once(tmp_path, camera_file):
     assert before and after
     assert min(after) > max(before) + 40  # the white clip is playing
     assert np.diff([t for t, _ in frames]).max() < 1.0  # and the show never stopped for it
+
+
+def renamed_styles(folder) -> str:
+    """A copy of the shipped style model whose styles have other names (the same network): its manifest path."""
+    import shutil
+
+    folder.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "exported_models" / "styles-procedural.onnx", folder / "styles-procedural.onnx")
+    manifest = json.loads((ROOT / "exported_models" / "styles-procedural.json").read_text())
+    manifest["controls"]["styles"] = [f"other-{i}" for i in range(len(manifest["controls"]["styles"]))]
+    (folder / "styles-procedural.json").write_text(json.dumps(manifest))
+    return str(folder / "styles-procedural.json")
+
+
+def test_a_saved_model_with_other_style_names_keeps_the_running_model_and_its_parameters(tmp_path, camera_file):
+    query = free_port()
+    show = show_with(tmp_path, osc={"port": free_port()}, oscquery={"port": query}, audio={"enabled": False},
+                     video={"source": str(camera_file)})
+    out = tmp_path / "out.mp4"
+    live = LiveProcess(["run", str(show), "--for", "7", "--record", str(out)])
+    live.wait_for("Playing")
+    t0 = time.monotonic()
+    time.sleep(1.5)
+    show.write_text(show.read_text().replace(str(ROOT_MODELS / "styles-procedural.json"),
+                                             renamed_styles(tmp_path / "other")))
+    line = live.wait_for("reloaded", timeout=10)
+    t_save = time.monotonic() - t0
+    assert "[video] changed: restart the show to apply it" in line
+    with urllib.request.urlopen(f"http://127.0.0.1:{query}/video/style_a", timeout=2) as reply:
+        assert "pop-art" in json.loads(reply.read())["RANGE"][0]["VALS"]  # the running model's names stay
+    code, output = live.finish()
+    assert code == 0 and "failed on a frame" not in output and "Traceback" not in output, output
+    camera = cv2.VideoCapture(str(camera_file)).read()[1].astype(np.float32)
+    frames = decode_frames(out)
+    styled = [float(np.abs(image.astype(np.float32) - camera).mean()) for t, image in frames if t > 0.5]
+    before = [d for (t, _), d in zip([f for f in frames if f[0] > 0.5], styled) if t < t_save - 0.5]
+    after = [d for (t, _), d in zip([f for f in frames if f[0] > 0.5], styled) if t > t_save + 1.0]
+    assert before and after and min(after) > 0.5 * np.median(before)  # still stylized: not the camera's picture
+
+
+def test_live_check_parses_each_model_not_just_its_hash(tmp_path):
+    import shutil
+
+    from live.models.manifest import sha256_of
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(ROOT_MODELS / "styles-procedural.json", folder / "styles-procedural.json")
+    broken = folder / "styles-procedural.onnx"
+    broken.write_bytes(b"\x08\x07not a protobuf at all" * 100)
+    manifest = json.loads((folder / "styles-procedural.json").read_text())
+    manifest["sha256"] = sha256_of(broken)  # the hash matches: only parsing finds it
+    (folder / "styles-procedural.json").write_text(json.dumps(manifest))
+    show = show_with(tmp_path, video={"model": str(folder / "styles-procedural.json")})
+    result = run_live(["check", str(show)])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{broken} is not a valid ONNX model" in result.stderr and "fix:" in result.stderr
+
+
+def test_an_empty_or_still_changing_show_file_is_not_applied(tmp_path):
+    from live.errors import LiveError
+    from live.show import ShowFile
+
+    path = show_with(tmp_path)
+    text = path.read_text()
+    watch = ShowFile(path)
+    path.write_text(text.replace("bpm = 96", "bpm = 100"))
+    assert watch.saved(now=10.0) is None  # just changed: wait for it to hold still
+    path.write_text(text.replace("bpm = 96", "bpm = 101") + "\n")  # still being written
+    assert watch.saved(now=10.6) is None
+    assert watch.saved(now=10.7) is None  # looked at most every CHECK_S
+    assert watch.saved(now=11.2).tempo.bpm == 101  # unchanged since the last look: applied
+    assert watch.saved(now=11.8) is None  # once
+    path.write_text("")  # an editor truncating before it writes
+    assert watch.saved(now=12.4) is None
+    with pytest.raises(LiveError, match="is empty"):
+        watch.saved(now=13.0)
