@@ -85,7 +85,7 @@ class Recorder:
         nearest = next((folder for folder in path.parents if folder.exists()), None)
         if nearest is not None and not nearest.is_dir():  # mkdir would only say "File exists"
             raise LiveError(f"cannot record to {path}: {nearest} is a file, not a folder",
-                            "choose a path inside a folder for --record (or [output] record)")
+                            "choose a path inside a folder for --record (or an [[outputs]] record path)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             container = av.open(str(path), "w", format="mp4", container_options=CONTAINER_OPTIONS)
@@ -164,7 +164,7 @@ class Recorder:
             pass  # the disk is gone: what is there stays
 
     def _cannot(self, err: Exception) -> LiveError:
-        why, fix = _describe(err, "choose a writable folder for --record (or [output] record)")
+        why, fix = _describe(err, "choose a writable folder for --record (or an [[outputs]] record path)")
         return LiveError(f"cannot record to {self.path}: {why}", fix)
 
     def close(self) -> None:
