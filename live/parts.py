@@ -31,6 +31,30 @@ class Part(Protocol):
     def status(self) -> str: ...
 
 
+def open_in_order(parts: list[Part], opened: list[Part], say: Callable[[str], None] = print) -> list[str]:
+    """Open each part in order, each added to `opened` before it opens (a part that fails half-way is closed too);
+    if one raises, close all of `opened` in reverse and re-raise. Returns the lines they said."""
+    lines = []
+    try:
+        for part in parts:
+            opened.append(part)
+            lines.append(part.open())
+    except BaseException:
+        close_in_reverse(opened, say)
+        raise
+    return [line for line in lines if line]
+
+
+def close_in_reverse(opened: list[Part], say: Callable[[str], None] = print) -> None:
+    """Close and remove every part of `opened`, last first; one that fails to close is said and the rest close."""
+    while opened:
+        part = opened.pop()
+        try:
+            part.close()
+        except Exception as err:  # a device that fails to close must not keep the others open
+            say(f"Close: {type(part).__name__} did not close cleanly ({err})")
+
+
 class BasePart:
     """Defaults for a part with nothing to release or report: subclasses override what they have."""
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from live.errors import LiveError
 from live.graph import build
+from live.parts import Part, close_in_reverse, open_in_order
 from live.show import Show, ShowFile
 from live.video import hud
 from live.video.frame import Frame
@@ -68,7 +69,7 @@ class Player:
         self._last_out: float | None = None
         self.longest_gap = 0.0
         self.reload_error = ""
-        self._opened: list = []
+        self._opened: list[Part] = []
         self._stop = threading.Event()
 
     @property
@@ -77,15 +78,8 @@ class Player:
 
     def start(self) -> None:
         """Open the parts in order; if one fails, close those already open and raise its LiveError."""
-        try:
-            for part in self.graph.parts:
-                self._opened.append(part)  # closed too if its open fails half-way (close is safe on any part)
-                line = part.open()
-                if line:
-                    self.say(line)
-        except BaseException:
-            self.close()
-            raise
+        for line in open_in_order(self.graph.parts, self._opened, self.say):
+            self.say(line)
         if self.graph.audio:
             self.graph.audio.read_tap()  # recordings start with what plays from now, not with the synth's pre-roll
 
@@ -172,9 +166,4 @@ class Player:
     def close(self) -> None:
         """Close every opened part in reverse order; each is bounded in time, and one failing does not keep the
         others open. Safe to call twice."""
-        while self._opened:
-            part = self._opened.pop()
-            try:
-                part.close()
-            except Exception as err:  # closing must go on: a device that fails to close is said, not fatal
-                self.say(f"Close: {type(part).__name__} did not close cleanly ({err})")
+        close_in_reverse(self._opened, self.say)

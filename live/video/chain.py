@@ -18,7 +18,7 @@ import numpy as np
 from live.control.reader import ParamReader
 from live.mailbox import Mailbox
 from live.params import Event, Param
-from live.parts import BasePart, Kinds, Part
+from live.parts import BasePart, Kinds, Part, close_in_reverse, open_in_order
 from live.video.frame import Frame
 from live.video.latent import LatentLayer, LatentSection
 
@@ -58,17 +58,10 @@ class ChainThread(BasePart):
 
     def open(self) -> str:
         """Open each stage in order (a LiveError closes those already open), then start the thread."""
-        lines = []
-        try:
-            for stage in self.stages:
-                lines.append(stage.open())
-                self._opened.append(stage)
-        except BaseException:
-            self.close()
-            raise
+        lines = open_in_order(self.stages, self._opened, self.say)
         self.reader.tree.watch(self._changed)
         self._thread.start()
-        return "\n".join(line for line in lines if line)
+        return "\n".join(lines)
 
     def _changed(self) -> None:
         """A parameter was written (any thread): wake the render loop once, however many writes follow."""
@@ -82,8 +75,7 @@ class ChainThread(BasePart):
         self.inbox.close()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
-        while self._opened:
-            self._opened.pop().close()
+        close_in_reverse(self._opened, self.say)
 
     def stats(self) -> dict[str, Any]:
         return {"rerendered": self.rerendered, "dropped": self.inbox.dropped + self.out.dropped,

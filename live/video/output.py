@@ -24,7 +24,7 @@ os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt High
 import cv2  # noqa: E402
 
 from live.errors import LiveError  # noqa: E402
-from live.parts import BasePart, KindSection, Kinds, Part  # noqa: E402
+from live.parts import BasePart, KindSection, Kinds, Part, close_in_reverse, open_in_order  # noqa: E402
 from live.video import hud  # noqa: E402
 from live.video.record import Recorder, RecordSection  # noqa: E402
 
@@ -100,7 +100,7 @@ class WindowOutput(BasePart):
 
     def __init__(self, title: str, width: int, height: int, fullscreen: bool, monitor: int) -> None:
         self.title, self.size, self.fullscreen, self.monitor = title, (width, height), fullscreen, monitor
-        self.quit = False
+        self.quit = self._open = False
         self.keys: list[str] = []  # keys pressed since the player last looked (it clears the list)
 
     @classmethod
@@ -114,6 +114,7 @@ class WindowOutput(BasePart):
         except cv2.error as err:
             raise LiveError(f"could not open a window: {err.msg.strip()}",
                             "check DISPLAY, or record instead with --record FILE.mp4") from None
+        self._open = True
         cv2.resizeWindow(title, width, height)
         origin = monitor_origin(self.monitor)
         if origin:
@@ -134,8 +135,10 @@ class WindowOutput(BasePart):
             self.keys.append(chr(key))
 
     def close(self) -> None:
-        cv2.destroyWindow(self.title)
-        cv2.waitKey(1)
+        if self._open:
+            self._open = False
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
 
 
 #: Sink kinds for `[[outputs]]`: factory(section, show) -> Sink.
@@ -175,15 +178,7 @@ class Outputs(BasePart):
 
     def open(self) -> str:
         """Open each sink (a path that cannot be written fails the show here, before it plays)."""
-        lines = []
-        try:
-            for sink in self.sinks:
-                lines.append(sink.open())
-                self.live.append(sink)
-        except BaseException:
-            self.close()
-            raise
-        return "\n".join(line for line in lines if line)
+        return "\n".join(open_in_order(self.sinks, self.live, self.say))
 
     @property
     def window(self) -> WindowOutput | None:
@@ -223,12 +218,7 @@ class Outputs(BasePart):
             self.say(f"Output: closing it failed too ({again})")
 
     def close(self) -> None:
-        while self.live:
-            sink = self.live.pop()
-            try:
-                sink.close()
-            except Exception as err:  # closing one must not keep the others open
-                self.say(f"Output: {type(sink).__name__} did not close cleanly ({err})")
+        close_in_reverse(self.live, self.say)
 
     def stats(self) -> dict[str, Any]:
         return {"sinks": len(self.sinks), "failures": len(self.failed)}
