@@ -23,8 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     show = load_show(args.show)
     if args.for_seconds is not None and args.for_seconds <= 0:
         raise LiveError(f"--for {args.for_seconds}: the duration must be positive", "give seconds, e.g. --for 10")
-    player = Player(show, source=args.source, record=args.record, window=False if args.no_window else None)
     print(f"Show: {show.name} ({show.path})")
+    player = Player(show, source=args.source, record=args.record, window=False if args.no_window else None)
     player.start()
     print("Playing" + (f" for {args.for_seconds:g} s" if args.for_seconds else "; Ctrl-C (or Esc in the window) stops"),
           flush=True)
