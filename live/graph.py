@@ -129,7 +129,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     if show.audio.enabled:
         a = show.audio
         audio = AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize,
-                            a.voices, a.pattern, surface.reader())
+                            a.voices, a.pattern, surface.reader(), say)
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
     return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized)
 

@@ -3,11 +3,24 @@
 PortAudio enumerates devices once, when it initialises (at `import sounddevice`). A JACK server started after
 that is invisible until PortAudio is re-initialised, so listing and resolving re-scan first. Re-scanning
 terminates PortAudio, which closes any open stream: do it only while this process has no stream open.
+
+A JACK server that goes away poisons the PortAudio that knew it (measured with PortAudio 19.6 and jackd 1.9.21):
+stopping, aborting or closing a stream on it waits for the dead server's process thread and never returns, and
+Pa_Terminate asserts (SIGABRT) when its JACK client cannot be deactivated. So a dead stream is abandoned, never
+closed; a poisoned PortAudio is never terminated, neither by a re-scan (which loads a fresh copy of the library
+instead) nor at exit (sounddevice's exit hook is replaced by one that checks first).
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import ctypes.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sounddevice as sd
@@ -31,11 +44,117 @@ class OutputDevice:
         return f"'{self.name}' ({self.hostapi})"
 
 
+_abandoned: list[Any] = []  # dead streams: referenced forever (PortAudio still points at their C state), never closed
+_poisoned = False  # the PortAudio in use lost a stream: terminating it would hang or abort the process
+_libjack: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not installed
+JACK_NO_START_SERVER = 0x01
+
+
+def abandon(stream: Any) -> None:
+    """Give up a stream whose device or server died, without stopping or closing it (both hang on a dead JACK
+    server); the PortAudio it belongs to is never terminated, and the next re-scan loads a fresh one."""
+    global _poisoned
+    _abandoned.append(stream)
+    _poisoned = True
+
+
+def jack_answers() -> bool | None:
+    """Whether a JACK server (JACK_DEFAULT_SERVER's, or the default) takes a client now; None without libjack.
+
+    A client is opened and closed at once, never starting a server. This also refreshes libjack's per-process
+    state after a server restart: without it, a fresh PortAudio crashed initialising against the new server
+    (2 of 2 runs), with it none did. libjack prints its failure to stderr, so stderr is muted meanwhile.
+    """
+    global _libjack
+    if _libjack is False:
+        found = ctypes.util.find_library("jack")
+        _libjack = ctypes.CDLL(found) if found else None
+        if _libjack is not None:
+            _libjack.jack_client_open.restype = ctypes.c_void_p
+            _libjack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+            _libjack.jack_client_close.argtypes = [ctypes.c_void_p]
+    if _libjack is None:
+        return None
+    status = ctypes.c_int(0)
+    with _muted_stderr():
+        client = _libjack.jack_client_open(b"live-probe", JACK_NO_START_SERVER, ctypes.byref(status))
+        if client:
+            _libjack.jack_client_close(client)
+    return bool(client)
+
+
+class _muted_stderr:
+    """File descriptor 2 goes to /dev/null for the duration (what sounddevice does around Pa_Initialize)."""
+
+    def __enter__(self) -> None:
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *_: object) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+
+def _may_terminate() -> bool:
+    """Pa_Terminate returns: no stream of ours died in this PortAudio and, if it holds a JACK client, the server
+    is still there."""
+    if _poisoned:
+        return False
+    has_jack = any(api["name"] == JACK_API for api in sd.query_hostapis())
+    return not has_jack or jack_answers() is not False
+
+
+def _fresh_portaudio() -> None:
+    """Load and initialise a private copy of the PortAudio library; the poisoned one stays loaded, untouched.
+
+    A copy is needed because the dynamic loader hands the already-loaded library back for the same file.
+    """
+    global _poisoned
+    original = sd._libname if os.path.isabs(sd._libname) else _loaded_path("libportaudio")
+    if original is None:
+        raise sd.PortAudioError("PortAudio lost its device and cannot be restarted in this process")
+    folder = tempfile.mkdtemp(prefix="live-portaudio-")
+    try:
+        copy = Path(folder) / Path(original).name
+        shutil.copyfile(original, copy)
+        sd._lib = sd._ffi.dlopen(str(copy))  # sounddevice (and rtmixer through it) calls sd._lib at call time
+    finally:
+        shutil.rmtree(folder)  # the mapping outlives the file
+    sd._initialized, _poisoned = 0, False
+    sd._initialize()
+
+
+def _loaded_path(prefix: str) -> str | None:
+    """The file of a shared library this process has loaded (Linux), by the start of its name."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = (line.split()[-1] for line in maps if "/" in line)
+            return next((p for p in paths if Path(p).name.startswith(prefix)), None)
+    except OSError:
+        return None
+
+
 def rescan() -> None:
     """Re-initialise PortAudio so devices that appeared since (a JACK server) are listed."""
-    if sd._initialized:
+    if not sd._initialized:
+        sd._initialize()
+    elif _may_terminate():
         sd._terminate()
-    sd._initialize()
+        sd._initialize()
+    else:
+        _fresh_portaudio()
+
+
+def _exit() -> None:
+    """sounddevice's exit hook, minus the hang: terminate PortAudio only when that returns."""
+    while sd._initialized and _may_terminate():
+        sd._terminate()
+
+
+atexit.unregister(sd._exit_handler)
+atexit.register(_exit)
 
 
 def outputs(scan: bool = True) -> list[OutputDevice]:

@@ -4,13 +4,17 @@ No Python runs in the audio callback: rtmixer's C callback only copies from the 
 collection or a busy video thread delays the synth thread, not the sound card (see shared/real-parts.md). The
 synth thread renders whenever the ring has room for a block and sleeps otherwise. With no usable device it
 runs silent, paced by the clock, so recordings still get audio and a show never fails for want of a card.
+
+A device that dies mid-show (JACK server killed, card unplugged) is noticed by the synth thread within a block,
+said once, and abandoned (see devices.py: a dead JACK stream cannot be closed); the synth thread goes on against
+the clock, and a retry thread opens the device again when it is back, which is said once too.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ TAP_SECONDS = 2.0
 TAP_GAP_BLOCKS = 3  # a block this much later than the last one ended was preceded by silence (a dry device)
 CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
 PEAK_FALL_DB_PER_S = 20.0
+RETRY_S = 1.0  # how often a lost device is looked for
+CLOSE_TIMEOUT_S = 1.0  # a stream that takes longer to stop is abandoned: close() never hangs
 
 
 class Tap:
@@ -151,8 +157,10 @@ class AudioEngine:
 
     def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
-                 pattern: Sequence[int] = (), reader: ParamReader | None = None) -> None:
-        """`reader` is the synth thread's smoothed, modulated view of `tree` (default: plain values)."""
+                 pattern: Sequence[int] = (), reader: ParamReader | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        """`reader` is the synth thread's smoothed, modulated view of `tree` (default: plain values); `say`
+        tells the performer, once each, that the device was lost and that it is back."""
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
@@ -161,19 +169,21 @@ class AudioEngine:
         self.tree, self.device_spec = tree, device
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
-        self.status = ""
-        self.reader = reader or ParamReader(tree)
+        self.reader, self.say = reader or ParamReader(tree), say
         self._events = tree.listen("/synth/")
         self._panic = tree.listen(PANIC)
         self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, samplerate)
         self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
-        self._mixer: rtmixer.Mixer | None = None
-        self._lost = False  # the stream died while playing
+        self._mixer: rtmixer.Mixer | None = None  # set by open() and the retry thread, dropped by the synth thread
         self._mapping: list[int] = [1, 2]
-        self._device_name: str | None = None
+        self._device: devices.OutputDevice | None = None  # what plays now; None while silent
+        self._opened = ""  # what open() said
+        self._gone = ""  # what went away, while it is being looked for
         self._thread: threading.Thread | None = None
+        self._retry: threading.Thread | None = None
         self._stop = threading.Event()
-        self._blocks = self._underruns = self._starved = 0
+        self._blocks = self._underruns = self._starved = self._retired_underruns = 0
+        self._lost = self._reopened = 0
         self._peak = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -181,16 +191,16 @@ class AudioEngine:
     def open(self) -> str:
         """Open the output and start the synth thread; never raises for a missing device: runs silent instead."""
         if self._thread is not None:
-            return self.status
-        self._device_name = None
-        self.status = self._open_device()
+            return self._opened
         self._stop.clear()
-        target = self._feed_device if self._mixer is not None else self._feed_clock
-        self._thread = threading.Thread(target=target, name="live-synth", daemon=True)
+        self._device = None
+        self._opened = self._open_device()
+        self._thread = threading.Thread(target=self._play, name="live-synth", daemon=True)
         self._thread.start()
-        return self.status
+        return self._opened
 
     def _open_device(self) -> str:
+        """Resolve the device and start a stream on it (self._mixer); the line to say either way."""
         silent = "running silent — fix:"
         try:
             device = devices.resolve(self.device_spec)
@@ -199,26 +209,30 @@ class AudioEngine:
         except sd.PortAudioError as err:
             return f"Audio: PortAudio failed to list devices ({err}); {silent} check the audio system"
         try:
-            mixer = rtmixer.Mixer(device=device.index, channels=min(2, device.channels),
-                                  samplerate=self.samplerate, blocksize=self.blocksize, latency="low")
-            mixer.start()
+            self._start(device)
         except (sd.PortAudioError, ValueError) as err:
             return (f"Audio: could not open {device.label} at {self.samplerate} Hz ({err}); {silent} "
                     f"check [audio] samplerate (the device runs at {device.samplerate:g} Hz) and [audio] device")
-        self._mixer, self._device_name = mixer, device.name
-        self._mapping = [1, 2] if device.channels >= 2 else [1, 1]  # a mono device gets both channels summed
         return f"Audio: {device.label}, {self.samplerate} Hz, {self.blocksize}-frame blocks"
 
+    def _start(self, device: devices.OutputDevice) -> None:
+        """A running stream on `device`, handed to the synth thread through self._mixer."""
+        mixer = rtmixer.Mixer(device=device.index, channels=min(2, device.channels),
+                              samplerate=self.samplerate, blocksize=self.blocksize, latency="low")
+        mixer.start()
+        self._mapping = [1, 2] if device.channels >= 2 else [1, 1]  # a mono device gets both channels summed
+        self._device, self._mixer = device, mixer
+
     def close(self) -> None:
-        """Stop the thread and the stream and release the device; safe to call twice."""
+        """Stop the threads and the stream and release the device, in bounded time; safe to call twice."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
-            self._thread = None
-        if self._mixer is not None and not self._lost:  # closing a dead JACK stream hangs inside PortAudio
-            self._mixer.abort(ignore_errors=True)
-            self._mixer.close(ignore_errors=True)
-        self._mixer, self._lost = None, False  # stats() keeps naming the device, for a summary after close
+        for thread in (self._thread, self._retry):
+            if thread is not None:
+                thread.join(timeout=CLOSE_TIMEOUT_S)
+        self._thread = self._retry = None
+        if self._mixer is not None:
+            _release(self._mixer)
+        self._mixer = None  # stats() keeps naming the device, for a summary after close
 
     # --- the synth thread ------------------------------------------------------------------------------------
 
@@ -242,34 +256,75 @@ class AudioEngine:
         self._blocks += 1
         return block
 
-    def _feed_device(self) -> None:
-        """Keep the ring LEAD_BLOCKS ahead of the callback.
+    def _play(self) -> None:
+        """The synth thread: to the device while there is one, else against the clock until one is back."""
+        while not self._stop.is_set():
+            if self._mixer is not None:
+                self._feed_device(self._mixer)
+            else:
+                self._feed_clock()
+
+    def _feed_device(self, mixer: rtmixer.Mixer) -> None:
+        """Keep the ring LEAD_BLOCKS ahead of the callback until stopped or the stream dies.
 
         rtmixer's callback retires a ring-buffer action that finds the ring short of a block; that is how a
         starved ring shows, so a retired action is counted and playback is restarted once the lead is rebuilt.
+        A dead stream (JACK server gone, device unplugged) leaves the ring full and the stream inactive.
         """
-        assert self._mixer is not None
-        mixer, ring = self._mixer, rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
+        ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
         lead = LEAD_BLOCKS * self.blocksize
-        action, retired_underflows = None, 0
+        action = None
         while not self._stop.is_set():
             if action is not None and action not in mixer.actions:
                 self._starved += 1
-                retired_underflows += action.stats.output_underflows
+                self._retired_underruns += action.stats.output_underflows
                 action = None
-            self._underruns = retired_underflows + (action.stats.output_underflows if action is not None else 0)
+            self._underruns = self._retired_underruns + (action.stats.output_underflows if action else 0)
             queued = ring.read_available
             if queued + self.blocksize <= lead:
                 ring.write(self._render(time.perf_counter() + queued / self.samplerate))
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self._mapping)
-            elif not mixer.active:  # the stream died under us: JACK server gone, device unplugged
-                self._lost, name, self._device_name = True, self._device_name, None
-                self.status = (f"Audio: output '{name}' stopped (device or JACK server gone); "
-                               "running silent — fix: restart the show once the device is back")
-                self._feed_clock()
+            elif not mixer.active:
+                self._retired_underruns = self._underruns
+                self._lose(mixer)
+                return
             else:
                 time.sleep((queued + self.blocksize - lead) / self.samplerate)
+
+    def _lose(self, mixer: rtmixer.Mixer) -> None:
+        """The stream died: abandon it, say so once, go silent and start looking for the device."""
+        devices.abandon(mixer)
+        device, self._device, self._mixer = self._device, None, None
+        assert device is not None
+        jack = device.hostapi == devices.JACK_API
+        self._gone = "JACK server gone" if jack else f"output {device.name} gone"
+        self._lost += 1
+        self.say(f"Audio: lost {device.label} ({'the JACK server went away' if jack else 'device gone'}); "
+                 f"running silent, looking for it every {RETRY_S:g} s")
+        self._retry = threading.Thread(target=self._look_for, args=(device, time.perf_counter()),
+                                       name="live-audio-retry", daemon=True)
+        self._retry.start()
+
+    def _look_for(self, lost: devices.OutputDevice, since: float) -> None:
+        """The retry thread: every RETRY_S, open the device again; once it plays, hand it to the synth thread.
+
+        For a JACK device a cheap client probe comes first, so PortAudio is only re-scanned once the server is
+        back (a re-scan loads a fresh PortAudio, see devices.py). Nothing here runs in the synth thread, which
+        keeps time meanwhile.
+        """
+        while not self._stop.wait(RETRY_S):
+            if lost.hostapi == devices.JACK_API and devices.jack_answers() is False:
+                continue
+            try:
+                self._start(devices.resolve(self.device_spec))
+            except (LiveError, sd.PortAudioError, ValueError):
+                continue
+            self._reopened += 1
+            assert self._device is not None
+            self._gone = ""
+            self.say(f"Audio: {self._device.label} is back after {time.perf_counter() - since:.1f} s")
+            return
 
     def _feed_clock(self) -> None:
         """No device: render in real time against the clock (LEAD_BLOCKS ahead), for the tap and the meters.
@@ -277,10 +332,11 @@ class AudioEngine:
         With no device there is no deadline to miss, so a thread that fell behind (a stall on a busy machine)
         counts as starved and renders the backlog: a recording keeps every sample and stays in step with the
         video. Only a stall longer than CATCH_UP_SECONDS (the machine stopped) is skipped rather than rendered.
+        Returns when stopped or when the retry thread has a device playing again.
         """
         lead = LEAD_BLOCKS * self.blocksize
         start, rendered, behind = time.perf_counter(), 0, False
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._mixer is None:
             now = time.perf_counter()
             due = (now - start) * self.samplerate
             if rendered < due - lead:
@@ -304,12 +360,35 @@ class AudioEngine:
         tap position of its first frame: a reader that was away longer finds the frames it missed as a gap."""
         return self.tap.read()
 
-    def status(self) -> str:
-        stats = self.stats()
-        return f"audio {stats.get('device') or 'silent'}  starved {stats.get('starved', 0)}"
-
     def stats(self) -> dict[str, Any]:
-        """Counters for the status line; `starved` is ours alone, `underruns` also measures the machine."""
+        """Counters for the status line; `starved` is ours alone, `underruns` also measures the machine; `lost`
+        and `reopened` count the times the device went away and came back."""
         return {"blocks": self._blocks, "underruns": self._underruns, "starved": self._starved,
-                "peak": round(min(self._peak, 1.0), 4), "device": self._device_name,
-                "tap_dropped": self.tap.dropped}
+                "peak": round(min(self._peak, 1.0), 4), "device": self._device.name if self._device else None,
+                "tap_dropped": self.tap.dropped, "lost": self._lost, "reopened": self._reopened}
+
+    def status(self) -> str:
+        """One line for the HUD."""
+        device = self._device
+        if device is not None:
+            return f"audio {device.name} {self.samplerate / 1000:g} kHz, starved {self._starved}"
+        if self._gone:
+            return f"audio: {self._gone}, silent, retrying"
+        return "audio: silent (no device)"
+
+
+def _release(mixer: rtmixer.Mixer) -> None:
+    """Stop and close a stream, or abandon it if it is dead or does not stop within CLOSE_TIMEOUT_S (stopping a
+    stream whose JACK server just went away waits forever inside PortAudio)."""
+    if mixer.active:
+        closer = threading.Thread(target=_stop_and_close, args=(mixer,), name="live-audio-close", daemon=True)
+        closer.start()
+        closer.join(timeout=CLOSE_TIMEOUT_S)
+        if not closer.is_alive():
+            return
+    devices.abandon(mixer)
+
+
+def _stop_and_close(mixer: rtmixer.Mixer) -> None:
+    mixer.abort(ignore_errors=True)
+    mixer.close(ignore_errors=True)
