@@ -98,9 +98,8 @@ class Graph:
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
-        playing = new.model_copy(update={"video": new.video.model_copy(update={
-            k: getattr(old.video, k) for k in type(old.video).model_fields if k != "source"}),
-            "audio": old.audio, "stages": old.stages, "outputs": old.outputs})
+        playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
+                                         "audio": old.audio, "stages": old.stages, "outputs": old.outputs})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
