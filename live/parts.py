@@ -31,18 +31,24 @@ class Part(Protocol):
     def status(self) -> str: ...
 
 
-def open_in_order(parts: list[Part], opened: list[Part], say: Callable[[str], None] = print) -> list[str]:
+def open_in_order(parts: list[Part], opened: list[Part], say: Callable[[str], None] = print,
+                  announce: Callable[[str], None] | None = None) -> list[str]:
     """Open each part in order, each added to `opened` before it opens (a part that fails half-way is closed too);
-    if one raises, close all of `opened` in reverse and re-raise. Returns the lines they said."""
+    if one raises, close all of `opened` in reverse and re-raise. Returns the lines they said; `announce`, when
+    given, gets each line as soon as its part is open."""
     lines = []
     try:
         for part in parts:
             opened.append(part)
-            lines.append(part.open())
+            line = part.open()
+            if line:
+                lines.append(line)
+                if announce:
+                    announce(line)
     except BaseException:
         close_in_reverse(opened, say)
         raise
-    return [line for line in lines if line]
+    return lines
 
 
 def close_in_reverse(opened: list[Part], say: Callable[[str], None] = print) -> None:

@@ -78,8 +78,7 @@ class Player:
 
     def start(self) -> None:
         """Open the parts in order; if one fails, close those already open and raise its LiveError."""
-        for line in open_in_order(self.graph.parts, self._opened, self.say):
-            self.say(line)
+        open_in_order(self.graph.parts, self._opened, self.say, announce=self.say)
         if self.graph.audio:
             self.graph.audio.read_tap()  # recordings start with what plays from now, not with the synth's pre-roll
 
