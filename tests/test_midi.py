@@ -319,6 +319,7 @@ def test_midi_clock_drives_the_show_tempo(make, controller: Controller) -> None:
     clock = Clock(bpm=90.0)
     ctl = make(make_tree(), MidiSection(inputs=[controller.client]), clock=clock)
     ctl.open()
+    controller.settle(0.2)  # the connection open() made takes effect at JACK's next graph change: don't race it
     controller.send(0xFA)
     start = time.perf_counter()
     for tick in range(1, 49):  # two beats at 120 bpm, on a schedule (sleep overshoot does not accumulate)
