@@ -83,7 +83,8 @@ def test_strength_zero_and_no_style_return_the_camera_frame(built: Path, name: s
 
 def test_float_transfer_stays_close_to_the_quantized_original(bank: np.ndarray) -> None:
     """Removing int8 quantization changes the image by the quantization error only, over all 26 bank styles."""
-    floats, quantized = session(bp.float_transfer(bp.package_dir())), session(bp.package_dir() / "arbitrary_transform.onnx")
+    floats = session(bp.float_transfer(bp.package_dir()))
+    quantized = session(bp.package_dir() / "arbitrary_transform.onnx")
     content = np.ascontiguousarray(scene(384, 384)[..., ::-1] / np.float32(255))[None]
     diffs = []
     for vector in bank:
