@@ -1,6 +1,6 @@
 """Video sources as kinds: the show's `[video] source` (or `--source`) names one, and its scheme picks the kind.
 
-    builtin                      the built-in animated source (no camera needed)
+    builtin                      the built-in animated source: a photo under slow camera motion (no camera needed)
     0, "1", ...                  a camera index                      } all through OpenCV
     clip.mp4, /tmp/fifo          a file path (a FIFO too)            }
     http://, rtsp://, udp://...  a stream URL OpenCV's FFmpeg reads  }
@@ -16,8 +16,10 @@ LiveError(what, fix) saying why it would not open. A new kind is one line, also 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +42,8 @@ cv2.utils.logging.setLogLevel(_LOG_LEVELS.get(os.environ["OPENCV_LOG_LEVEL"].upp
 #: Bounds on a stream URL's blocking calls inside FFmpeg, so a reader left blocked by a dead server ends by itself.
 STREAM_OPEN_TIMEOUT_MS = 10_000
 STREAM_READ_TIMEOUT_MS = 5_000
+#: The built-in source's photograph, in live/assets (its provenance and licence are in the README there).
+BUILTIN_PHOTO = "astronaut.jpg"
 #: URL schemes OpenCV's FFmpeg backend reads; each is registered as the OpenCV kind.
 OPENCV_SCHEMES = ("file", "http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp", "mms")
 
@@ -98,38 +102,70 @@ def factory_for(spec: int | str):
 
 
 class BuiltinSource:
-    """An animated test scene made here (gradient sky, moving shapes, a clock), so a show plays with no camera."""
+    """A real photograph with a person in it (NASA's portrait of Eileen Collins, public domain: live/assets/README.md)
+    under slow camera motion, so a show plays with no camera and still shows what its art does to a real scene.
+
+    The motion is a Ken Burns pan and zoom that never leaves the photo; a frame depends only on the time since the
+    source started (`frame(t)`), so two sources at the same time agree."""
 
     name = "built-in animated source"
     paced = True  # frames come as fast as asked: they are made at the show's frame rate
     fps = 0.0
 
+    #: The view's zoom over the photo's cover fit swings between these (the lower one leaves room to pan sideways).
+    ZOOM_MIN, ZOOM_MAX = 1.08, 1.13
+    ZOOM_PERIOD_S = 29.0
+    #: The view's centre runs an ellipse this big (a fraction of the view, capped by the room the zoom leaves).
+    PAN = 0.04
+    PAN_PERIOD_S = 41.0  # not a multiple of the zoom's: the motion does not visibly repeat
+    #: Where in the photo (fractions of its width and height) the view centres, as far as the photo allows: the face
+    #: sits high in this portrait, and a wide show's crop of it would otherwise cut the top of the head.
+    FOCUS = (0.5, 0.4)
+
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        self._sky = np.dstack([
-            120 + 100 * x / width, 60 + 120 * y / height, 200 - 120 * y / height,
-        ]).clip(0, 255).astype(np.uint8)
+        photo = _builtin_photo()
+        # Shrunk once to about the most zoomed view's size: each frame then samples it near 1:1, so INTER_LINEAR
+        # neither aliases a small show's frames nor spends time on pixels it skips. A large show keeps the original.
+        shrink = min(1.0, max(width / photo.shape[1], height / photo.shape[0]) * self.ZOOM_MAX)
+        self._photo = photo if shrink == 1.0 else cv2.resize(
+            photo, (round(photo.shape[1] * shrink), round(photo.shape[0] * shrink)), interpolation=cv2.INTER_AREA)
         self._start = time.perf_counter()
 
     def read(self) -> np.ndarray:
-        t = time.perf_counter() - self._start
-        img = self._sky.copy()
-        w, h = self.width, self.height
-        for i in range(5):
-            phase = t * (0.4 + 0.15 * i) + i * 1.3
-            centre = (int(w * (0.5 + 0.38 * np.sin(phase))), int(h * (0.5 + 0.33 * np.cos(phase * 1.3))))
-            colour = (int(80 + 35 * i), int(220 - 40 * i), int(60 + 45 * i))
-            cv2.circle(img, centre, int(h * (0.06 + 0.02 * i)), colour, -1, cv2.LINE_AA)
-        angle = t * 40.0
-        box = cv2.boxPoints(((w * 0.3, h * 0.7), (w * 0.22, h * 0.12), angle)).astype(np.int32)
-        cv2.fillPoly(img, [box], (30, 30, 30), cv2.LINE_AA)
-        cv2.putText(img, f"live {t:6.1f}s", (int(w * 0.05), int(h * 0.15)), cv2.FONT_HERSHEY_DUPLEX,
-                    h / 320, (255, 255, 255), max(1, h // 240), cv2.LINE_AA)
-        return img
+        return self.frame(time.perf_counter() - self._start)
+
+    def frame(self, t: float) -> np.ndarray:
+        """The view `t` seconds after the start: the photo cropped and scaled to the show's size."""
+        ph, pw = self._photo.shape[:2]
+        zoom = self.ZOOM_MIN + (self.ZOOM_MAX - self.ZOOM_MIN) * 0.5 * (1 - np.cos(2 * np.pi * t / self.ZOOM_PERIOD_S))
+        step = 1 / (max(self.width / pw, self.height / ph) * zoom)  # photo pixels per output pixel
+        view_w, view_h = self.width * step, self.height * step
+        angle = 2 * np.pi * t / self.PAN_PERIOD_S
+        centre = []
+        for size, view, focus, swing in ((pw, view_w, self.FOCUS[0], np.sin(angle)),
+                                         (ph, view_h, self.FOCUS[1], np.cos(angle))):
+            room = (size - view) / 2  # how far the view's centre may stray from the photo's and stay inside it
+            reach = min(self.PAN * view, 0.9 * room)
+            centre.append(size / 2 + np.clip(focus * size - size / 2, reach - room, room - reach) + reach * swing)
+        cx, cy = centre
+        # Output pixel centre i + 0.5 lands on photo coordinate left + (i + 0.5) * step; OpenCV indexes pixel centres.
+        left, top = cx - view_w / 2, cy - view_h / 2
+        to_photo = np.array([[step, 0, left + 0.5 * step - 0.5], [0, step, top + 0.5 * step - 0.5]])
+        return cv2.warpAffine(self._photo, to_photo, (self.width, self.height),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
     def close(self) -> None:
         pass
+
+
+@functools.cache
+def _builtin_photo() -> np.ndarray:
+    """The built-in source's photograph as BGR, decoded once per process (a capture makes a source per start)."""
+    data = (resources.files("live") / "assets" / BUILTIN_PHOTO).read_bytes()  # works from a wheel or a zip too
+    photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    photo.flags.writeable = False  # shared by every source
+    return photo
 
 
 class OpenCVSource:
