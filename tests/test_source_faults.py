@@ -22,7 +22,7 @@ from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.video.capture import CLOSE_S, RECONNECT_AFTER_S, STALL_S, Capture
 from live.video.sources import SOURCES
-from tests.fixtures_live import LiveProcess, decode_frames, free_port, show_with, wait_until
+from fixtures_live import LiveProcess, decode_frames, free_port, show_with, wait_until
 
 STREAM_BGR = (30, 40, 220)  # the MJPEG server's solid red
 FIFO_BGR = (20, 200, 60)  # the FIFO writer's solid green (ffmpeg's colour source is RGB: 0x3CC814)
