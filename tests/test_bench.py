@@ -2,7 +2,10 @@ import json
 
 import pytest
 
-from fixtures_live import run_live
+from pathlib import Path
+
+from fixtures_live import DEFAULT_SHOW, run_live
+from live.show import load_show
 
 
 def test_bench_writes_the_documented_json(tmp_path):
@@ -12,7 +15,7 @@ def test_bench_writes_the_documented_json(tmp_path):
     written = json.loads(out.read_text())
     video = written["video"]
     assert video["size"] == [640, 480] and video["provider"] in ("cpu", "cuda", "tensorrt")
-    assert video["model"] == "styles-procedural"
+    assert video["model"] == Path(load_show(DEFAULT_SHOW).video.model).stem  # the default show's style model
     for key in ("model_only_fps", "pipeline_fps", "naive_fps"):
         assert isinstance(video[key], float) and video[key] > 0
     latency = video["latency_ms"]
