@@ -19,17 +19,18 @@ from live.show import DEFAULT_SHOW, load_show
 
 def _run(args: argparse.Namespace) -> int:
     from live.player import Player
+    from live.stdio import console
 
     show = load_show(args.show)
     if args.for_seconds is not None and args.for_seconds <= 0:
         raise LiveError(f"--for {args.for_seconds}: the duration must be positive", "give seconds, e.g. --for 10")
-    print(f"Show: {show.name} ({show.path})")
-    player = Player(show, source=args.source, record=args.record, window=False if args.no_window else None)
+    say = console()  # the show's threads speak while a model loads with stdout set aside: lines must not vanish
+    say(f"Show: {show.name} ({show.path})")
+    player = Player(show, source=args.source, record=args.record, window=False if args.no_window else None, say=say)
     player.start()
-    print("Playing" + (f" for {args.for_seconds:g} s" if args.for_seconds else "; Ctrl-C (or Esc in the window) stops"),
-          flush=True)
+    say("Playing" + (f" for {args.for_seconds:g} s" if args.for_seconds else "; Ctrl-C (or Esc in the window) stops"))
     summary = player.run(args.for_seconds)
-    print(summary.line())
+    say(summary.line())
     return 0
 
 

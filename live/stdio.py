@@ -6,7 +6,7 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 
@@ -35,3 +35,19 @@ def captured_output() -> Iterator[list[str]]:
                 os.close(old)
             sink.seek(0)
             captured.append(sink.read().decode(errors="replace") + python_text.getvalue())
+
+
+def console() -> Callable[[str], None]:
+    """A line printer on a private copy of this process's stdout. `captured_output` sets the whole process's
+    stdout aside while a native library loads (a model opening on one thread), and a line another thread says
+    meanwhile ("Source: ... is back") would vanish with it; this copy is never set aside."""
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding=sys.stdout.encoding,
+                       errors="replace")
+
+    def say(line: str) -> None:
+        try:
+            stream.write(f"{line}\n")
+        except (OSError, ValueError):  # the terminal was closed (SIGHUP): the show and its recording go on
+            pass
+
+    return say
