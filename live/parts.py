@@ -9,7 +9,7 @@ bounded time (it never hangs, and is safe to call twice); `stats()` and `status(
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -18,7 +18,6 @@ from live.errors import LiveError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@runtime_checkable
 class Part(Protocol):
     """What the player needs of anything it opens."""
 
@@ -62,10 +61,10 @@ def close_in_reverse(opened: list[Part], say: Callable[[str], None] = print) -> 
 
 
 class BasePart:
-    """Defaults for a part with nothing to release or report: subclasses override what they have."""
+    """Defaults for a part with nothing to open, release or report: subclasses override what they have."""
 
     def open(self) -> str:
-        return type(self).__name__
+        return ""
 
     def close(self) -> None:
         pass
@@ -103,10 +102,6 @@ class Kinds(Generic[F]):
         self._kinds[name] = factory
         self._sections[name] = section
         return factory
-
-    def section(self, name: str) -> type[KindSection]:
-        self.get(name)
-        return self._sections[name]
 
     def validate(self, value: Any, handler: Callable[[Any], Any]) -> Any:
         """Pydantic wrap-validator: a table is validated by its own kind's section model."""

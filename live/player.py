@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from live.errors import LiveError
+from live.control.surface import HUD
 from live.graph import build
 from live.parts import Part, close_in_reverse, open_in_order
 from live.show import Show, ShowFile
@@ -127,7 +128,7 @@ class Player:
         """Put one stylized frame on every output; its latency is measured once it is out."""
         graph = self.graph
         audio = graph.audio.read_tap() if graph.audio and graph.outputs.wants_audio() else None
-        lines = self.hud_lines() if graph.tree.get(hud.ADDRESS) else None
+        lines = self.hud_lines() if graph.tree.get(HUD) else None
         now = time.perf_counter()
         graph.outputs.write(frame.image, now, audio, lines)
         window = graph.outputs.window
@@ -160,7 +161,7 @@ class Player:
         underruns = int(stats["underruns"]) if stats.get("device") else None
         gap = max(self.longest_gap, time.perf_counter() - self._last_out) if self._last_out else 0.0
         return Summary(seconds, self.frames, graph.captured.dropped + graph.stylized.dropped, latency, underruns,
-                       gap, float(graph.capture.stats().get("fallback_s", 0.0)), len(graph.outputs.failed))
+                       gap, graph.capture.stats()["fallback_s"], len(graph.outputs.failed))
 
     def close(self) -> None:
         """Close every opened part in reverse order; each is bounded in time, and one failing does not keep the

@@ -117,9 +117,6 @@ class Blackout(BasePart):
     """The last stage: a black frame while /live/blackout is on (the window and outputs stay open). Its parameter
     is a system control, offered by the show itself."""
 
-    def open(self) -> str:
-        return ""
-
     def params(self) -> tuple[list[Param], list[Event]]:
         return [], []
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-ADDRESS = "/live/hud"  # the system parameter that shows it
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SCALE, LINE = 0.45, 18  # text size and line pitch at 480 lines; scaled with the frame height
 
