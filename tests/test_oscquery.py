@@ -308,7 +308,8 @@ def test_close_leaves_no_threads_and_is_idempotent():
     before = set(threading.enumerate())
     srv = OscQueryServer(make_tree(), OSC_PORT, port=0, zeroconf=False)
     srv.open()
-    with connect(f"ws://127.0.0.1:{srv.port}") as ws:
+    # the client's own keepalive thread would end a moment after the client closes: it is not the server's to join
+    with connect(f"ws://127.0.0.1:{srv.port}", ping_interval=None) as ws:
         listen(ws, srv, "/video/blend")
         srv.close()
         with pytest.raises(ConnectionClosed):
