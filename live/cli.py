@@ -1,4 +1,4 @@
-"""The `live` command: run, params, doctor, bench.
+"""The `live` command: run, params, styles, doctor, bench.
 
 Every user-facing failure is a LiveError printed as one message with its fix; an unexpected error is summarised in
 one line too (LIVE_DEBUG=1 shows the traceback).
@@ -151,6 +151,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _styles(args: argparse.Namespace) -> int:
+    from live.video import styles
+
+    show = load_show(args.show)
+    if args.action == "add":
+        print(styles.add_command(show, args.name, [Path(p) for p in args.pictures]))
+    elif args.action == "remove":
+        print(styles.remove_command(show, args.name))
+    else:
+        print("\n".join(styles.list_lines(show)))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from live.models.commands import main as models_main
 
@@ -221,6 +234,19 @@ def parser() -> argparse.ArgumentParser:
                        help="fuzzed datagrams sent with --control (default %(default)s)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
+    styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")
+    actions = styles.add_subparsers(dest="action", required=True)
+    for action, about in (("add", "predict a style from one or more pictures (averaged) into the show's bank"),
+                          ("list", "the model's styles and the show's, with their pictures"),
+                          ("remove", "take a style out of the show's bank")):
+        one = actions.add_parser(action, help=about)
+        if action != "list":
+            one.add_argument("name", help="style name, e.g. monet (what /video/style_a takes)")
+        if action == "add":
+            one.add_argument("pictures", nargs="+", metavar="PICTURE", help="JPEG, PNG, ... files")
+        one.add_argument("--show", default=str(DEFAULT_SHOW), help="show file (default: %(default)s)")
+    styles.set_defaults(func=_styles)
+
     models = sub.add_parser("models", help="list, verify and import models (live models --help)", add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     models.set_defaults(func=_models)

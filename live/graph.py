@@ -28,13 +28,15 @@ from live.video.capture import Capture
 from live.video.chain import STAGES, Blackout, ChainThread, Stage
 from live.video.frame import Frame
 from live.video.output import SINKS, Outputs, output_sections
+from live.video.styles import StyleFolder, show_bank
 from live.video.stylize import Stylizer
 
 
 def stages_of(show: Show) -> list[Stage]:
     """The video chain as the show lists it: its style model, then `[[stages]]` in order, then blackout."""
     video = show.video
-    style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend)
+    style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
+                     show_bank(show))
     return [style, *(STAGES.get(section.kind)(section, show) for section in show.stages), Blackout()]
 
 
@@ -80,6 +82,7 @@ class Graph:
     outputs: Outputs
     captured: Mailbox[Frame]
     stylized: Mailbox[Frame]
+    styles: StyleFolder | None = None  # pictures becoming styles while the show plays (a style-vector model's)
 
     @property
     def tree(self) -> ParamTree:
@@ -87,19 +90,22 @@ class Graph:
 
     @property
     def parts(self) -> list[Part]:
-        return [p for p in (self.surface, self.capture, self.chain, self.audio, self.outputs) if p is not None]
+        return [p for p in (self.surface, self.capture, self.chain, self.styles, self.audio, self.outputs)
+                if p is not None]
 
     def reload(self, new: Show) -> list[str]:
         """Apply a saved show while playing, as a diff against the running one; returns what changed. A part whose
         settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
         is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
         old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "stages", "outputs") if getattr(new, name) != getattr(old, name)]
+        restart = [f"[{name}]" for name in ("audio", "stages", "outputs", "styles")
+                   if getattr(new, name) != getattr(old, name)]
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
         playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
-                                         "audio": old.audio, "stages": old.stages, "outputs": old.outputs})
+                                         "audio": old.audio, "stages": old.stages, "outputs": old.outputs,
+                                         "styles": old.styles})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
@@ -130,7 +136,9 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
         audio = AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize,
                             a.voices, a.pattern, surface.reader(), say)
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
-    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized)
+    style = stages[0]
+    styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None
+    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles)
 
 
 def check(show: Show) -> list[str]:

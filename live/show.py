@@ -56,6 +56,13 @@ class AudioSection(_Section):
                                description="the arpeggio /synth/auto plays, in eighth notes at the show's tempo")
 
 
+class StylesSection(_Section):
+    """`[styles]`: where the show keeps its own styles (live/video/styles.py)."""
+
+    folder: str = Field("styles", description="the show's style bank, thumbnails and pictures: a picture dropped "
+                                              "in becomes a style while the show plays")
+
+
 class ControlSection(_Section):
     """`[controls."/address"]`: how one parameter responds, overriding its built-in behaviour."""
 
@@ -75,6 +82,7 @@ class Show(_Section):
     outputs: list[Annotated[KindSection, WrapValidator(SINKS.validate)]] = Field(
         default_factory=lambda: [WindowSection(kind="window")])
     audio: AudioSection = Field(default_factory=AudioSection)
+    styles: StylesSection = Field(default_factory=StylesSection)
     osc: OscSection = Field(default_factory=OscSection)
     oscquery: OscQuerySection = Field(default_factory=OscQuerySection)
     midi: MidiSection = Field(default_factory=MidiSection)
@@ -97,7 +105,8 @@ class Show(_Section):
         return (self.path.parent / relative).resolve()
 
     def resolve_inside(self, relative: str, key: str) -> Path:
-        """A path the show writes to (MIDI learn's file): it must stay inside the show's folder."""
+        """A path the show writes to (MIDI learn's file, the styles folder): it must stay inside the show's
+        folder."""
         path = self.resolve(relative)
         if not path.is_relative_to(self.path.parent.resolve()):
             raise LiveError(f"{self.path}: {key} = '{relative}' points outside the show's folder "

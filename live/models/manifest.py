@@ -74,6 +74,30 @@ def style_model_fields(styles: list[str], weights_doc: str) -> dict[str, Any]:
     }
 
 
+def vector_model_fields(bank: str, predictor: str, size: int = 100) -> dict[str, Any]:
+    """The tensors and controls of a style model fed a style vector (uint8 BGR frame, style [size], strength in;
+    uint8 BGR frame out): its styles are a style bank file beside it (live/video/styles.py), and `predictor` is the
+    image-to-style model whose vectors it takes, so any picture can become a style."""
+    image = {"dtype": "uint8", "shape": ["H", "W", 3], "layout": "HWC", "color": "BGR", "range": (0, 255)}
+    return {
+        "inputs": [{"name": "frame", **image, "doc": "camera frame, passed as-is"},
+                   {"name": "style", "dtype": "float32", "shape": [size],
+                    "doc": f"style vector, as {predictor} predicts it (a blend interpolates two)"},
+                   {"name": "strength", "dtype": "float32", "shape": [1], "range": (0, 1),
+                    "doc": "0 = camera image unchanged, 1 = fully stylized"}],
+        "outputs": [{"name": "frame_out", **image, "doc": "stylized frame, same size as the input"}],
+        "controls": {"style_vector_input": "style", "style_bank": bank, "style_predictor": predictor,
+                     "strength_input": "strength"},
+    }
+
+
+def manifest_paths(folder: Path) -> list[Path]:
+    """The model manifests in `folder`, sorted: its .json files less the style banks kept beside the models."""
+    from live.video.styles import is_style_bank  # the bank's format lives with the bank
+
+    return [path for path in sorted(folder.glob("*.json")) if not is_style_bank(path)]
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from live.errors import LiveError
-from live.models.manifest import atomic_write, load_manifest
+from live.models.manifest import atomic_write, load_manifest, manifest_paths
 
 SHEET_BYTES = 1_000_000  # each sheet stays under this
 SCENE_NAMES = ("still life", "landscape", "textures")
@@ -219,7 +219,7 @@ def sheet(rows: list[tuple[str, list[np.ndarray]]], tile_width: int) -> bytes:
 
 
 def _style_models(models_dir: Path, names: list[str] | None) -> list[Path]:
-    paths = {p.stem: p for p in sorted(models_dir.glob("*.json"))}
+    paths = {p.stem: p for p in manifest_paths(models_dir)}
     unknown = [n for n in names or [] if n not in paths]
     if unknown:
         raise LiveError(f"no model {', '.join(unknown)} in {models_dir}", "`live models` lists the models")
@@ -227,7 +227,8 @@ def _style_models(models_dir: Path, names: list[str] | None) -> list[Path]:
     found = []
     for path in chosen:
         manifest = load_manifest(path)
-        if manifest.kind == "image-to-image" and manifest.controls.get("styles"):
+        if manifest.kind == "image-to-image" and (manifest.controls.get("styles") or
+                                                  manifest.controls.get("style_vector_input")):
             found.append(path)
     if not found:
         raise LiveError(f"no image-to-image model with styles in {models_dir}", "build or import a style model")

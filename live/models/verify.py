@@ -20,6 +20,7 @@ from live.errors import LiveError
 from live.inference import open_session
 from live.models.importer import dims, graph_inputs
 from live.models.manifest import Manifest, TensorSpec, load_manifest, sha256_of
+from live.video.styles import model_bank
 
 #: Sizes given to dynamic dims when the model is run once: a small 64x48 frame, two synth voices.
 DYNAMIC_SIZES = {"H": 48, "W": 64}
@@ -80,13 +81,17 @@ def _size(dim: int | str) -> int:
 
 def synthesize(manifest: Manifest, spec: TensorSpec) -> np.ndarray:
     """A plausible value for one input from the manifest alone: a colour gradient for images, one-hot style
-    weights, the middle of a declared range, else zeros (latents)."""
+    weights, the first style vector of the model's style bank, the middle of a declared range, else zeros
+    (latents)."""
     shape = [_size(d) for d in spec.shape]
     if spec.dtype == "uint8":
         ramp = np.linspace(0, 255, int(np.prod(shape)), dtype=np.float32)
         return ramp.reshape(shape).astype(np.uint8)
     if spec.name == manifest.controls.get("style_input"):
         return np.eye(1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    if spec.name == manifest.controls.get("style_vector_input"):
+        bank = model_bank(manifest.source, manifest.controls)  # LiveError (named, with its fix) if missing
+        return next(iter(bank.vectors().values()), np.zeros(shape, np.float32))
     value = sum(spec.range) / 2 if spec.range else 0.0
     return np.full(shape, value, dtype=np.float16 if spec.dtype == "float16" else spec.dtype)
 

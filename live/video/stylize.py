@@ -1,7 +1,9 @@
 """The model stage: a uint8 BGR frame through an image-to-image ONNX model, steered by the parameter tree.
 
 The model does its own pre/post-processing inside the graph, so this stage hands over the camera's bytes and
-gets display-ready bytes back; per frame Python only builds a tiny style-weights vector.
+gets display-ready bytes back; per frame Python only builds a tiny style input: weights per named style, or, for
+a model fed a style vector (painterly-arbitrary), the blend of two vectors from its bank and the show's
+(live/video/styles.py), which can grow while the show plays.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from live.inference import BACKENDS, Session
 from live.models.manifest import Manifest, load_manifest
 from live.params import Event, Param
 from live.parts import BasePart
+from live.video.styles import StyleBank, grab_event, model_bank
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
+    """A model's own style names: its controls.styles, or the names in its style bank."""
+    if manifest.controls.get("style_vector_input"):
+        return tuple(model_bank(manifest.source, manifest.controls).names()) or ("default",)
     return tuple(manifest.controls.get("styles", ())) or ("default",)
 
 
-def video_params(manifest: Manifest) -> list[Param]:
-    """The /video/* parameters this model offers: two style slots, a crossfade between them, and strength."""
-    styles = style_names(manifest)
+def video_params(styles: tuple[str, ...]) -> list[Param]:
+    """The /video/* parameters of a style model: two style slots, a crossfade between them, and strength."""
     second = styles[1] if len(styles) > 1 else styles[0]
     return [
         Param("/video/style_a", "enum", styles[0], 0, len(styles) - 1, doc="style in slot A (name or index)",
@@ -43,7 +48,8 @@ class Stylizer(BasePart):
     on the inference backend."""
 
     def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0,
-                 backend: str = "onnxruntime") -> None:
+                 backend: str = "onnxruntime", show_bank: StyleBank | None = None) -> None:
+        """`show_bank`: the show's own styles, for a model fed a style vector (a name there wins over the model's)."""
         self.manifest = load_manifest(manifest_path)
         if self.manifest.kind != "image-to-image":
             raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not an image-to-image one",
@@ -51,14 +57,46 @@ class Stylizer(BasePart):
         self._open_session = BACKENDS.get(backend)
         self.providers, self.threads = providers, threads
         self.session: Session | None = None
-        self.styles = style_names(self.manifest)
         self._frame_input = self.manifest.inputs[0].name
         self._style_input = self.manifest.controls.get("style_input")
+        self._vector_input = self.manifest.controls.get("style_vector_input")
         self._strength_input = self.manifest.controls.get("strength_input")
         self._output = self.manifest.outputs[0].name
+        #: style name -> vector, for a vector model; replaced whole (never mutated), so a frame reads it once
+        self.vectors: dict[str, np.ndarray] = {}
+        self.styles = () if self._vector_input else style_names(self.manifest)
+        #: the newest camera frame the model was fed (what /video/style/grab turns into a style)
+        self.last_frame: np.ndarray | None = None
+        if self._vector_input:
+            size = self.manifest.input(self._vector_input).shape[0]
+            for bank in (model_bank(self.manifest.source, self.manifest.controls), show_bank):
+                for name, vector in (bank.vectors() if bank else {}).items():
+                    if vector.shape != (size,):
+                        raise LiveError(f"style '{name}' in {bank.path} has {vector.size} numbers; "
+                                        f"{self.manifest.name} takes {size}",
+                                        f"remove it (`live styles remove {name}`) and add its picture again")
+                    self.add_style(name, vector)
+            if not self.vectors:
+                raise LiveError(f"{manifest_path}: its style bank is empty", "rebuild the models (`make models`)")
+
+    @property
+    def takes_vectors(self) -> bool:
+        """Whether any picture can become a style of this model (it is fed a style vector)."""
+        return bool(self._vector_input)
+
+    def add_style(self, name: str, vector: np.ndarray) -> bool:
+        """Make `name` play `vector` (from any thread; frames in flight keep the vectors they read). Returns
+        whether anything changed."""
+        vector = np.asarray(vector, np.float32)
+        old = self.vectors.get(name)
+        if old is not None and np.array_equal(old, vector):
+            return False
+        self.vectors = {**self.vectors, name: vector}
+        self.styles = tuple(self.vectors)
+        return True
 
     def params(self) -> tuple[list[Param], list[Event]]:
-        return video_params(self.manifest), []
+        return video_params(self.styles), [grab_event()] if self._vector_input else []
 
     def open(self) -> str:
         self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
@@ -70,7 +108,12 @@ class Stylizer(BasePart):
     def feeds(self, image: np.ndarray, values: Mapping) -> dict[str, np.ndarray]:
         """The model's inputs for one frame under the current parameter values."""
         feeds = {self._frame_input: image}
-        if self._style_input:
+        self.last_frame = image
+        if self._vector_input:
+            vectors, blend = self.vectors, float(values["/video/blend"])
+            a, b = vectors[values["/video/style_a"]], vectors[values["/video/style_b"]]
+            feeds[self._vector_input] = (1.0 - blend) * a + blend * b
+        elif self._style_input:
             weights = np.zeros(len(self.styles), np.float32)
             blend = float(values["/video/blend"])
             weights[self.styles.index(values["/video/style_a"])] += 1.0 - blend
