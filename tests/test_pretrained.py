@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
 
 from live.errors import LiveError
 from live.models import build_pretrained as bp
 from live.models.build import EXPORTED
 from live.models.verify import verify
+from live.video.styles import StyleBank
+from live.video.stylize import Stylizer
 from test_style_model import mad, scene
 
 NAMES = ("painterly-26", "style-predictor", "painterly-arbitrary")
@@ -38,8 +39,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bank(built: Path) -> np.ndarray:
-    model = onnx.load(str(built / "painterly-arbitrary.onnx"))
-    return next(numpy_helper.to_array(t) for t in model.graph.initializer if list(t.dims) == [len(bp.STYLES), 100])
+    """[26, 100]: the shipped style bank's vectors, in painterly-26's order and under its names."""
+    styles = StyleBank.load(built / bp.BANK_FILE)
+    assert styles.names() == list(bp.STYLES)
+    return np.stack(list(styles.vectors().values()))
 
 
 def style(i: int) -> np.ndarray:
@@ -48,12 +51,11 @@ def style(i: int) -> np.ndarray:
 
 def test_build_is_deterministic_and_matches_the_committed_files(built: Path, tmp_path: Path) -> None:
     bp.build(tmp_path)
-    for name in NAMES:
-        for suffix in (".onnx", ".json"):
-            again = (tmp_path / name).with_suffix(suffix).read_bytes()
-            assert again == (built / name).with_suffix(suffix).read_bytes(), f"{name}{suffix} differs between builds"
-            assert again == (EXPORTED / name).with_suffix(suffix).read_bytes(), \
-                f"exported_models/{name}{suffix} is stale: run `make models`"
+    files = [f"{name}{suffix}" for name in NAMES for suffix in (".onnx", ".json")] + [bp.BANK_FILE]
+    for file in files:
+        again = (tmp_path / file).read_bytes()
+        assert again == (built / file).read_bytes(), f"{file} differs between builds"
+        assert again == (EXPORTED / file).read_bytes(), f"exported_models/{file} is stale: run `make models`"
 
 
 def test_painterly_26_matches_the_package_run_directly(built: Path) -> None:
@@ -70,14 +72,19 @@ def test_painterly_26_matches_the_package_run_directly(built: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["painterly-26", "painterly-arbitrary"])
-def test_strength_zero_and_no_style_return_the_camera_frame(built: Path, name: str) -> None:
+def test_strength_zero_returns_the_camera_frame(built: Path, bank: np.ndarray, name: str) -> None:
+    """Strength 0 is the camera image for both; painterly-26's all-zero weights too (the arbitrary model takes a
+    vector, and has no such gate)."""
     run, frame = session(built / f"{name}.onnx"), scene(256, 192)
-    unchanged = run.run(None, {"frame": frame, "style_weights": style(1), "strength": np.zeros(1, np.float32)})[0]
+    one = {"style_weights": style(1)} if name == "painterly-26" else {"style": bank[1]}
+    unchanged = run.run(None, {"frame": frame, **one, "strength": np.zeros(1, np.float32)})[0]
     assert np.abs(unchanged.astype(int) - frame).max() <= 1
-    no_style = run.run(None, {"frame": frame, "style_weights": 0 * style(1), "strength": ONE})[0]
-    assert np.abs(no_style.astype(int) - frame).max() <= 1
-    styled = run.run(None, {"frame": frame, "style_weights": style(1), "strength": ONE})[0]
+    if name == "painterly-26":
+        no_style = run.run(None, {"frame": frame, "style_weights": 0 * style(1), "strength": ONE})[0]
+        assert np.abs(no_style.astype(int) - frame).max() <= 1
+    styled = run.run(None, {"frame": frame, **one, "strength": ONE})[0]
     assert mad(styled, frame) > 10
+    assert [i.name for i in run.get_inputs()] == ["frame", *one, "strength"]  # the interface others build on
 
 
 def test_float_transfer_stays_close_to_the_quantized_original(bank: np.ndarray) -> None:
@@ -93,10 +100,15 @@ def test_float_transfer_stays_close_to_the_quantized_original(bank: np.ndarray) 
 
 
 def test_a_blend_interpolates_style_vectors(built: Path, bank: np.ndarray) -> None:
-    """weights 0.5/0.5 = the transfer net fed the average of the two bank vectors (not a pixel crossfade)."""
+    """The player's blend 0.5 of two styles = the transfer net fed the average of their vectors (not a pixel
+    crossfade)."""
     frame = scene(320, 240)
-    blended = session(built / "painterly-arbitrary.onnx").run(
-        None, {"frame": frame, "style_weights": 0.5 * style(3) + 0.5 * style(19), "strength": ONE})[0]
+    stylizer = Stylizer(built / "painterly-arbitrary.json", ("cpu",), threads=2)
+    stylizer.open()
+    values = {"/video/style_a": bp.STYLES[3], "/video/style_b": bp.STYLES[19], "/video/blend": 0.5,
+              "/video/strength": 1.0}
+    assert np.allclose(stylizer.feeds(frame, values)["style"], (bank[3] + bank[19]) / 2, atol=1e-6)
+    blended = stylizer.process(frame, values)
     net = session(bp.float_transfer(bp.package_dir()))
     content = np.ascontiguousarray(frame[..., ::-1] / np.float32(255))[None]
     names = [i.name for i in net.get_inputs()]
