@@ -155,6 +155,9 @@ def test_a_playing_show_takes_a_dropped_picture_and_a_grabbed_frame_as_styles(tm
     t_grab = time.monotonic() - t0
     assert wait_until(lambda: oscquery(query, "/video/style_a?VALUE")["VALUE"] == ["grab-1"], timeout=3)
     time.sleep(2.0)
+    added = run_live(["styles", "add", "astronaut", str(ASTRONAUT), "--show", str(show)])  # beside the playing show
+    assert added.returncode == 0, added.stderr
+    live.wait_for("Styles: astronaut", timeout=10)
     live.proc.terminate()  # SIGTERM: the show ends cleanly and finishes the recording
     code, output = live.finish()
     assert code == 0 and "Traceback" not in output and "failed on a frame" not in output, output
@@ -163,17 +166,18 @@ def test_a_playing_show_takes_a_dropped_picture_and_a_grabbed_frame_as_styles(tm
     # the grab is saved with the show (picture + entry), so it is there after a restart
     grabbed = cv2.imread(str(folder / "grab-1.png"))
     bank = StyleBank.load(folder / "bank.json")
-    assert bank.names() == ["stripes", "grab-1"] and grabbed.shape == (120, 160, 3)
+    assert bank.names() == ["stripes", "grab-1", "astronaut"] and grabbed.shape == (120, 160, 3)
     assert bank.entry("grab-1").sources[0].sha256 == sha256_of(folder / "grab-1.png")
     camera = cv2.resize(cv2.VideoCapture(str(camera_file)).read()[1], (160, 120), interpolation=cv2.INTER_AREA)
     assert np.abs(grabbed.astype(int) - camera).mean() < 3  # the camera's frame, not the stylized output
     choices = tree_of(load_show(show)).params["/video/style_a"].choices
-    assert choices[-2:] == ("stripes", "grab-1")
+    assert choices[-3:] == ("stripes", "grab-1", "astronaut")
 
     # the output really changed to each new style: each stretch is nearest its own style's rendering
     session = ort.InferenceSession(str(MODELS / "painterly-arbitrary.onnx"), providers=["CPUExecutionProvider"])
     shipped = StyleBank.load(MODELS / "painterly-styles.json")
-    vectors = {"starry-blue": shipped.vector("starry-blue"), **bank.vectors()}
+    vectors = {"starry-blue": shipped.vector("starry-blue"), "stripes": bank.vector("stripes"),
+               "grab-1": bank.vector("grab-1")}
     rendered = {name: session.run(None, {"frame": grabbed, "style": v, "strength": np.ones(1, np.float32)})[0]
                 .astype(np.float32) for name, v in vectors.items()}
     names = list(rendered)
