@@ -148,7 +148,9 @@ def test_a_playing_show_takes_a_dropped_picture_and_a_grabbed_frame_as_styles(tm
     send(osc, "/video/style_a", "stripes")
     t_stripes = time.monotonic() - t0
     assert wait_until(lambda: oscquery(query, "/video/style_a?VALUE")["VALUE"] == ["stripes"], timeout=3)
+    send(osc, "/video/style_a", "no-such-style")  # not in the bank: refused, the show keeps its style
     time.sleep(2.0)
+    assert oscquery(query, "/video/style_a?VALUE")["VALUE"] == ["stripes"]
     send(osc, "/video/style/grab", 1)
     live.wait_for("Styles: grab-1", timeout=10)
     send(osc, "/video/style_a", "grab-1")
