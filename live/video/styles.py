@@ -384,7 +384,8 @@ class StyleFolder(BasePart):
 
     def _picture(self, path: Path) -> None:
         """A picture in the folder: a style already made from exactly these bytes is left alone; else it is
-        predicted and saved under its file's name (or the name of the style it was made into before)."""
+        predicted and saved under its file's name (or the name of the style it was made into before), never over
+        another of the show's styles."""
         bank = StyleBank.load(self.bank_path)
         before = bank.source_of(path.name)
         digest = sha256_of(path)
@@ -392,6 +393,8 @@ class StyleFolder(BasePart):
             return
         image = read_picture(path)
         name = before.name if before else name_for(path.stem)
+        if before is None and name in bank.names():  # another style has that name (a.jpg beside a.png): a-png
+            name = name_for(path.name)
         self._save(bank, name, image, path, f"style-predictor's vector of {path.name}, dropped into the folder")
 
     def _grab(self, slot: int) -> None:
