@@ -270,7 +270,7 @@ def predictor_of(show: Show) -> Path:
     if not manifest.controls.get("style_vector_input"):
         raise LiveError(f"{show.path}: [video] model {manifest.name} takes no style vectors, so pictures cannot "
                         "become its styles", 'set [video] model = "../exported_models/painterly-arbitrary.json"')
-    return model.with_suffix(".json").parent / manifest.controls.get("style_predictor", "style-predictor.json")
+    return manifest.source.parent / manifest.controls.get("style_predictor", "style-predictor.json")
 
 
 def grab_event() -> Event:
