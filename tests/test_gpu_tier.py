@@ -35,14 +35,12 @@ def frames(count: int, width: int = 128, height: int = 96) -> list[np.ndarray]:
 
 
 def feeds_for(manifest, image: np.ndarray, style: int, strength: float = 1.0) -> dict[str, np.ndarray]:
-    """A style model's inputs read from its manifest (names and sizes are the manifest's, never assumed)."""
-    feeds = {manifest.inputs[0].name: image}
-    for spec in manifest.inputs[1:]:
-        if spec.name == manifest.controls.get("strength_input"):
-            feeds[spec.name] = np.array([strength], np.float32)
-        else:
-            feeds[spec.name] = np.eye(1, int(spec.shape[0]), style, dtype=np.float32)[0]
-    return feeds
+    """A style model's inputs for style number `style`, built by the Stylizer from the manifest (input names and
+    sizes are never assumed here)."""
+    stylizer = Stylizer(manifest.source, ("cpu",))
+    name = stylizer.styles[style % len(stylizer.styles)]
+    return stylizer.feeds(image, {"/video/style_a": name, "/video/style_b": name, "/video/blend": 0.0,
+                                  "/video/strength": strength})
 
 
 def test_bound_frame_path_is_bit_identical_to_run_and_reuses_its_buffers():
