@@ -84,8 +84,8 @@ class BoundRun:
     A host array is copied into its device buffer (one host copy; a small control input only when its value
     changed); an OrtValue, e.g. the previous stage's output, is bound as it is, with no copy. Outputs go into
     device buffers allocated once per frame size (their shapes follow the inputs' named dimensions, H and W) and
-    stay there until `host` copies one out. `host_copies` counts every copy between host and buffers, so the bench
-    reports measured copies per frame, not a claim."""
+    stay there until `host` copies one out. `host_copies` counts every copy between host and buffers and
+    `allocations` every buffer made, so the bench and tests report what happened, not a claim."""
 
     def __init__(self, session: Session, outputs: Sequence[str]) -> None:
         model = session._model
@@ -97,6 +97,7 @@ class BoundRun:
         self._controls: dict[str, np.ndarray] = {}  # small inputs' values as last copied
         self._outputs: dict[str, ort.OrtValue] = {}
         self.host_copies = 0
+        self.allocations = 0
         self.runs = 0
 
     def run(self, feeds: Mapping[str, np.ndarray | ort.OrtValue]) -> list[ort.OrtValue]:
@@ -121,6 +122,7 @@ class BoundRun:
                 self._outputs[name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._dtypes[name],
                                                                                 self.device, 0)
                 self._binding.bind_ortvalue_output(name, self._outputs[name])
+                self.allocations += 1
         self._binding.synchronize_inputs()
         self.session._model.run_with_iobinding(self._binding)
         self._binding.synchronize_outputs()
@@ -135,6 +137,7 @@ class BoundRun:
             self._binding.bind_ortvalue_input(name, buffer)
             self._inputs[name] = buffer
             self._controls.pop(name, None)
+            self.allocations += 1
         elif name in self._controls and np.array_equal(self._controls[name], array):
             return array.shape  # an unchanged control: already on the device
         buffer.update_inplace(array)

@@ -63,12 +63,14 @@ def test_bound_frame_path_is_bit_identical_to_run_and_reuses_its_buffers():
         assert np.array_equal(got, want), f"frame {i}: bound run differs from run"
         kept.append((got, want))
     assert len(pointers) == 1  # one output buffer, reused for every frame
+    assert path.allocations == len(feeds) + 1  # each input's buffer and the output's, made on the first frame only
     for got, want in kept:  # what was handed out is a copy: later frames never overwrite it
         assert np.array_equal(got, want)
     bigger = frames(1, 160, 120)[0]  # a new frame size: new buffers, same result
     feeds = feeds_for(manifest, bigger, style=5)
     (value,) = path.run(feeds)
     assert value.shape() == [120, 160, 3] and np.array_equal(path.host(value), session.run([out], feeds)[0])
+    assert path.allocations == len(feeds) + 1 + 2  # the frame's and the output's buffers, remade once
 
 
 def test_stylizer_frames_go_through_the_bound_path():
@@ -172,6 +174,7 @@ def test_gpu_bench_measures_the_bound_path_at_1280x720():
     assert result["model"] == "painterly-arbitrary-fp16" and result["size"] == [GPU_WIDTH, GPU_HEIGHT]
     assert result["provider"] in PROVIDERS and result["frames"] >= 3
     assert result["host_copies_per_frame"] == 2.0  # counted: frame up, frame down, controls unchanged
+    assert result["buffers_allocated_while_timed"] == 0
     assert 0 < result["frame_ms"]["p50"] <= result["frame_ms"]["p99"]
     assert result["fps"] == pytest.approx(1000 / np.mean([result["frame_ms"]["p50"]]), rel=0.6)
     text = "\n".join(lines)
