@@ -18,9 +18,11 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: no NVIDIA driver here"
-"$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, 'offers', ', '.join(o.get_available_providers()))" || {
-  echo "gpu-check: $PY cannot import onnxruntime (fix: make install, or PY=/path/to/python with onnxruntime-gpu)"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null ||
+  echo "nvidia-smi: no NVIDIA driver here"
+"$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, 'offers', *o.get_available_providers())" || {
+  echo "gpu-check: $PY cannot import onnxruntime (fix: make test sets up .venv, or PY=a python with onnxruntime-gpu)"
+  exit 1; }
 for run in 1 2; do
   echo "--- bench run $run ($([ $run = 1 ] && echo 'builds or loads the engine cache' || echo 'engine cache warm'))"
   "$PY" -m live bench show_configs/gpu.toml --only gpu --seconds "$SECONDS_PER_RUN" --json "$OUT/bench-$run.json" \
