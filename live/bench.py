@@ -8,7 +8,7 @@ Video, the style model at 640x480 three ways:
 
 GPU path (`--only gpu`), the show's style model at 1280x720 through the GPU tier's frame path (IOBinding: the
 frame up once, back once, buffers reused): fps, frame time p50/p99, host copies per frame and buffers allocated,
-counted. The goal on
+counted; beside it, plain Session.run on the same frames. The goal on
 a GPU is 60 fps with p99 <= 16.7 ms; where there is no GPU the same code runs on the CPU provider and says so.
 
 Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1 and 8 held notes
@@ -273,29 +273,37 @@ def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
     return video
 
 
+def frame_times(step: Callable[[int], object], seconds: float) -> tuple[list[float], float]:
+    """`step(i)` for i = 0, 1, ... for `seconds` (at least 3 calls): each call's time in ms, and the total in s."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < seconds:
+        began = time.perf_counter()
+        step(len(times))
+        times.append((time.perf_counter() - began) * 1000)
+    return times, time.perf_counter() - start
+
+
 def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
     """The show's style model at GPU_WIDTH x GPU_HEIGHT through Stylizer.process (the IOBinding frame path) on the
     show's providers, frame after frame for `seconds` after one warm-up frame (which builds or loads TensorRT's
-    engine); returns the `"gpu"` result."""
+    engine); then, side by side, plain `Session.run` on the same frames (host arrays in, outputs allocated and
+    copied out each run); returns the `"gpu"` result."""
     graph = video_graph(show, show.video.fps)
     stylizer, values = graph.chain.stages[0], graph.tree.snapshot
     source = BuiltinSource(GPU_WIDTH, GPU_HEIGHT)
     frames = [source.read() for _ in range(GPU_FRAMES)]
     began = time.perf_counter()
     print_(stylizer.open())
-    session = stylizer.session
+    session, output = stylizer.session, [stylizer.manifest.outputs[0].name]
     try:
         stylizer.process(frames[0], values)
         first_s = time.perf_counter() - began
         path = stylizer.frames
         copies, runs, allocations = path.host_copies, path.runs, path.allocations
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < 3 or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            stylizer.process(frames[len(times) % GPU_FRAMES], values)
-            times.append((time.perf_counter() - t0) * 1000)
-        elapsed = time.perf_counter() - start
+        times, elapsed = frame_times(lambda i: stylizer.process(frames[i % GPU_FRAMES], values), seconds)
+        plain, plain_elapsed = frame_times(
+            lambda i: session.run(output, stylizer.feeds(frames[i % GPU_FRAMES], values)), seconds)
     finally:
         stylizer.close()
     provider = session.provider
@@ -305,6 +313,7 @@ def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print)
                                                                 for q in (50, 99)},
               "host_copies_per_frame": round((path.host_copies - copies) / (path.runs - runs), 2),
               "buffers_allocated_while_timed": path.allocations - allocations,
+              "plain_run_fps": round(len(plain) / plain_elapsed, 2),
               "open_and_first_frame_s": round(first_s, 2)}
     result["goal_met"] = result["fps"] >= 60 and result["frame_ms"]["p99"] <= 16.7
     print_(f"\ngpu path: {result['model']} at {GPU_WIDTH}x{GPU_HEIGHT} on {provider} (IOBinding, device "
@@ -315,6 +324,8 @@ def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print)
            f"{result['frame_ms']['p99']:.1f} ms (goal: >= 60 fps, p99 <= 16.7 ms: "
            f"{'met' if result['goal_met'] else 'not met'}); {result['host_copies_per_frame']:g} host copies per "
            f"frame, {result['buffers_allocated_while_timed']} buffers allocated; open + first frame {first_s:.1f} s")
+    print_(f"  plain Session.run on the same frames: {result['plain_run_fps']:.1f} fps (the IOBinding path "
+           f"{result['fps'] / result['plain_run_fps']:.2f}x)")
     return result
 
 

@@ -175,6 +175,7 @@ def test_gpu_bench_measures_the_bound_path_at_1280x720():
     assert result["provider"] in PROVIDERS and result["frames"] >= 3
     assert result["host_copies_per_frame"] == 2.0  # counted: frame up, frame down, controls unchanged
     assert result["buffers_allocated_while_timed"] == 0
+    assert result["plain_run_fps"] > 0 and "plain Session.run on the same frames" in "\n".join(lines)
     assert 0 < result["frame_ms"]["p50"] <= result["frame_ms"]["p99"]
     assert result["fps"] == pytest.approx(1000 / np.mean([result["frame_ms"]["p50"]]), rel=0.6)
     text = "\n".join(lines)
