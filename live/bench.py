@@ -6,6 +6,11 @@ Video, the style model at 640x480 three ways:
   timestamp each frame carries;
 - naive: the sequential loop a user would write first (read, numpy pre-process, run, numpy post-process, show).
 
+GPU path (`--only gpu`), the show's style model at 1280x720 through the GPU tier's frame path (IOBinding: the
+frame up once, back once, buffers reused): fps, frame time p50/p99, host copies per frame and buffers allocated,
+counted; beside it, plain Session.run on the same frames. The goal on
+a GPU is 60 fps with p99 <= 16.7 ms; where there is no GPU the same code runs on the CPU provider and says so.
+
 Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1 and 8 held notes
 with the timbre moving every block (so every block really runs the decoder): the full render (decoder + DSP) and
 the decoder alone, per block, as the median of runs of SYNTH_RUN blocks; real time x = block duration / time.
@@ -45,6 +50,8 @@ from live.video.capture import BuiltinSource
 from live.video.stylize import Stylizer
 
 WIDTH, HEIGHT = 640, 480
+GPU_WIDTH, GPU_HEIGHT = 1280, 720
+GPU_FRAMES = 8  # distinct source frames the GPU path cycles through (read before timing)
 SYNTH_VOICES = (1, 8)  # held notes
 SYNTH_CHORD = (45, 52, 57, 60, 64, 67, 71, 76)
 SYNTH_RUN = 64  # blocks per timed run; the median run is reported (robust to a busy neighbour)
@@ -172,6 +179,8 @@ def bench(show: Show, seconds: float | None = None, print_: Callable[[str], None
     results = {}
     if "video" in parts:
         results["video"] = video_bench(show, seconds or 5.0, print_)
+    if "gpu" in parts:
+        results["gpu"] = gpu_bench(show, seconds or 5.0, print_)
     if "synth" in parts:
         results["synth"] = synth_bench(show, (seconds or 5.0) / 4, print_)
     if "control" in parts:
@@ -262,6 +271,62 @@ def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
            f"p99 {latency['p99']:.1f} ms")
     print_(f"  dropped {dropped} (source frames superseded before inference: newest frame wins)")
     return video
+
+
+def frame_times(step: Callable[[int], object], seconds: float) -> tuple[list[float], float]:
+    """`step(i)` for i = 0, 1, ... for `seconds` (at least 3 calls): each call's time in ms, and the total in s."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < seconds:
+        began = time.perf_counter()
+        step(len(times))
+        times.append((time.perf_counter() - began) * 1000)
+    return times, time.perf_counter() - start
+
+
+def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
+    """The show's style model at GPU_WIDTH x GPU_HEIGHT through Stylizer.process (the IOBinding frame path) on the
+    show's providers, frame after frame for `seconds` after one warm-up frame (which builds or loads TensorRT's
+    engine); then, side by side, plain `Session.run` on the same frames (host arrays in, outputs allocated and
+    copied out each run); returns the `"gpu"` result."""
+    graph = video_graph(show, show.video.fps)
+    stylizer, values = graph.chain.stages[0], graph.tree.snapshot
+    source = BuiltinSource(GPU_WIDTH, GPU_HEIGHT)
+    frames = [source.read() for _ in range(GPU_FRAMES)]
+    began = time.perf_counter()
+    print_(stylizer.open())
+    session, output = stylizer.session, [stylizer.manifest.outputs[0].name]
+    try:
+        stylizer.process(frames[0], values)
+        first_s = time.perf_counter() - began
+        path = stylizer.frames
+        copies, runs, allocations = path.host_copies, path.runs, path.allocations
+        times, elapsed = frame_times(lambda i: stylizer.process(frames[i % GPU_FRAMES], values), seconds)
+        plain, plain_elapsed = frame_times(
+            lambda i: session.run(output, stylizer.feeds(frames[i % GPU_FRAMES], values)), seconds)
+    finally:
+        stylizer.close()
+    provider = session.provider
+    result = {"model": stylizer.manifest.name, "size": [GPU_WIDTH, GPU_HEIGHT], "provider": provider,
+              "device": session.device, "fallback": session.fallback, "frames": len(times),
+              "fps": round(len(times) / elapsed, 2), "frame_ms": {f"p{q}": round(percentile(times, q), 2)
+                                                                for q in (50, 99)},
+              "host_copies_per_frame": round((path.host_copies - copies) / (path.runs - runs), 2),
+              "buffers_allocated_while_timed": path.allocations - allocations,
+              "plain_run_fps": round(len(plain) / plain_elapsed, 2),
+              "open_and_first_frame_s": round(first_s, 2)}
+    result["goal_met"] = result["fps"] >= 60 and result["frame_ms"]["p99"] <= 16.7
+    print_(f"\ngpu path: {result['model']} at {GPU_WIDTH}x{GPU_HEIGHT} on {provider} (IOBinding, device "
+           f"{result['device']}), {len(times)} frames in {elapsed:.1f} s")
+    if provider == "cpu":
+        print_("  no GPU here: the GPU path ran on the CPU provider (same code; the 60 fps goal needs a GPU)")
+    print_(f"  {result['fps']:.1f} fps, frame time p50 {result['frame_ms']['p50']:.1f} ms, p99 "
+           f"{result['frame_ms']['p99']:.1f} ms (goal: >= 60 fps, p99 <= 16.7 ms: "
+           f"{'met' if result['goal_met'] else 'not met'}); {result['host_copies_per_frame']:g} host copies per "
+           f"frame, {result['buffers_allocated_while_timed']} buffers allocated; open + first frame {first_s:.1f} s")
+    print_(f"  plain Session.run on the same frames: {result['plain_run_fps']:.1f} fps (the IOBinding path "
+           f"{result['fps'] / result['plain_run_fps']:.2f}x)")
+    return result
 
 
 # ------------------------------------------------------------------------------------------------- control

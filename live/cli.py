@@ -226,7 +226,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=None,
                        help="seconds per video measurement; each of the four synth measurements takes a quarter "
                             "(default 5)")
-    bench.add_argument("--only", choices=("video", "synth"), help="measure only this part")
+    bench.add_argument("--only", choices=("video", "synth", "gpu"), help="measure only this part (gpu: the GPU "
+                       "tier's 1280x720 IOBinding frame path, on the CPU provider where there is no GPU)")
     bench.add_argument("--control", action="store_true",
                        help="measure OSC control instead (with --only: as well): messages/s and send-to-tree "
                             "latency over loopback for --seconds (default 60), then fuzzed datagrams")

@@ -8,14 +8,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from live.models import build_pretrained, build_styles, build_synth
+from live.models import build_fp16, build_pretrained, build_styles, build_synth
 
 EXPORTED = Path(__file__).resolve().parents[2] / "exported_models"
 
 
 def build_all(out_dir: Path = EXPORTED) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [build_styles.build(out_dir), build_synth.build(out_dir), *build_pretrained.build(out_dir)]
+    return [build_styles.build(out_dir), build_synth.build(out_dir), *build_pretrained.build(out_dir),
+            *build_fp16.build(out_dir)]  # after the float models it converts
 
 
 if __name__ == "__main__":

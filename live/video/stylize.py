@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from live.errors import LiveError
-from live.inference import BACKENDS, Session
+from live.inference import BACKENDS, BoundRun, Session
 from live.models.manifest import Manifest, load_manifest
 from live.params import Event, Param
 from live.parts import BasePart
@@ -57,6 +57,7 @@ class Stylizer(BasePart):
         self._open_session = BACKENDS.get(backend)
         self.providers, self.threads = providers, threads
         self.session: Session | None = None
+        self.frames: BoundRun | None = None  # the session's IOBinding frame path, made on open
         self._frame_input = self.manifest.inputs[0].name
         self._style_input = self.manifest.controls.get("style_input")
         self._vector_input = self.manifest.controls.get("style_vector_input")
@@ -100,6 +101,7 @@ class Stylizer(BasePart):
 
     def open(self) -> str:
         self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
+        self.frames = self.session.frame_path([self._output])
         return self.session.describe()
 
     def status(self) -> str:
@@ -124,4 +126,5 @@ class Stylizer(BasePart):
         return feeds
 
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
-        return self.session.run([self._output], self.feeds(image, values))[0]
+        """One frame: up to the device once, through the model into its reused output buffer, back once."""
+        return self.frames.host(self.frames.run(self.feeds(image, values))[0])
