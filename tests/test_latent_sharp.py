@@ -5,6 +5,7 @@ model so the style paints it."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def test_bad_decoder_arguments_say_what_to_do(decoder: Path, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def layers() -> dict[str, LatentLayer]:
+def layers() -> Iterator[dict[str, LatentLayer]]:
     for path in (OLD, NEW):
         if not path.is_file():
             pytest.skip(f"no shipped model at {path}: see its manifest's provenance.command")
@@ -79,7 +80,9 @@ def layers() -> dict[str, LatentLayer]:
     for path in (OLD, NEW):
         opened[path.stem] = LatentLayer(path, *SIZE, threads=1)
         opened[path.stem].open()
-    return opened
+    yield opened
+    for layer in opened.values():
+        layer.close()
 
 
 def test_shipped_sharp_model_is_sharper_at_output_size_than_the_vae(layers: dict[str, LatentLayer]):
@@ -117,9 +120,12 @@ def stages_for(tmp_path: Path, route: str):
 
 
 def run(stages, values: dict) -> np.ndarray:
-    image = np.full((SIZE[1], SIZE[0], 3), 128, np.uint8)
-    for stage in stages:
-        image = stage.process(image, values, 0.0)
+    """The chain's output for `values` once the latent layer has rendered their latent."""
+    for _ in range(2):
+        image = np.full((SIZE[1], SIZE[0], 3), 128, np.uint8)
+        for stage in stages:
+            image = stage.process(image, values, 0.0)
+        assert all(stage.settle() for stage in stages if isinstance(stage, LatentLayer))
     return image
 
 
@@ -137,6 +143,8 @@ def test_routed_before_the_style_the_generated_image_is_painted_by_it(tmp_path: 
     assert mean_change(painted, generated) > 10, "the style should visibly change the generated image"
     other = run(before, {**shown, "/video/style_a": "watercolour"})
     assert mean_change(painted, other) > 5, "another style paints it another way"
+    for stage in (*before, *after):
+        stage.close()
 
 
 def test_an_unknown_route_names_the_key(tmp_path: Path):

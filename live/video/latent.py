@@ -9,12 +9,15 @@ Where the model samples its latent space is steered by the parameter tree:
 - walk: per dimension a sum of slow sinusoids of a phase that advances by /latent/walk per second, so the walk is
   smooth at any speed, stops dead at 0, and is the same path every time for a seed.
 
-The model runs only when the latent changes and never when /latent/mix is 0; resizing and mixing are OpenCV calls,
-so no per-pixel Python runs.
+The model runs only when the latent changes and never when /latent/mix is 0, and never on the frame path: a render
+thread of the layer's own decodes the newest latent asked for (older requests are dropped, never queued) while
+each frame mixes in the newest finished image, so a walk costs the frame path one OpenCV mix however big the
+model's image; resizing and mixing are OpenCV calls, so no per-pixel Python runs.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -88,6 +91,12 @@ class LatentLayer(BasePart):
         self._last_t: float | None = None
         self._seed: int | None = None
         self._cached: tuple[bytes, tuple[int, int]] | None = None
+        self._wake = threading.Condition()
+        self._wanted: tuple[np.ndarray, tuple[int, int]] | None = None  # one slot: the newest request wins
+        self._shown: np.ndarray | None = None  # the newest finished image, swapped whole by the render thread
+        self._failed: Exception | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._render, name="latent-render", daemon=True)
 
     @classmethod
     def from_show(cls, section: LatentSection, show: Show) -> LatentLayer:
@@ -98,10 +107,44 @@ class LatentLayer(BasePart):
         return latent_params(self.manifest), []
 
     def open(self) -> str:
-        """Load the model and decode once, so the first mixed frame does not pay for the backend's first run."""
+        """Load the model and decode once, so the first mixed frame has an image and does not pay for the
+        backend's first run; then start the render thread."""
         self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
-        self.generate(self.latent({"/latent/seed": 0, "/latent/x": 0.0, "/latent/y": 0.0}), self.size)
+        self._shown = self.generate(self.latent({"/latent/seed": 0, "/latent/x": 0.0, "/latent/y": 0.0}), self.size)
+        self._thread.start()
         return f"Latent layer: {self.manifest.name} ({self.dims} dimensions)"
+
+    def close(self) -> None:
+        """Stop the render thread (a render in flight finishes first, bounded by the join)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _render(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._wanted is not None or self._closing)
+                if self._closing:
+                    return
+                latent, size = self._wanted
+            try:
+                image = self.generate(latent, size)
+            except Exception as err:  # said by the chain on the next frame, which passes its input through
+                self._failed = err
+                image = self._shown
+            with self._wake:
+                self._shown = image
+                if self._wanted is not None and self._wanted[0] is latent:
+                    self._wanted = None
+                self._wake.notify_all()
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the newest latent asked for is the image shown (measurements and tests need the image of
+        a given latent; the show never waits)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._wanted is None, timeout)
 
     def _reseed(self, seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -128,7 +171,8 @@ class LatentLayer(BasePart):
 
     def generate(self, latent: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The decoded image for `latent`, centre-cropped to the aspect of `size` (w, h) and resized to it; the
-        model runs only when the latent or size changed."""
+        model runs only when the latent or size changed. The render thread's work, or a caller's while no frames
+        are processed (open, measurements)."""
         key = (latent.tobytes(), size)
         if key != self._cached:
             frame = crop_to_aspect(self.session.run(None, {self._input: latent})[0][0], size)
@@ -140,12 +184,22 @@ class LatentLayer(BasePart):
         return self._image
 
     def process(self, image: np.ndarray, values: Mapping, t: float) -> np.ndarray:
-        """`image` itself when /latent/mix is 0, else the generated image mixed over it (a new array)."""
+        """`image` itself when /latent/mix is 0, else the newest generated image mixed over it (a new array), and
+        the current latent handed to the render thread. Raises what the last render raised."""
         self.advance(values, t)
         mix = float(values["/latent/mix"])
         if mix <= 0.0:
             return image
-        generated = self.generate(self.latent(values), (image.shape[1], image.shape[0]))
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        size = (image.shape[1], image.shape[0])
+        with self._wake:
+            self._wanted = (self.latent(values), size)
+            self._wake.notify_all()
+        generated = self._shown
+        if generated.shape != image.shape:  # the frame size changed: the next render will fit
+            generated = cv2.resize(generated, size, interpolation=cv2.INTER_LINEAR)
         return cv2.addWeighted(image, 1.0 - mix, generated, mix, 0.0)
 
 
