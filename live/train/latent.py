@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -164,7 +165,7 @@ def decoder_from(manifest_path: Path) -> tuple[Decoder, dict]:
     if manifest.kind != "latent-to-image":
         raise LiveError(f"{manifest_path} is a {manifest.kind} model, not a latent-to-image one",
                         "pass a latent model's manifest to --decoder, e.g. exported_models/latent-vae.json")
-    weights = {i.name[len("decoder."):]: torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
+    weights = {i.name[len("decoder."):]: torch.from_numpy(numpy_helper.to_array(i).copy())
                for i in onnx.load(str(manifest.onnx_path)).graph.initializer if i.name.startswith("decoder.")}
     try:
         decoder = Decoder(int(manifest.controls["size"][0]), width=weights["fc.weight"].shape[0] // 256)
@@ -270,8 +271,8 @@ def latent_plane(model: VAE, images: np.ndarray) -> list[list[float]]:
     return [[round(float(v), 6) for v in row] for row in vh[:2]]
 
 
-def export(decoder: Decoder, size: tuple[int, int], plane: list[list[float]], out: Path, provenance: dict, levels: int = 0,
-           name: str = NAME) -> Path:
+def export(decoder: Decoder, size: tuple[int, int], plane: list[list[float]], out: Path, provenance: dict,
+           levels: int = 0, name: str = NAME) -> Path:
     """Write `<out>/<name>.onnx` (the decoder, then `Bands` at `size` (w, h) when `levels` > 0) and its
     manifest; returns the manifest path."""
     shipped = ShippedDecoder(decoder, Bands(size, levels) if levels else None).eval()
