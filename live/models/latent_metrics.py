@@ -82,7 +82,7 @@ def played_walk(layer: LatentLayer, seed: int, seconds: float = 2.0) -> np.ndarr
     return np.array(changes)
 
 
-def measure(manifest: Path, threads: int = 2, seeds: tuple[int, ...] = (0, 1, 2, 3)) -> dict[str, float]:
+def measure(manifest: Path, threads: int = 1, seeds: tuple[int, ...] = (0, 1, 2, 3)) -> dict[str, float]:
     """Every figure for one model: means over `seeds` (sharpness) and the worst seed (step ratios)."""
     layer = LatentLayer(manifest, *SIZE, threads=threads)
     layer.open()
@@ -114,7 +114,8 @@ def measure(manifest: Path, threads: int = 2, seeds: tuple[int, ...] = (0, 1, 2,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m live.models.latent_metrics", description=__doc__.split("\n")[0])
     p.add_argument("manifests", nargs="+", type=Path, help="latent models' manifests, compared side by side")
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime threads (default %(default)s, as the show's latent layer runs)")
     args = p.parse_args(argv)
     results = {m.stem: measure(m, args.threads) for m in args.manifests}
     print(f"{'at 640x480':24}" + "".join(f"{name:>16}" for name in results))
