@@ -135,7 +135,6 @@ class Bands(nn.Module):
         t = ((x - mean) * (CONTRAST / (spread + FLAT)) + mean).clamp(0, 1) * self.levels
         p = F.pad(t, (1, 1, 1, 1), mode="replicate")
         slope = torch.sqrt((p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) ** 2 + (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) ** 2)
-        slope = slope.amax(dim=1, keepdim=True)  # one ramp width for all channels: a third of the work at full size
         sharpness = 1 / (slope * (side / width / 2)).clamp_min(EDGE_FLOOR)  # per output pixel: 1 / ramp width
         # by constant scales, not sizes: ORT's Resize takes a fast path then (sizes computed in a graph with a
         # dynamic batch made it several times slower); the half pixel more makes floor(rows * scale) = height
