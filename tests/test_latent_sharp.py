@@ -66,6 +66,8 @@ def test_the_shipped_command_rebuilds_the_shipped_bytes_from_its_recorded_decode
 def test_bad_decoder_arguments_say_what_to_do(decoder: Path, tmp_path: Path):
     with pytest.raises(LiveError, match="--levels N --export"):
         main(["--decoder", str(decoder), "--out", str(tmp_path), "--export"])
+    with pytest.raises(LiveError, match="latent-sharp.json already ends in bands"):
+        main(["--decoder", str(NEW), "--levels", "4", "--out", str(tmp_path), "--export"])
     with pytest.raises(LiveError, match="styles-procedural.json is a image-to-image model"):
         main(["--decoder", str(MODELS / "styles-procedural.json"), "--levels", "4", "--out", str(tmp_path),
               "--export"])

@@ -168,6 +168,9 @@ def decoder_from(manifest_path: Path) -> tuple[Decoder, dict]:
     if manifest.kind != "latent-to-image":
         raise LiveError(f"{manifest_path} is a {manifest.kind} model, not a latent-to-image one",
                         "pass a latent model's manifest to --decoder, e.g. exported_models/latent-vae.json")
+    if manifest.provenance.get("levels"):
+        raise LiveError(f"{manifest_path} already ends in bands ({manifest.provenance['levels']} levels)",
+                        "pass the manifest of the model it was built from, e.g. exported_models/latent-vae.json")
     weights = {i.name[len("decoder."):]: torch.from_numpy(numpy_helper.to_array(i).copy())
                for i in onnx.load(str(manifest.onnx_path)).graph.initializer if i.name.startswith("decoder.")}
     try:
