@@ -251,7 +251,7 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
 def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
     """The video model three ways; returns the `"video"` result."""
     graph = video_graph(show, show.video.fps)
-    stylizer = graph.chain.stages[0]
+    stylizer = next(stage for stage in graph.chain.stages if isinstance(stage, Stylizer))  # stages may precede it
     print_(stylizer.open())
     values = graph.tree.snapshot
     model_fps = model_only(stylizer, values, seconds)

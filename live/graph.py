@@ -33,11 +33,15 @@ from live.video.stylize import Stylizer
 
 
 def stages_of(show: Show) -> list[Stage]:
-    """The video chain as the show lists it: its style model, then `[[stages]]` in order, then blackout."""
+    """The video chain as the show lists it: `[[stages]]` routed "before-style" (in order), its style model, the
+    other `[[stages]]` in order, then blackout."""
     video = show.video
     style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
                      show_bank(show))
-    return [style, *(STAGES.get(section.kind)(section, show) for section in show.stages), Blackout()]
+    stages = [(getattr(section, "route", "after-style"), STAGES.get(section.kind)(section, show))
+              for section in show.stages]
+    return [*(s for route, s in stages if route == "before-style"), style,
+            *(s for route, s in stages if route != "before-style"), Blackout()]
 
 
 def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event]]:

@@ -4,6 +4,7 @@ model's latent space, and the player's latent layer. Training here is tiny (32 p
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -146,11 +147,12 @@ class Counting:
 
 
 @pytest.fixture
-def layer(tiny_model: Path) -> LatentLayer:
+def layer(tiny_model: Path) -> Iterator[LatentLayer]:
     layer = LatentLayer(tiny_model, 64, 48)
     layer.open()
     layer.session = Session(Counting(layer.session._model), "cpu")
-    return layer
+    yield layer
+    layer.close()
 
 
 def snapshot(manifest_path: Path, **changes) -> dict:
@@ -177,12 +179,16 @@ def test_mix_zero_passes_the_frame_through_without_running_the_model(layer: Late
 def test_mix_one_is_the_generated_image_upscaled_and_cached(layer: LatentLayer, tiny_model: Path):
     frame = np.full((48, 64, 3), 90, np.uint8)
     v = snapshot(tiny_model, mix=1.0, seed=5, x=0.3, y=-0.7)
+    first = layer.process(frame, v, 0.0)
+    assert np.array_equal(first, layer.generate(layer.latent(snapshot(tiny_model)), (64, 48))), \
+        "the frame path never waits: until the render thread has decoded the new latent, the last image shows"
+    assert layer.settle()
     out = layer.process(frame, v, 0.0)
     decoded = open_session(layer.manifest.onnx_path, ("cpu",), 1).run(None, {"latent": layer.latent(v)})[0][0]
     assert np.array_equal(out, cv2.resize(crop_to_aspect(decoded, (64, 48)), (64, 48), interpolation=cv2.INTER_LINEAR))
     runs = layer.session._model.runs
     layer.process(frame, v, 0.1)
-    assert layer.session._model.runs == runs, "an unchanged latent must not re-run the model"
+    assert layer.settle() and layer.session._model.runs == runs, "an unchanged latent must not re-run the model"
     half = layer.process(frame, {**v, "/latent/mix": 0.5}, 0.2)
     assert np.abs(half.astype(int) - (out.astype(int) + 90) / 2).max() <= 1
 
@@ -199,7 +205,25 @@ def test_the_walk_moves_only_when_its_speed_is_above_zero(layer: LatentLayer, ti
     for t in times + 6:
         outputs.append(layer.process(frame, moving, t).copy())
         latents.append(layer.latent(moving)[0])
+        assert layer.settle()
     assert not np.array_equal(outputs[0], outputs[-1])
     steps = np.linalg.norm(np.diff(latents, axis=0), axis=1)
     assert steps.min() > 0 and steps.max() < 0.1, "the walk must move, in small steps at 30 fps"
     assert np.linalg.norm(latents[-1] - latents[0]) > 3 * steps.mean()
+
+
+def test_a_failing_render_is_raised_on_the_next_frame_and_the_layer_renders_again(layer: LatentLayer,
+                                                                                  tiny_model: Path):
+    """The render thread survives a model that raises (here a real ORT session of another model, which has no
+    `latent` input): the next frame raises it, so the chain passes its input through and says so."""
+    frame = np.zeros((48, 64, 3), np.uint8)
+    working, layer.session = layer.session, open_session(SHIPPED.parent / "styles-procedural.onnx", ("cpu",), 1)
+    layer.process(frame, snapshot(tiny_model, mix=1.0, seed=9), 0.0)
+    assert layer.settle()
+    with pytest.raises(Exception, match="latent"):
+        layer.process(frame, snapshot(tiny_model, mix=1.0, seed=9), 0.1)
+    layer.session = working
+    layer.process(frame, snapshot(tiny_model, mix=1.0, seed=9), 0.2)
+    assert layer.settle()
+    out = layer.process(frame, snapshot(tiny_model, mix=1.0, seed=9), 0.3)
+    assert np.array_equal(out, layer.generate(layer.latent(snapshot(tiny_model, mix=1.0, seed=9)), (64, 48)))

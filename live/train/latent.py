@@ -1,9 +1,15 @@
 """`live train latent`: a small VAE on our own abstract-image corpus, exported as a latent -> image decoder.
 
 The player's latent layer only needs the decoder, so only the decoder ships, with the post-processing inside the
-graph: a float32 latent [B, 16] in, display-ready uint8 BGR [B, S, S, 3] out. The shipped model is 128 px (about 20
-minutes on one CPU core); the decoder is wide at 16x16 and 32x32 and narrow at 64x64, the last doubling a pixel
-shuffle, so it decodes in a few milliseconds. The player upscales with OpenCV; a VAE's output is soft anyway.
+graph: a float32 latent [B, 16] in, display-ready uint8 BGR [B, S, S, 3] out. The VAE is 128 px (about 20 minutes
+on one CPU core); the decoder is wide at 16x16 and 32x32 and narrow at 64x64, the last doubling a pixel shuffle, so
+it decodes in a few milliseconds.
+
+A 16-d VAE's image is a soft colour field, blurry blobs once enlarged to a projector. `--levels N` appends `Bands`
+to the exported graph: the field enlarged to `--out-size` and cut into flat colour bands with one-pixel edges, a
+cut-paper print that is sharp at output size and still moves smoothly (edges slide, nothing snaps). `--decoder`
+takes the decoder of an exported model instead of training one, so the shipped `latent-sharp` is the shipped
+`latent-vae`'s decoder plus bands, built in seconds and recorded as such in its manifest.
 
 Loss per image, each term summed over pixels (reconstruction) or latent dims (KL):
     L1 + edge * L1 of image gradients + colour * (channel mean and contrast errors) * pixels
@@ -26,11 +32,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from live.models.manifest import TensorSpec, write_manifest
+from live.errors import LiveError
+from live.models.manifest import TensorSpec, load_manifest, write_manifest
 from live.train.export import command_line, export_onnx
 from live.train.latent_data import RECIPE, corpus
 from live.train.seeding import TRAIN_THREADS, reproducible
@@ -92,17 +101,86 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.body(x))
 
 
-class ShippedDecoder(nn.Module):
-    """The exported graph: latent -> uint8 BGR HWC, so the player does no per-pixel work. The corpus is BGR
-    already, so channels pass straight through."""
+SMOOTH_SIGMA = 1.5  # decoder pixels: the decoder's pixel grain, smoothed away before bands would magnify it
+CONTRAST = 0.25  # the field's std is stretched to about this (a VAE's field is washed out), means kept
+FLAT = 0.0125  # added to the std before stretching: a nearly flat image is not stretched into noise
+EDGE_FLOOR = 0.01  # narrowest edge ramp in band units: where the field is flat a band fades over 1 % of a band's
+#                    change instead of flipping a whole region at once, so a walk never jumps
 
-    def __init__(self, decoder: Decoder) -> None:
+
+class Bands(nn.Module):
+    """Image [B, 3, s, s] in 0..1 -> [B, 3, height, width] in 0..levels: sharp at output size, smooth in time.
+
+    The decoder's colour field is smoothed, cropped to the output's aspect, its contrast stretched per image and
+    channel, then enlarged bilinearly and each channel cut into `levels` flat bands. Each band edge is a ramp as
+    wide as the field's own change per output pixel (as signed-distance text rendering anti-aliases its edges), so
+    edges are one pixel wide at any size; a latent step moves the field a little and so slides the edges a little.
+    All but the banding itself runs at the decoder's size: at 640x480 the graph costs a few element-wise ops."""
+
+    def __init__(self, size: tuple[int, int], levels: int) -> None:
         super().__init__()
-        self.decoder = decoder
+        self.size, self.levels = size, levels
+        taps = torch.exp(-torch.arange(-3.0, 4.0) ** 2 / (2 * SMOOTH_SIGMA ** 2))
+        self.register_buffer("taps", (taps / taps.sum()).view(1, 1, 1, 7).repeat(3, 1, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        width, height = self.size
+        side = image.shape[-1]
+        rows = round(side * height / width)
+        top = (side - rows) // 2
+        x = F.pad(image, (3, 3, 3, 3), mode="replicate")
+        x = F.conv2d(F.conv2d(x, self.taps, groups=3), self.taps.transpose(2, 3), groups=3)[..., top:top + rows, :]
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        spread = x.std(dim=(2, 3), keepdim=True)
+        t = ((x - mean) * (CONTRAST / (spread + FLAT)) + mean).clamp(0, 1) * self.levels
+        p = F.pad(t, (1, 1, 1, 1), mode="replicate")
+        slope = torch.sqrt((p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) ** 2 + (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) ** 2)
+        sharpness = 1 / (slope * (side / width / 2)).clamp_min(EDGE_FLOOR)  # per output pixel: 1 / ramp width
+        # by constant scales, not sizes: ORT's Resize takes a fast path then (sizes computed in a graph with a
+        # dynamic batch made it several times slower); the half pixel more makes floor(rows * scale) = height
+        scale = ((height + 0.5) / rows, (width + 0.5) / side)
+        t = F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False)
+        sharpness = F.interpolate(sharpness, scale_factor=scale, mode="nearest")  # cheaper; smooth enough
+        band = torch.floor(t)
+        return band + ((t - band - 0.5) * sharpness + 0.5).clamp(0, 1)  # in bands: the caller scales once
+
+
+class ShippedDecoder(nn.Module):
+    """The exported graph: latent -> uint8 BGR HWC (through `bands` when given), so the player does no per-pixel
+    work. The corpus is BGR already, so channels pass straight through."""
+
+    def __init__(self, decoder: Decoder, bands: Bands | None = None) -> None:
+        super().__init__()
+        self.decoder, self.bands = decoder, bands
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        image = self.decoder(latent).permute(0, 2, 3, 1)
-        return torch.floor(image * 255 + 0.5).to(torch.uint8)
+        image = self.decoder(latent)
+        if self.bands is None:
+            return torch.floor(image.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8)
+        # values are >= 0, so the cast's truncation rounds; casting before the transpose moves bytes, not floats
+        return (self.bands(image) * (255 / self.bands.levels) + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def decoder_from(manifest_path: Path) -> tuple[Decoder, dict]:
+    """The torch decoder inside an exported latent model (its weights are the graph's named initialisers), and the
+    manifest's fields that describe it; LiveError naming the file if it is not a plain latent-vae export."""
+    manifest = load_manifest(manifest_path)
+    if manifest.kind != "latent-to-image":
+        raise LiveError(f"{manifest_path} is a {manifest.kind} model, not a latent-to-image one",
+                        "pass a latent model's manifest to --decoder, e.g. exported_models/latent-vae.json")
+    if manifest.provenance.get("levels"):
+        raise LiveError(f"{manifest_path} already ends in bands ({manifest.provenance['levels']} levels)",
+                        "pass the manifest of the model it was built from, e.g. exported_models/latent-vae.json")
+    weights = {i.name[len("decoder."):]: torch.from_numpy(numpy_helper.to_array(i).copy())
+               for i in onnx.load(str(manifest.onnx_path)).graph.initializer if i.name.startswith("decoder.")}
+    try:
+        decoder = Decoder(int(manifest.controls["size"][0]), width=weights["fc.weight"].shape[0] // 256)
+        decoder.load_state_dict(weights)
+    except (KeyError, RuntimeError) as err:
+        raise LiveError(f"{manifest.onnx_path} does not hold a decoder as `live train latent` exports it "
+                        f"({str(err)[:120]})", "pass a model exported without --levels (e.g. latent-vae)") from None
+    described = {"model": manifest.name, "sha256": manifest.sha256, "command": manifest.provenance.get("command")}
+    return decoder.eval(), {"plane": manifest.controls["plane"], "decoder": described}
 
 
 class VAE(nn.Module):
@@ -199,25 +277,26 @@ def latent_plane(model: VAE, images: np.ndarray) -> list[list[float]]:
     return [[round(float(v), 6) for v in row] for row in vh[:2]]
 
 
-def export(model: VAE, images: np.ndarray, out: Path, provenance: dict) -> Path:
-    """Write `<out>/latent-vae.onnx` and its manifest; returns the manifest path."""
-    size = images.shape[1]
-    shipped = ShippedDecoder(model.decoder).eval()
+def export(decoder: Decoder, size: tuple[int, int], plane: list[list[float]], out: Path, provenance: dict,
+           levels: int = 0, name: str = NAME) -> Path:
+    """Write `<out>/<name>.onnx` (the decoder, then `Bands` at `size` (w, h) when `levels` > 0) and its
+    manifest; returns the manifest path."""
+    shipped = ShippedDecoder(decoder, Bands(size, levels) if levels else None).eval()
     generator = torch.Generator().manual_seed(0)
     example = (torch.randn(1, LATENT, generator=generator),)
     check = (torch.randn(3, LATENT, generator=generator),)
     batch = torch.export.Dim("B", min=1, max=64)
-    path = out / f"{NAME}.onnx"
+    path = out / f"{name}.onnx"
     # Rounding to uint8 can flip one grey level where torch and ORT differ in the last float bit.
     parity = export_onnx(shipped, example, path, ["latent"], ["frame"], dynamic_shapes=({0: batch},), check=check,
                          tolerance=1.0)
     return write_manifest(
-        path, name=NAME, kind="latent-to-image", tier="cpu", licence="MIT",
+        path, name=name, kind="latent-to-image", tier="cpu", licence="MIT",
         inputs=[TensorSpec(name="latent", dtype="float32", shape=["B", LATENT], layout="NC",
                            doc="latent code; the prior is N(0, 1) per dimension")],
-        outputs=[TensorSpec(name="frame", dtype="uint8", shape=["B", size, size, 3], layout="NHWC", color="BGR",
+        outputs=[TensorSpec(name="frame", dtype="uint8", shape=["B", size[1], size[0], 3], layout="NHWC", color="BGR",
                             range=(0, 255), doc="generated image, display-ready")],
-        controls={"latent": LATENT, "size": [size, size], "plane": latent_plane(model, images)},
+        controls={"latent": LATENT, "size": list(size), "plane": plane},
         provenance={**provenance, "parity_max_abs_diff_grey_levels": parity})
 
 
@@ -241,6 +320,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate (default %(default)s)")
     p.add_argument("--threads", type=int, default=TRAIN_THREADS,
                    help="torch CPU threads; part of the recipe, as it changes the last bits (default %(default)s)")
+    p.add_argument("--levels", type=int, default=0,
+                   help="colour bands per channel, sharp at --out-size (0 = the decoder's own soft image; "
+                        "default %(default)s)")
+    p.add_argument("--out-size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"),
+                   help="exported image size with --levels, the show's output size (default 640 480)")
+    p.add_argument("--decoder", type=Path, metavar="MANIFEST",
+                   help="take the decoder of this exported latent model instead of training one (no training)")
     p.add_argument("--out", type=Path, default=Path("exported_models"), help="where --export writes the model")
     p.add_argument("--export", action="store_true", help="export the decoder and its manifest to --out")
     return p.parse_args(argv)
@@ -248,6 +334,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    name = "latent-sharp" if args.levels else NAME
+    if args.decoder:
+        if not (args.levels and args.export):
+            raise LiveError(f"--decoder {args.decoder} trains nothing: it only adds bands to that decoder",
+                            "add --levels N --export (e.g. --levels 4)")
+        decoder, described = decoder_from(args.decoder)
+        manifest = export(decoder, tuple(args.out_size), described["plane"], args.out,
+                          {"command": command_line("latent", argv), "decoder": described["decoder"],
+                           "levels": args.levels, "train_minutes": 0.0}, args.levels, name)
+        print(f"Wrote {manifest} and {manifest.with_suffix('.onnx')}")
+        return 0
     started = time.perf_counter()
     images = corpus(args.seed, args.images, args.size)
     print(f"Corpus: {len(images)} images of {args.size} px from seed {args.seed} "
@@ -257,10 +354,11 @@ def main(argv: list[str]) -> int:
     minutes = (time.perf_counter() - started) / 60
     print(f"Trained {args.steps} steps in {minutes:.1f} min: {final}")
     if args.export:
-        manifest = export(model, images, args.out, {
+        size = tuple(args.out_size) if args.levels else (args.size, args.size)
+        manifest = export(model.decoder, size, latent_plane(model, images), args.out, {
             "command": command_line("latent", argv), "data": RECIPE, "images": args.images, "seed": args.seed,
             "steps": args.steps, "batch": args.batch, "beta": args.beta, "colour": args.colour, "edge": args.edge,
             "layout": args.layout, "lr": args.lr, "threads": args.threads, "final_losses_per_image": final,
-            "train_minutes": round(minutes, 1)})
+            "levels": args.levels, "train_minutes": round(minutes, 1)}, args.levels, name)
         print(f"Wrote {manifest} and {manifest.with_suffix('.onnx')}")
     return 0
