@@ -40,7 +40,7 @@ import numpy as np
 from live.audio.synth import Synth
 from live.control.osc import OscServer
 from live.control.osc_codec import encode_bundle, encode_message, unix_to_ntp
-from live.graph import Graph, build
+from live.graph import Graph, build, style_of
 from live.inference import open_session
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
@@ -251,7 +251,7 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
 def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
     """The video model three ways; returns the `"video"` result."""
     graph = video_graph(show, show.video.fps)
-    stylizer = next(stage for stage in graph.chain.stages if isinstance(stage, Stylizer))  # stages may precede it
+    stylizer = style_of(graph.chain.stages)
     print_(stylizer.open())
     values = graph.tree.snapshot
     model_fps = model_only(stylizer, values, seconds)
@@ -290,7 +290,7 @@ def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print)
     engine); then, side by side, plain `Session.run` on the same frames (host arrays in, outputs allocated and
     copied out each run); returns the `"gpu"` result."""
     graph = video_graph(show, show.video.fps)
-    stylizer, values = graph.chain.stages[0], graph.tree.snapshot
+    stylizer, values = style_of(graph.chain.stages), graph.tree.snapshot
     source = BuiltinSource(GPU_WIDTH, GPU_HEIGHT)
     frames = [source.read() for _ in range(GPU_FRAMES)]
     began = time.perf_counter()

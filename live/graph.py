@@ -12,7 +12,7 @@ A saved show is applied by `Graph.reload`: a diff of the running graph against t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,11 @@ def stages_of(show: Show) -> list[Stage]:
               for section in show.stages]
     return [*(s for route, s in stages if route == "before-style"), style,
             *(s for route, s in stages if route != "before-style"), Blackout()]
+
+
+def style_of(stages: Sequence[Stage]) -> Stylizer:
+    """The show's style model among its stages (stages routed before the style come first)."""
+    return next(stage for stage in stages if isinstance(stage, Stylizer))
 
 
 def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event]]:
@@ -140,7 +145,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
         audio = AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize,
                             a.voices, a.pattern, surface.reader(), say)
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
-    style = stages[0]
+    style = style_of(stages)
     styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None
     return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles)
 
