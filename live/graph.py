@@ -34,7 +34,8 @@ from live.video.stylize import Stylizer
 def stages_of(show: Show) -> list[Stage]:
     """The video chain as the show lists it: its style model, then `[[stages]]` in order, then blackout."""
     video = show.video
-    style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend)
+    style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
+                     scale=video.style_scale)
     return [style, *(STAGES.get(section.kind)(section, show) for section in show.stages), Blackout()]
 
 

@@ -16,6 +16,8 @@ from live.inference import BACKENDS, Session
 from live.models.manifest import Manifest, load_manifest
 from live.params import Event, Param
 from live.parts import BasePart
+from live.video import stability
+from live.video.upsample import downscale, guided_upsample
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
@@ -40,10 +42,12 @@ class Stylizer(BasePart):
     """Runs one image-to-image model on frames; `process` is the whole per-frame work.
 
     Constructing one reads the manifest (its parameters are known before anything loads); `open` loads the model
-    on the inference backend."""
+    on the inference backend. With `scale` < 1 (the CPU tier) the model sees the frame at that fraction of each
+    side and its output is carried back to full size along the camera's edges (video/upsample.py); every output
+    then goes through the flicker remover (video/stability.py) steered by /video/stability."""
 
     def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0,
-                 backend: str = "onnxruntime") -> None:
+                 backend: str = "onnxruntime", scale: float = 1.0) -> None:
         self.manifest = load_manifest(manifest_path)
         if self.manifest.kind != "image-to-image":
             raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not an image-to-image one",
@@ -56,9 +60,13 @@ class Stylizer(BasePart):
         self._style_input = self.manifest.controls.get("style_input")
         self._strength_input = self.manifest.controls.get("strength_input")
         self._output = self.manifest.outputs[0].name
+        self.scale = scale
+        self.stabilizer = stability.Stabilizer()
 
     def params(self) -> tuple[list[Param], list[Event]]:
-        return video_params(self.manifest), []
+        stable = Param("/video/stability", "float", stability.DEFAULT, 0.0, 1.0,
+                       doc="flicker removal: blend with the previous output moved along the motion; 0 = off")
+        return [*video_params(self.manifest), stable], []
 
     def open(self) -> str:
         self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
@@ -81,4 +89,10 @@ class Stylizer(BasePart):
         return feeds
 
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
-        return self.session.run([self._output], self.feeds(image, values))[0]
+        """The stylized frame. Values without /video/stability (a caller that builds them by hand) mean off:
+        each frame alone."""
+        small = image if self.scale >= 1.0 else downscale(image, self.scale)
+        styled = self.session.run([self._output], self.feeds(small, values))[0]
+        if small is not image:
+            styled = guided_upsample(small, styled, image)
+        return self.stabilizer(image, styled, float(values.get("/video/stability", 0.0)))
