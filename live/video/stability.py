@@ -15,23 +15,24 @@ import numpy as np
 
 #: Width of the grey copy the flow and the occlusion test run on (the height keeps the aspect).
 FLOW_WIDTH = 160
-#: Grey-level difference (0-255) between the warped previous and the current camera frame at which a pixel counts
-#: as occluded: its weight falls linearly from full at 0 to nothing here. Webcam noise on the small copy is a few
-#: levels; a moving edge is tens.
-OCCLUSION_LEVELS = 24.0
+#: Grey-level differences (0-255) between the warped previous and the current camera frame: up to the first a pixel
+#: counts as the same surface (webcam noise on the small copy and flow error on texture are a few levels), from
+#: the second on as occluded (a moving edge is tens); the weight falls linearly between them.
+OCCLUSION_LEVELS = (12.0, 32.0)
 #: The default /video/stability: measured on the moving clip (live bench --flicker), warp error falls by half or
 #: more for every shipped style while moving edges stay crisp.
-DEFAULT = 0.7
+DEFAULT = 0.8
 
 
 class Stabilizer:
     """Per-stream state (the previous output and the small grey camera frame); `__call__` once per frame."""
 
-    def __init__(self, flow_width: int = FLOW_WIDTH, occlusion_levels: float = OCCLUSION_LEVELS) -> None:
+    def __init__(self, flow_width: int = FLOW_WIDTH,
+                 occlusion_levels: tuple[float, float] = OCCLUSION_LEVELS) -> None:
         self.flow_width, self.occlusion_levels = flow_width, occlusion_levels
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # (small grey camera frame, output)
-        self._grids_by_size: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget the previous frame: the next output is the stylized frame alone."""
@@ -42,12 +43,12 @@ class Stabilizer:
         size = (self.flow_width, max(8, round(height * self.flow_width / width)))
         return cv2.cvtColor(cv2.resize(camera, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
 
-    def _grids(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every pixel's x and y (float32 [H, W] each), made once per size."""
-        if (height, width) not in self._grids_by_size:
-            self._grids_by_size[height, width] = tuple(
-                np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
-        return self._grids_by_size[height, width]
+    def _grid(self, height: int, width: int) -> np.ndarray:
+        """Every pixel's (x, y), float32 [H, W, 2], made once per size."""
+        if (height, width) not in self._grids:
+            xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+            self._grids[height, width] = cv2.merge([xs, ys])
+        return self._grids[height, width]
 
     def __call__(self, camera: np.ndarray, styled: np.ndarray, amount: float) -> np.ndarray:
         """The output for this frame: `styled` (uint8 HxWx3, the model's output for `camera`, the same size)
@@ -63,19 +64,17 @@ class Stabilizer:
         before_grey, before = previous
         flow = self._flow.calc(grey, before_grey, None)  # for each pixel now: where it was in the previous frame
         small_h, small_w = grey.shape
-        sx, sy = self._grids(small_h, small_w)
-        small_x, small_y = sx + flow[..., 0], sy + flow[..., 1]
-        warped_grey = cv2.remap(before_grey, small_x, small_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        agree = 1.0 - cv2.absdiff(warped_grey, grey).astype(np.float32) / self.occlusion_levels
-        inside = (small_x >= 0) & (small_x <= small_w - 1) & (small_y >= 0) & (small_y <= small_h - 1)
-        weight_small = np.clip(agree, 0.0, 1.0) * inside * np.float32(amount)
+        where = cv2.add(flow, self._grid(small_h, small_w))
+        warped_grey = cv2.remap(before_grey, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        same, occluded = self.occlusion_levels
+        agree = (occluded - cv2.absdiff(warped_grey, grey).astype(np.float32)) / (occluded - same)
+        inside = cv2.inRange(where, (0.0, 0.0), (small_w - 1.0, small_h - 1.0))  # 255 where it was in view
+        weight_small = np.clip(agree, 0.0, 1.0) * inside * np.float32(amount / 255.0)
         height, width = styled.shape[:2]
         full = (width, height)
-        flow_full = cv2.resize(flow, full, interpolation=cv2.INTER_LINEAR)
-        fx, fy = self._grids(height, width)
-        map_x = cv2.scaleAdd(flow_full[..., 0], width / small_w, fx)
-        map_y = cv2.scaleAdd(flow_full[..., 1], height / small_h, fy)
-        warped = cv2.remap(before, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        flow *= (width / small_w, height / small_h)  # in full-size pixels
+        where = cv2.add(cv2.resize(flow, full, interpolation=cv2.INTER_LINEAR), self._grid(height, width))
+        warped = cv2.remap(before, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         weight = cv2.resize(weight_small, full, interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(warped, styled, weight, 1.0 - weight)
         self._previous = grey, out
