@@ -138,8 +138,20 @@ def test_stability_lowers_warp_error_by_40_percent_and_0_is_each_frame_alone(cli
         tier.stabilizer.reset()
         before, after = warp_error(alone, clip), warp_error(steady, clip)
         assert after <= 0.6 * before, (style, before, after)
-        # and it still shows this frame's picture: the subject does not smear (its trail area is masked out)
-        assert np.abs(steady[-1].astype(np.int16) - alone[-1]).mean() < 8
+
+
+def test_stability_shows_a_cut_at_once(clip, tier):
+    """Where the camera shows something new (here everywhere: a cut to another picture) the occlusion mask lets
+    the new frame through alone, with no trace of the old one."""
+    settings = values(tier, style_a="umber-oil")
+    for frame in clip.frames[:4]:
+        tier.process(frame, settings)
+    cut = np.ascontiguousarray(clip.frames[0][::-1, ::-1])  # upside down: every pixel disagrees with the warp
+    shown = tier.process(cut, settings)
+    tier.stabilizer.reset()
+    alone = tier.process(cut, values(tier, style_a="umber-oil", stability=0.0))
+    before = tier.process(clip.frames[3], values(tier, style_a="umber-oil", stability=0.0))
+    assert np.abs(shown.astype(np.int16) - alone).mean() < 0.05 * np.abs(before.astype(np.int16) - alone).mean()
 
 
 def test_a_show_with_style_scale_plays_the_tier(tmp_path):

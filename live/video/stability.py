@@ -5,7 +5,9 @@ output, warped by the optical flow between the camera frames, keeps the strokes 
 move: the blend is a running average that follows the picture. Where the warp is wrong (something appeared, an
 occluded part came out, the flow failed), the warped previous camera frame disagrees with the current one, and
 there the current stylized frame is shown alone (the occlusion mask). The flow (OpenCV's DIS, ultrafast preset),
-the comparison and the mask run on a small grey copy; only the warp of the output and the blend are full size.
+the comparison and the mask run on a small grey copy; the warp of the output and the blend run at the output's
+size. The CPU tier stabilizes the model's small output, before the edge-aware upsampling (video/stylize.py), so
+there this costs a sixteenth and the edges still come from the current camera frame.
 """
 
 from __future__ import annotations
@@ -18,30 +20,36 @@ FLOW_WIDTH = 160
 #: Grey-level differences (0-255) between the warped previous and the current camera frame: up to the first a pixel
 #: counts as the same surface (webcam noise on the small copy and flow error on texture are a few levels), from
 #: the second on as occluded (a moving edge is tens); the weight falls linearly between them.
-OCCLUSION_LEVELS = (12.0, 32.0)
-#: The default /video/stability: measured on the moving clip (live bench --flicker), warp error falls by half or
-#: more for every shipped style while moving edges stay crisp.
-DEFAULT = 0.8
+OCCLUSION_LEVELS = (16.0, 48.0)
+#: Jumps of the output itself (0-255, stylized now against the warped previous output): boiling up to the first is
+#: smoothed; from the second on the old output is dropped (what the camera test missed: a new surface of the
+#: same colour).
+RESTYLE_LEVELS = (48.0, 128.0)
+#: The default /video/stability, measured on the moving clip (`live bench --flicker`): on the tier at 0.8 the warp
+#: error of some styles falls by only 40 %, at 0.9 by about half for every shipped style, with no visible trail
+#: behind the moving subject. Fades of the style's faders follow with a lag of a few frames.
+DEFAULT = 0.9
 
 
 class Stabilizer:
-    """Per-stream state (the previous output and the small grey camera frame); `__call__` once per frame."""
+    """Per-stream state (the previous output and the small camera frame); `__call__` once per frame."""
 
     def __init__(self, flow_width: int = FLOW_WIDTH,
-                 occlusion_levels: tuple[float, float] = OCCLUSION_LEVELS) -> None:
-        self.flow_width, self.occlusion_levels = flow_width, occlusion_levels
+                 occlusion_levels: tuple[float, float] = OCCLUSION_LEVELS,
+                 restyle_levels: tuple[float, float] | None = RESTYLE_LEVELS) -> None:
+        self.flow_width, self.occlusion_levels, self.restyle_levels = flow_width, occlusion_levels, restyle_levels
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # (small grey camera frame, output)
+        self._previous: tuple[np.ndarray, ...] | None = None  # small camera frame, its grey, the output
         self._grids: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget the previous frame: the next output is the stylized frame alone."""
         self._previous = None
 
-    def _small_grey(self, camera: np.ndarray) -> np.ndarray:
+    def _small(self, camera: np.ndarray) -> np.ndarray:
         height, width = camera.shape[:2]
         size = (self.flow_width, max(8, round(height * self.flow_width / width)))
-        return cv2.cvtColor(cv2.resize(camera, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return cv2.resize(camera, size, interpolation=cv2.INTER_AREA)
 
     def _grid(self, height: int, width: int) -> np.ndarray:
         """Every pixel's (x, y), float32 [H, W, 2], made once per size."""
@@ -56,18 +64,21 @@ class Stabilizer:
         if amount <= 0.0:
             self.reset()
             return styled
-        grey = self._small_grey(camera)
+        small = self._small(camera)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         previous, self._previous = self._previous, None
-        if previous is None or previous[0].shape != grey.shape or previous[1].shape != styled.shape:
-            self._previous = grey, styled
+        if previous is None or previous[0].shape != small.shape or previous[2].shape != styled.shape:
+            self._previous = small, grey, styled
             return styled
-        before_grey, before = previous
+        before_small, before_grey, before = previous
         flow = self._flow.calc(grey, before_grey, None)  # for each pixel now: where it was in the previous frame
         small_h, small_w = grey.shape
         where = cv2.add(flow, self._grid(small_h, small_w))
-        warped_grey = cv2.remap(before_grey, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped_small = cv2.remap(before_small, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         same, occluded = self.occlusion_levels
-        agree = (occluded - cv2.absdiff(warped_grey, grey).astype(np.float32)) / (occluded - same)
+        # in colour: a grey match between surfaces of different colours is no match
+        differ = cv2.absdiff(warped_small, small).max(axis=2).astype(np.float32)
+        agree = (occluded - differ) / (occluded - same)
         inside = cv2.inRange(where, (0.0, 0.0), (small_w - 1.0, small_h - 1.0))  # 255 where it was in view
         weight_small = np.clip(agree, 0.0, 1.0) * inside * np.float32(amount / 255.0)
         height, width = styled.shape[:2]
@@ -76,6 +87,10 @@ class Stabilizer:
         where = cv2.add(cv2.resize(flow, full, interpolation=cv2.INTER_LINEAR), self._grid(height, width))
         warped = cv2.remap(before, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         weight = cv2.resize(weight_small, full, interpolation=cv2.INTER_LINEAR)
+        if self.restyle_levels:
+            same, changed = self.restyle_levels
+            jump = cv2.absdiff(warped, styled).max(axis=2).astype(np.float32)
+            weight *= np.clip((changed - jump) / (changed - same), 0.0, 1.0)
         out = cv2.blendLinear(warped, styled, weight, 1.0 - weight)
-        self._previous = grey, out
+        self._previous = small, grey, out
         return out

@@ -43,8 +43,9 @@ class Stylizer(BasePart):
 
     Constructing one reads the manifest (its parameters are known before anything loads); `open` loads the model
     on the inference backend. With `scale` < 1 (the CPU tier) the model sees the frame at that fraction of each
-    side and its output is carried back to full size along the camera's edges (video/upsample.py); every output
-    then goes through the flicker remover (video/stability.py) steered by /video/stability."""
+    side and its output is carried back to full size along the camera's edges (video/upsample.py). The model's
+    output goes through the flicker remover (video/stability.py, /video/stability) at the model's own size: on the
+    tier that is a sixteenth of the pixels, and the edges come from the current camera frame afterwards."""
 
     def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0,
                  backend: str = "onnxruntime", scale: float = 1.0) -> None:
@@ -62,6 +63,7 @@ class Stylizer(BasePart):
         self._output = self.manifest.outputs[0].name
         self.scale = scale
         self.stabilizer = stability.Stabilizer()
+        self._slots: tuple = ()  # the style slots of the last frame
 
     def params(self) -> tuple[list[Param], list[Event]]:
         stable = Param("/video/stability", "float", stability.DEFAULT, 0.0, 1.0,
@@ -90,9 +92,12 @@ class Stylizer(BasePart):
 
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
         """The stylized frame. Values without /video/stability (a caller that builds them by hand) mean off:
-        each frame alone."""
+        each frame alone. Choosing another style in a slot cuts to it; the faders fade through the stabilizer."""
         small = image if self.scale >= 1.0 else downscale(image, self.scale)
         styled = self.session.run([self._output], self.feeds(small, values))[0]
-        if small is not image:
-            styled = guided_upsample(small, styled, image)
-        return self.stabilizer(image, styled, float(values.get("/video/stability", 0.0)))
+        slots = values.get("/video/style_a"), values.get("/video/style_b")
+        if slots != self._slots:  # another style: cut to it, never fade the old one out through the blend
+            self.stabilizer.reset()
+            self._slots = slots
+        styled = self.stabilizer(small, styled, float(values.get("/video/stability", 0.0)))
+        return styled if small is image else guided_upsample(small, styled, image)
