@@ -77,7 +77,7 @@ class Stabilizer:
         warped_small = cv2.remap(before_small, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         same, occluded = self.occlusion_levels
         # in colour: a grey match between surfaces of different colours is no match
-        differ = cv2.absdiff(warped_small, small).max(axis=2).astype(np.float32)
+        differ = largest_channel(cv2.absdiff(warped_small, small))
         agree = (occluded - differ) / (occluded - same)
         inside = cv2.inRange(where, (0.0, 0.0), (small_w - 1.0, small_h - 1.0))  # 255 where it was in view
         weight_small = np.clip(agree, 0.0, 1.0) * inside * np.float32(amount / 255.0)
@@ -89,8 +89,14 @@ class Stabilizer:
         weight = cv2.resize(weight_small, full, interpolation=cv2.INTER_LINEAR)
         if self.restyle_levels:
             same, changed = self.restyle_levels
-            jump = cv2.absdiff(warped, styled).max(axis=2).astype(np.float32)
+            jump = largest_channel(cv2.absdiff(warped, styled))
             weight *= np.clip((changed - jump) / (changed - same), 0.0, 1.0)
         out = cv2.blendLinear(warped, styled, weight, 1.0 - weight)
         self._previous = small, grey, out
         return out
+
+
+def largest_channel(image: np.ndarray) -> np.ndarray:
+    """The largest of the three channels at each pixel, float32 (numpy's max over a 3-long axis is 40x slower)."""
+    b, g, r = cv2.split(image)
+    return cv2.max(cv2.max(b, g), r).astype(np.float32)
