@@ -21,13 +21,13 @@ FLOW_WIDTH = 160
 #: counts as the same surface (webcam noise on the small copy and flow error on texture are a few levels), from
 #: the second on as occluded (a moving edge is tens); the weight falls linearly between them.
 OCCLUSION_LEVELS = (16.0, 48.0)
-#: Jumps of the output itself (0-255, stylized now against the warped previous output): boiling up to the first is
-#: smoothed; from the second on the old output is dropped (what the camera test missed: a new surface of the
-#: same colour).
-RESTYLE_LEVELS = (48.0, 128.0)
+#: Jumps of the output itself (0-255, stylized now against the warped previous output): up to the first they are
+#: boiling, smoothed; from the second on the old output is dropped (a new surface the camera test missed, of the
+#: same colour). Ink styles boil by 100 levels and more: lower bounds cost them their smoothing.
+RESTYLE_LEVELS = (96.0, 224.0)
 #: The default /video/stability, measured on the moving clip (`live bench --flicker`): on the tier at 0.8 the warp
-#: error of some styles falls by only 40 %, at 0.9 by about half for every shipped style, with no visible trail
-#: behind the moving subject. Fades of the style's faders follow with a lag of a few frames.
+#: error of some styles falls by only 40 %, at 0.9 by 45-60 % for every style of both painterly models, with no
+#: visible trail behind the moving subject. The style faders then follow with a lag of a few frames.
 DEFAULT = 0.9
 
 
