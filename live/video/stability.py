@@ -68,7 +68,7 @@ class Stabilizer:
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         previous, self._previous = self._previous, None
         if previous is None or previous[0].shape != small.shape or previous[2].shape != styled.shape:
-            self._previous = small, grey, styled
+            self._previous = small, grey, styled.copy()  # a model may reuse its output buffer (IOBinding)
             return styled
         before_small, before_grey, before = previous
         flow = self._flow.calc(grey, before_grey, None)  # for each pixel now: where it was in the previous frame
