@@ -27,8 +27,8 @@ _PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # the covariance's di
 
 def fit_affine(guide: np.ndarray, target: np.ndarray, radius: int = RADIUS, eps: float = EPS) -> np.ndarray:
     """Per-pixel affine maps from `guide` to `target` (both uint8 or float HxWx3, 0-255 units, the same size),
-    fitted over (2 radius + 1)^2 windows and averaged over the windows covering each pixel: float32 [12, H, W],
-    planes 3 i + c hold A[i, c] (input channel i into output channel c), planes 9 + c the offsets b[c]."""
+    fitted over (2 radius + 1)^2 windows and averaged over the windows covering each pixel: float32 [H, W, 12],
+    channel 3 i + c holds A[i, c] (input channel i into output channel c), channel 9 + c the offset b[c]."""
     size = (2 * radius + 1, 2 * radius + 1)
 
     def box(image: np.ndarray) -> np.ndarray:
@@ -57,28 +57,23 @@ def fit_affine(guide: np.ndarray, target: np.ndarray, radius: int = RADIUS, eps:
             coefs[..., 3 * i + c] = a
             offset -= a * mean_g[..., i]
         coefs[..., 9 + c] = offset
-    return np.ascontiguousarray(box(coefs).transpose(2, 0, 1))
+    return box(coefs)
 
 
 def apply_affine(coefs: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """`image` (uint8 HxWx3) through the per-pixel affine maps `coefs` ([12, h, w], any h, w: scaled up
+    """`image` (uint8 HxWx3) through the per-pixel affine maps `coefs` ([h, w, 12], any h, w: scaled up
     bilinearly to the image's size): uint8 HxWx3."""
     height, width = image.shape[:2]
-    size = (width, height)
-
-    def up(plane: np.ndarray) -> np.ndarray:
-        return cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR)
-
+    small = cv2.split(coefs)  # one plane at a time: the full-size work stays in cv2, plane by plane
     channels = [plane.astype(np.float32) for plane in cv2.split(image)]
     out = []
     for c in range(3):
-        plane = up(coefs[9 + c]) + 0.5  # + 0.5: the uint8 cast below then rounds
+        plane = cv2.resize(small[9 + c], (width, height), interpolation=cv2.INTER_LINEAR)
         for i in range(3):
-            cv2.accumulateProduct(channels[i], up(coefs[3 * i + c]), plane)
-        out.append(plane)
-    merged = cv2.merge(out)
-    np.clip(merged, 0.0, 255.0, out=merged)
-    return merged.astype(np.uint8)
+            cv2.accumulateProduct(channels[i], cv2.resize(small[3 * i + c], (width, height),
+                                                          interpolation=cv2.INTER_LINEAR), plane)
+        out.append(cv2.convertScaleAbs(cv2.max(plane, 0.0)))  # rounds and saturates at 255; negatives are 0
+    return cv2.merge(out)
 
 
 def guided_upsample(small: np.ndarray, styled: np.ndarray, full: np.ndarray, radius: int = RADIUS,
