@@ -4,10 +4,11 @@ Feed-forward style nets answer sensor noise with boiling brush strokes. Blending
 output, warped by the optical flow between the camera frames, keeps the strokes that still fit and lets the scene
 move: the blend is a running average that follows the picture. Where the warp is wrong (something appeared, an
 occluded part came out, the flow failed), the warped previous camera frame disagrees with the current one, and
-there the current stylized frame is shown alone (the occlusion mask). The flow (OpenCV's DIS, ultrafast preset),
-the comparison and the mask run on a small grey copy; the warp of the output and the blend run at the output's
-size. The CPU tier stabilizes the model's small output, before the edge-aware upsampling (video/stylize.py), so
-there this costs a sixteenth and the edges still come from the current camera frame.
+there the current stylized frame is shown alone (the occlusion mask); so it is where the output itself jumps
+further than boiling does. The flow (OpenCV's DIS, ultrafast preset), the comparison and the mask run on a small
+copy; the warp of the output and the blend run at the output's size. The CPU tier stabilizes the model's small
+output, before the edge-aware upsampling (video/stylize.py): there this costs a sixteenth, and the edges still come
+from the current camera frame.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-#: Width of the grey copy the flow and the occlusion test run on (the height keeps the aspect).
+#: Width of the small camera copy the flow and the occlusion test run on (the height keeps the aspect).
 FLOW_WIDTH = 160
 #: Grey-level differences (0-255) between the warped previous and the current camera frame: up to the first a pixel
 #: counts as the same surface (webcam noise on the small copy and flow error on texture are a few levels), from
@@ -36,7 +37,7 @@ class Stabilizer:
 
     def __init__(self, flow_width: int = FLOW_WIDTH,
                  occlusion_levels: tuple[float, float] = OCCLUSION_LEVELS,
-                 restyle_levels: tuple[float, float] | None = RESTYLE_LEVELS) -> None:
+                 restyle_levels: tuple[float, float] = RESTYLE_LEVELS) -> None:
         self.flow_width, self.occlusion_levels, self.restyle_levels = flow_width, occlusion_levels, restyle_levels
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         self._previous: tuple[np.ndarray, ...] | None = None  # small camera frame, its grey, the output
@@ -87,10 +88,9 @@ class Stabilizer:
         where = cv2.add(cv2.resize(flow, full, interpolation=cv2.INTER_LINEAR), self._grid(height, width))
         warped = cv2.remap(before, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         weight = cv2.resize(weight_small, full, interpolation=cv2.INTER_LINEAR)
-        if self.restyle_levels:
-            same, changed = self.restyle_levels
-            jump = largest_channel(cv2.absdiff(warped, styled))
-            weight *= np.clip((changed - jump) / (changed - same), 0.0, 1.0)
+        same, changed = self.restyle_levels
+        jump = largest_channel(cv2.absdiff(warped, styled))
+        weight *= np.clip((changed - jump) / (changed - same), 0.0, 1.0)
         out = cv2.blendLinear(warped, styled, weight, 1.0 - weight)
         self._previous = small, grey, out
         return out
