@@ -34,7 +34,9 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from live.audio.synth import Synth
@@ -43,11 +45,14 @@ from live.control.osc_codec import encode_bundle, encode_message, unix_to_ntp
 from live.graph import Graph, build, style_of
 from live.inference import open_session
 from live.models.manifest import load_manifest
+from live.models.temporal import moving_clip, warp_error
 from live.params import Event, Param, ParamTree
 from live.player import percentile
 from live.show import Show
 from live.video.capture import BuiltinSource
+from live.video.stability import Stabilizer
 from live.video.stylize import Stylizer
+from live.video.upsample import downscale
 
 WIDTH, HEIGHT = 640, 480
 GPU_WIDTH, GPU_HEIGHT = 1280, 720
@@ -57,6 +62,8 @@ SYNTH_CHORD = (45, 52, 57, 60, 64, 67, 71, 76)
 SYNTH_RUN = 64  # blocks per timed run; the median run is reported (robust to a busy neighbour)
 CONTROL_RATE = 10_000  # OSC messages/s the bench's sender aims at
 FUZZ_PACKETS = 1_000_000
+FLICKER_FRAMES = 12  # frames of the moving clip per style in --flicker
+PHOTO = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
 FUZZ_WINDOW = 64  # datagrams in flight at most: the kernel's receive buffer must never drop one (counts are exact)
 
 
@@ -173,10 +180,14 @@ def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
 
 
 def bench(show: Show, seconds: float | None = None, print_: Callable[[str], None] = print,
-          parts: tuple[str, ...] = ("video", "synth"), fuzz_packets: int = FUZZ_PACKETS) -> dict:
-    """Measure and print tables; returns `{"video": {...}, "synth": {...}, "control": {...}}` (the parts asked
-    for). `seconds` defaults to 5 per video measurement (a quarter of it per synth one) and 60 for control."""
+          parts: tuple[str, ...] = ("video", "synth"), fuzz_packets: int = FUZZ_PACKETS,
+          flicker_models: list[Path] | None = None) -> dict:
+    """Measure and print tables; returns `{"video": {...}, "synth": {...}, "control": {...}, "flicker": {...}}`
+    (the parts asked for). `seconds` defaults to 5 per video measurement (a quarter of it per synth one) and 60
+    for control. Flicker measures `flicker_models` (default: the show's style model)."""
     results = {}
+    if "flicker" in parts:
+        results["flicker"] = flicker_bench(show, flicker_models or [show.resolve(show.video.model)], print_=print_)
     if "video" in parts:
         results["video"] = video_bench(show, seconds or 5.0, print_)
     if "gpu" in parts:
@@ -248,8 +259,21 @@ def osc_to_frame(show: Show, seconds: float, print_: Callable[[str], None] = pri
     return result
 
 
+def bilinear_baseline(stylizer: Stylizer, values, seconds: float) -> float:
+    """The naive way to a cheap tier: the model at the tier's internal size, its output scaled up bilinearly."""
+    source = BuiltinSource(WIDTH, HEIGHT)
+    run, output = stylizer.session.run, [stylizer.manifest.outputs[0].name]
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        small = downscale(source.read(), stylizer.scale)
+        cv2.resize(run(output, stylizer.feeds(small, values))[0], (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
 def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
-    """The video model three ways; returns the `"video"` result."""
+    """The video model three ways (with a [video] style_scale below 1, the pipeline is the CPU tier and the model
+    alone at full size is its teacher; then also the bilinear baseline); returns the `"video"` result."""
     graph = video_graph(show, show.video.fps)
     stylizer = style_of(graph.chain.stages)
     print_(stylizer.open())
@@ -257,16 +281,25 @@ def video_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
     model_fps = model_only(stylizer, values, seconds)
     pipe_fps, latencies, dropped = pipeline(video_graph(show, max(show.video.fps, 1.25 * model_fps)), seconds)
     naive_fps = naive(stylizer, values, seconds)
+    tier = stylizer.scale < 1.0
+    bilinear_fps = bilinear_baseline(stylizer, values, seconds) if tier else None
     latency = {f"p{q}": round(percentile(latencies, q), 2) for q in (50, 95, 99)}
     video = {
         "model": stylizer.manifest.name, "size": [WIDTH, HEIGHT], "provider": stylizer.session.provider,
         "model_only_fps": round(model_fps, 1), "pipeline_fps": round(pipe_fps, 1), "naive_fps": round(naive_fps, 1),
-        "latency_ms": latency, "dropped": dropped,
+        "latency_ms": latency, "dropped": dropped, "style_scale": stylizer.scale,
+        "tier_to_teacher": round(pipe_fps / model_fps, 2) if tier else None,
+        "bilinear_fps": round(bilinear_fps, 1) if tier else None,
     }
     print_(f"\nvideo: {video['model']} at {WIDTH}x{HEIGHT} on {video['provider']}, {seconds:g} s each")
-    print_(f"  {'model only':<12}{model_fps:8.1f} fps")
-    print_(f"  {'pipeline':<12}{pipe_fps:8.1f} fps   ({pipe_fps / naive_fps:.2f}x naive)")
+    print_(f"  {'model only':<12}{model_fps:8.1f} fps" + ("   (the full-size teacher)" if tier else ""))
+    print_(f"  {'pipeline':<12}{pipe_fps:8.1f} fps   ({pipe_fps / naive_fps:.2f}x naive)"
+           + (f"   CPU tier: style at {stylizer.scale:g} of each side, guided upsampling, stability "
+              f"{values['/video/stability']:g}" if tier else ""))
     print_(f"  {'naive loop':<12}{naive_fps:8.1f} fps")
+    if tier:
+        print_(f"  {'bilinear':<12}{bilinear_fps:8.1f} fps   (the model at {stylizer.scale:g}, scaled up bilinearly)")
+        print_(f"  tier / teacher: {video['tier_to_teacher']:.2f}x (the figure that counts: machines differ)")
     print_(f"  latency capture->output  p50 {latency['p50']:.1f} ms  p95 {latency['p95']:.1f} ms  "
            f"p99 {latency['p99']:.1f} ms")
     print_(f"  dropped {dropped} (source frames superseded before inference: newest frame wins)")
@@ -327,6 +360,69 @@ def gpu_bench(show: Show, seconds: float, print_: Callable[[str], None] = print)
     print_(f"  plain Session.run on the same frames: {result['plain_run_fps']:.1f} fps (the IOBinding path "
            f"{result['fps'] / result['plain_run_fps']:.2f}x)")
     return result
+
+
+class TimedStabilizer(Stabilizer):
+    """The stabilizer, adding up the time spent in it (the tier's own, swapped in for the bench)."""
+
+    seconds = 0.0
+
+    def __call__(self, camera: np.ndarray, styled: np.ndarray, amount: float) -> np.ndarray:
+        began = time.perf_counter()
+        out = super().__call__(camera, styled, amount)
+        self.seconds += time.perf_counter() - began
+        return out
+
+
+def flicker_bench(show: Show, models: list[Path], frames: int = FLICKER_FRAMES,
+                  print_: Callable[[str], None] = print) -> dict:
+    """Warp error on the moving clip (live/models/temporal.py: a photo under known motion, noise, a moving
+    subject) for every style of each model: the full-size teacher frame by frame, the show's tier frame by frame
+    and stabilized at the /video/stability default; and the stabilizer's share of the tier's frame time (timed
+    inside the same frames). Returns `{model name: {...}}`."""
+    video = show.video
+    clip = moving_clip(cv2.imread(str(PHOTO)), frames, (WIDTH, HEIGHT))
+    print_(f"\nflicker: warp error (0-255, lower is steadier) on a {frames}-frame {WIDTH}x{HEIGHT} moving clip "
+           f"(camera input itself: {warp_error(clip.frames, clip):.2f}); tier = style at {video.style_scale:g}")
+    results = {}
+    for path in models:
+        teacher = Stylizer(path, tuple(video.providers), video.threads, video.backend)
+        tier = Stylizer(path, tuple(video.providers), video.threads, video.backend, scale=video.style_scale)
+        teacher.open()
+        tier.open()
+        defaults = {p.address: p.default for p in tier.params()[0]}
+        amount = float(defaults["/video/stability"])
+        tier.stabilizer = timed = TimedStabilizer()
+        styles, steady_s, stabilizing_s = {}, 0.0, 0.0
+        print_(f"  {tier.manifest.name}: {'style':<22}{'teacher':>9}{'tier':>8}{'stable':>8}{'lower':>8}")
+        for style in tier.styles:
+            values = {**defaults, "/video/style_a": style, "/video/stability": 0.0}
+            taught = [teacher.process(frame, values) for frame in clip.frames]
+            alone = [tier.process(frame, values) for frame in clip.frames]
+            timed.seconds, began = 0.0, time.perf_counter()
+            steady = [tier.process(frame, {**values, "/video/stability": amount}) for frame in clip.frames]
+            steady_s += time.perf_counter() - began
+            stabilizing_s += timed.seconds
+            row = {"teacher": warp_error(taught, clip), "tier": warp_error(alone, clip),
+                   "stabilized": warp_error(steady, clip)}
+            row["lower"] = 1.0 - row["stabilized"] / row["tier"]
+            styles[style] = {key: round(value, 3) for key, value in row.items()}
+            print_(f"  {'':<{len(tier.manifest.name) + 2}}{style:<22}{row['teacher']:9.2f}{row['tier']:8.2f}"
+                   f"{row['stabilized']:8.2f}{row['lower']:8.0%}")
+        lower = [row["lower"] for row in styles.values()]
+        share = stabilizing_s / steady_s
+        name = tier.manifest.name
+        results[name] = {"stability": amount, "styles": styles, "lowest_reduction": round(min(lower), 3),
+                         "mean_reduction": round(float(np.mean(lower)), 3),
+                         "tier_frame_ms": round(1000 * steady_s / (len(styles) * frames), 2),
+                         "stabilizer_share_of_frame": round(share, 3),
+                         "stabilizer_ms": round(1000 * stabilizing_s / (len(styles) * frames), 2)}
+        print_(f"  {name}: warp error lower by {min(lower):.0%} (least) to {max(lower):.0%}, "
+               f"mean {np.mean(lower):.0%}, at stability {amount:g}; the stabilizer takes {share:.1%} of the tier's "
+               f"frame time ({results[name]['stabilizer_ms']:.1f} of {results[name]['tier_frame_ms']:.1f} ms)")
+        for stylizer in (teacher, tier):
+            stylizer.close()
+    return results
 
 
 # ------------------------------------------------------------------------------------------------- control

@@ -139,12 +139,14 @@ def _bench(args: argparse.Namespace) -> int:
     parts = (args.only,) if args.only else ("video", "synth")
     if args.control:
         parts = ((args.only,) if args.only else ()) + ("control",)
+    if args.flicker is not None:
+        parts = ((args.only,) if args.only else ()) + ("flicker",)
     if args.seconds is not None and args.seconds <= 0:
         raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
     if args.fuzz_packets < 0:
         raise LiveError(f"--fuzz-packets {args.fuzz_packets}: cannot be negative", "give a count, e.g. 100000")
     result = bench(load_show(args.show), seconds=args.seconds, print_=print, parts=parts,
-                   fuzz_packets=args.fuzz_packets)
+                   fuzz_packets=args.fuzz_packets, flicker_models=[Path(m) for m in args.flicker or ()])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"Wrote {args.json}")
@@ -233,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
                             "latency over loopback for --seconds (default 60), then fuzzed datagrams")
     bench.add_argument("--fuzz-packets", type=int, default=1_000_000, metavar="N",
                        help="fuzzed datagrams sent with --control (default %(default)s)")
+    bench.add_argument("--flicker", nargs="*", metavar="MODEL.json",
+                       help="measure flicker instead (with --only: as well): warp error on a moving clip for every "
+                            "style of these style models (default: the show's), teacher, tier and stabilized")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")

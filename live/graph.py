@@ -37,7 +37,7 @@ def stages_of(show: Show) -> list[Stage]:
     other `[[stages]]` in order, then blackout."""
     video = show.video
     style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
-                     show_bank(show))
+                     show_bank=show_bank(show), scale=video.style_scale)
     stages = [(getattr(section, "route", "after-style"), STAGES.get(section.kind)(section, show))
               for section in show.stages]
     return [*(s for route, s in stages if route == "before-style"), style,

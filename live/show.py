@@ -43,6 +43,8 @@ class VideoSection(_Section):
     backend: str = Field("onnxruntime", description="inference backend that runs the models")
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = ["tensorrt", "cuda", "cpu"]
     threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = ORT's choice")
+    style_scale: float = Field(1.0, ge=0.05, le=1.0, description="the style model runs at this fraction of each "
+                               "side, then edge-aware upsampling (the CPU tier); 1 = full size")
 
 
 class AudioSection(_Section):

@@ -70,7 +70,7 @@ def show_with(tmp_path: Path, **sections: dict | list) -> Path:
     data["oscquery"].update(port=0, zeroconf=False)  # tests run shows side by side: no fixed port, no announcing
     # tests play the fast procedural model at 640x480 (their pictures and style names); the shipped shows are checked
     # as they are by test_show.py
-    data["video"].update(model="styles-procedural.json", width=640, height=480)
+    data["video"].update(model="styles-procedural.json", width=640, height=480, style_scale=1.0)
     data["params"].update({"/video/style_a": "pop-art", "/video/style_b": "watercolour"})
     for section, values in sections.items():
         if isinstance(values, list):

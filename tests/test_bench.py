@@ -22,6 +22,10 @@ def test_bench_writes_the_documented_json(tmp_path):
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert isinstance(video["dropped"], int) and video["dropped"] >= 0
     assert "model only" in result.stdout and "naive loop" in result.stdout  # the human table
+    # the default show plays the CPU tier: its pipeline over the full-size teacher, and the bilinear baseline
+    assert video["style_scale"] == load_show(DEFAULT_SHOW).video.style_scale < 1
+    assert video["tier_to_teacher"] == pytest.approx(video["pipeline_fps"] / video["model_only_fps"], rel=0.1)
+    assert video["bilinear_fps"] > 0 and "tier / teacher" in result.stdout
     assert_synth_section(written["synth"])
     assert "full render" in result.stdout and "decoder only" in result.stdout
 

@@ -18,7 +18,9 @@ from live.inference import BACKENDS, BoundRun, Session
 from live.models.manifest import Manifest, load_manifest
 from live.params import Event, Param
 from live.parts import BasePart
+from live.video import stability
 from live.video.styles import StyleBank, grab_event, model_bank
+from live.video.upsample import downscale, guided_upsample
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
@@ -45,11 +47,15 @@ class Stylizer(BasePart):
     """Runs one image-to-image model on frames; `process` is the whole per-frame work.
 
     Constructing one reads the manifest (its parameters are known before anything loads); `open` loads the model
-    on the inference backend."""
+    on the inference backend. With `scale` < 1 (the CPU tier) the model sees the frame at that fraction of each
+    side and its output is carried back to full size along the camera's edges (video/upsample.py). The model's
+    output goes through the flicker remover (video/stability.py, /video/stability) at the model's own size: on the
+    tier that is a sixteenth of the pixels, and the edges come from the current camera frame afterwards."""
 
     def __init__(self, manifest_path: Path, providers: tuple[str, ...], threads: int = 0,
-                 backend: str = "onnxruntime", show_bank: StyleBank | None = None) -> None:
-        """`show_bank`: the show's own styles, for a model fed a style vector (a name there wins over the model's)."""
+                 backend: str = "onnxruntime", show_bank: StyleBank | None = None, scale: float = 1.0) -> None:
+        """`show_bank`: the show's own styles, for a model fed a style vector (a name there wins over the model's).
+        `scale`: the fraction of each side the model runs at (1 = full size)."""
         self.manifest = load_manifest(manifest_path)
         if self.manifest.kind != "image-to-image":
             raise LiveError(f"{manifest_path} is a {self.manifest.kind} model, not an image-to-image one",
@@ -68,6 +74,9 @@ class Stylizer(BasePart):
         self.styles = () if self._vector_input else style_names(self.manifest)
         #: the newest camera frame the model was fed (what /video/style/grab turns into a style)
         self.last_frame: np.ndarray | None = None
+        self.scale = scale
+        self.stabilizer = stability.Stabilizer()
+        self._slots: tuple = ()  # the style slots of the last frame
         if self._vector_input:
             size = self.manifest.input(self._vector_input).shape[0]
             for bank in (model_bank(self.manifest.source, self.manifest.controls), show_bank):
@@ -97,7 +106,9 @@ class Stylizer(BasePart):
         return True
 
     def params(self) -> tuple[list[Param], list[Event]]:
-        return video_params(self.styles), [grab_event()] if self._vector_input else []
+        stable = Param("/video/stability", "float", stability.DEFAULT, 0.0, 1.0,
+                       doc="flicker removal: blend with the previous output moved along the motion; 0 = off")
+        return [*video_params(self.styles), stable], [grab_event()] if self._vector_input else []
 
     def open(self) -> str:
         self.session = self._open_session(self.manifest.onnx_path, self.providers, self.threads)
@@ -110,7 +121,6 @@ class Stylizer(BasePart):
     def feeds(self, image: np.ndarray, values: Mapping) -> dict[str, np.ndarray]:
         """The model's inputs for one frame under the current parameter values."""
         feeds = {self._frame_input: image}
-        self.last_frame = image
         if self._vector_input:
             vectors, blend = self.vectors, float(values["/video/blend"])
             a, b = vectors[values["/video/style_a"]], vectors[values["/video/style_b"]]
@@ -126,5 +136,15 @@ class Stylizer(BasePart):
         return feeds
 
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
-        """One frame: up to the device once, through the model into its reused output buffer, back once."""
-        return self.frames.host(self.frames.run(self.feeds(image, values))[0])
+        """The stylized frame: the model's input goes up to the device once, through the model into its reused
+        output buffer, and back once. Values without /video/stability (a caller that builds them by hand) mean off:
+        each frame alone. Choosing another style in a slot cuts to it; the faders fade through the stabilizer."""
+        self.last_frame = image  # what /video/style/grab saves: the camera frame at full size
+        small = image if self.scale >= 1.0 else downscale(image, self.scale)
+        styled = self.frames.host(self.frames.run(self.feeds(small, values))[0])
+        slots = values.get("/video/style_a"), values.get("/video/style_b")
+        if slots != self._slots:  # another style: cut to it, never fade the old one out through the blend
+            self.stabilizer.reset()
+            self._slots = slots
+        styled = self.stabilizer(small, styled, float(values.get("/video/stability", 0.0)))
+        return styled if small is image else guided_upsample(small, styled, image)
