@@ -13,14 +13,18 @@ Layers (the expansion ReLU6 of a MobileNetV2 block, named as in the graph; strid
   `expanded_conv_6` (192, 1/8), `expanded_conv_13` (576, 1/16);
 - content layer: `expanded_conv_10` (384 channels, 1/16): objects and layout, little texture.
 
-Distances, each in [0, 1] (0 = same, 1 = nothing in common), so models and styles compare on one scale:
+Distances are normalised (0 = same), so models and styles compare on one scale:
 
 - `style_distance`: Gram matrices G = F F^T / (H W) of each style layer, compared as ||G_a - G_b|| / (||G_a|| +
-  ||G_b||) (Frobenius), averaged over the style layers. Position-free: two images in one style are close even
+  ||G_b||) (Frobenius), in [0, 1], averaged over the style layers. Position-free: two images in one style are close even
   when they show different things (Gatys et al. 2016's style representation).
-- `content_distance`: ||F_a - F_b|| / (||F_a|| + ||F_b||) at the content layer (same size images).
-- `feature_distance`: the same normalised difference averaged over every layer, fine and coarse (how far one
-  rendering is from another of the same picture, e.g. a fast tier from its full-resolution teacher).
+- `content_distance`: at the content layer, each image's channel means removed (they carry the palette and the
+  overall look, which the Gram comparison judges), 1 - the cosine similarity of the two images' channel vectors
+  at each position, averaged over positions (images of the same size). Unit-normalising each position's
+  channels, as LPIPS does (Zhang et al. 2018, without its learned weights), lets every position count alike.
+  0 = same, 1 = unrelated (about 0.7 from a photo to a grey card), up to 2 = opposite.
+- `feature_distance`: the same, averaged over every layer, fine and coarse (how far one rendering is from another
+  of the same picture, e.g. a fast tier from its full-resolution teacher).
 """
 
 from __future__ import annotations
@@ -87,36 +91,48 @@ def extractor(predictor: onnx.ModelProto) -> onnx.ModelProto:
 
 @dataclass
 class Features:
-    """One image's activations ([C, h*w] per layer), with its Gram matrices computed once when first needed."""
+    """One image's activations ([C, h*w] per layer), with its Gram matrices (flattened, with their squared norms)
+    computed once when first needed: a report compares each output with dozens of references."""
 
     maps: dict[str, np.ndarray]
-    _grams: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _grams: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False)
 
-    def gram(self, layer: str) -> np.ndarray:
+    def gram(self, layer: str) -> tuple[np.ndarray, float]:
         if layer not in self._grams:
             f = self.maps[layer]
-            self._grams[layer] = (f @ f.T).astype(np.float64) / f.shape[1]  # float32 product: 5x faster
+            g = ((f @ f.T).astype(np.float64) / f.shape[1]).ravel()  # float32 product: 5x faster
+            self._grams[layer] = g, float(g @ g)
         return self._grams[layer]
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
+def _gram_distance(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
+    """||G_a - G_b|| / (||G_a|| + ||G_b||), from the cached squared norms and one dot product."""
+    (ga, na), (gb, nb) = a, b
+    return float(np.sqrt(max(na + nb - 2 * float(ga @ gb), 0.0)) / max(np.sqrt(na) + np.sqrt(nb), 1e-12))
 
 
 def style_distance(a: Features, b: Features) -> float:
     """Mean normalised Gram-matrix difference over the style layers (see the module doc)."""
-    return float(np.mean([_relative(a.gram(layer), b.gram(layer)) for layer in STYLE_LAYERS]))
+    return float(np.mean([_gram_distance(a.gram(layer), b.gram(layer)) for layer in STYLE_LAYERS]))
+
+
+def _cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - cosine similarity of the centred channel vectors at each position, averaged over positions."""
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    dot = (a * b).sum(axis=0)
+    norms = np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)
+    return float(np.mean(1 - dot / np.maximum(norms, 1e-12)))
 
 
 def feature_distance(a: Features, b: Features, layers: tuple[str, ...] = LAYERS) -> float:
-    """Mean normalised activation difference over `layers` (images of the same size)."""
+    """Mean per-position cosine distance over `layers` (images of the same size; see the module doc)."""
     if any(a.maps[layer].shape != b.maps[layer].shape for layer in layers):
         raise ValueError("feature_distance compares images of the same size")
-    return float(np.mean([_relative(a.maps[layer], b.maps[layer]) for layer in layers]))
+    return float(np.mean([_cosine_distance(a.maps[layer], b.maps[layer]) for layer in layers]))
 
 
 def content_distance(a: Features, b: Features) -> float:
-    """Normalised activation difference at the content layer."""
+    """Per-position cosine distance at the content layer."""
     return feature_distance(a, b, (CONTENT_LAYER,))
 
 

@@ -65,11 +65,11 @@ def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image[y:y + crop_h, x:x + crop_w], (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _values(style: str) -> dict[str, object]:
+def style_values(style: str) -> dict[str, object]:
     return {"/video/style_a": style, "/video/style_b": style, "/video/blend": 0.0, "/video/strength": 1.0}
 
 
-def _stylizer(path: Path, **kwargs: object):
+def open_stylizer(path: Path, **kwargs: object):
     from live.video.stylize import Stylizer
 
     stylizer = Stylizer(path, ("cpu",), threads=THREADS, **kwargs)
@@ -92,8 +92,8 @@ def references(models_dir: Path) -> dict[str, np.ndarray]:
         path = models_dir / f"{name}.json"
         if not path.is_file():
             continue
-        stylizer = _stylizer(path)
-        refs.update({s: stylizer.process(card, _values(s)) for s in stylizer.styles if s not in refs})
+        stylizer = open_stylizer(path)
+        refs.update({s: stylizer.process(card, style_values(s)) for s in stylizer.styles if s not in refs})
         stylizer.close()
     return refs
 
@@ -122,14 +122,14 @@ def evaluate(model: Path, shots: list[np.ndarray], clip: temporal.Clip, space: F
              refs: dict[str, Features], styles: list[str] | None = None, tier_scale: float = TIER_SCALE,
              ) -> tuple[dict[str, dict[str, float | None]], list[tuple[str, list[np.ndarray]]]]:
     """Metrics per style of one model (see the module doc), and its stylized photos for the sheet."""
-    teacher = _stylizer(model)
-    tier = _stylizer(model, scale=tier_scale) if has_tier() else None
+    teacher = open_stylizer(model)
+    tier = open_stylizer(model, scale=tier_scale) if has_tier() else None
     chosen = [s for s in teacher.styles if styles is None or s in styles]
     inputs = [space(img) for img in shots]
     metrics: dict[str, dict[str, float | None]] = {}
     rows = []
     for style in chosen:
-        values = _values(style)
+        values = style_values(style)
         outs = [teacher.process(img, values) for img in shots]
         feats = [space(out) for out in outs]
         own = refs.get(style)
@@ -242,7 +242,7 @@ def write_report(models_dir: Path, out_dir: Path, names: list[str] | None = None
         raise LiveError(f"tier scale {tier_scale} is out of range", "use a scale in (0, 1], e.g. 0.25")
     models = _style_models(models_dir, names)
     offered = {path: load_manifest(path).controls["styles"] for path in models}
-    unknown = [s for s in styles or [] if not any(s in names for names in offered.values())]
+    unknown = [s for s in styles or [] if not any(s in listed for listed in offered.values())]
     if unknown:
         raise LiveError(f"no style {', '.join(unknown)} in the models reported", "`live models` lists the styles")
     models = [path for path in models if styles is None or set(styles) & set(offered[path])]
