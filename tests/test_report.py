@@ -128,6 +128,8 @@ def test_report_on_a_tiny_subset(tmp_path, space, shots):
     styles = [*PAINTERLY[:3], "neon-edges", "pop-art"]
     report = write_report(MODELS, tmp_path, names=["painterly-arbitrary", "styles-procedural"], width=WIDTH,
                           height=HEIGHT, frames=FRAMES, styles=styles, photo_names=("astronaut", "chelsea"))
+    params = open_stylizer(MODELS / "styles-procedural.json").params()[0]
+    stability = next((p for p in params if p.address == "/video/stability"), None)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data == json.loads(json.dumps(report))
     assert list(data["models"]) == ["painterly-arbitrary", "styles-procedural"]
@@ -140,7 +142,10 @@ def test_report_on_a_tiny_subset(tmp_path, space, shots):
         assert (tmp_path / f"{model}.jpg").stat().st_size < 1_000_000 and sheet.std() > 20
         for metrics in rows.values():
             assert metrics["teacher_tier"] is None if not has_tier() else math.isfinite(metrics["teacher_tier"])
-            numbers = [v for k, v in metrics.items() if k != "teacher_tier"]
+            assert (metrics["warp_error_stable"] is None) == (stability is None)
+            if stability is not None:
+                assert metrics["warp_error_stable"] < metrics["warp_error"]
+            numbers = [v for k, v in metrics.items() if k not in ("teacher_tier", "warp_error_stable")]
             assert all(math.isfinite(v) for v in numbers) and all(0 <= v for v in numbers)
             assert 0 < metrics["style_distance"] < 1 and 0 < metrics["content_distance"] < 1
     for metrics in data["models"]["painterly-arbitrary"].values():

@@ -13,9 +13,12 @@ Per style (means over the photos; features, Gram matrices and distances in live/
   the style (REFERENCE_MODELS): painterly-26 for its 26 styles (painterly-arbitrary's bank holds the predictor's
   vectors of exactly those renderings, so for that model it is the style's own image), styles-procedural for
   its 8 (the teacher styles-cpu and styles-gpu were trained to imitate). A style no reference model has: none.
-- recognised: the share of photos on which the output's nearest reference (Gram distance) is its own style's.
+- recognised: the share of photos on which the output's nearest reference (Gram distance) among the reported
+  styles' (all, unless --style chose some) is its own style's.
 - content_distance: feature distance of the output to its input photo at the content layer.
-- warp_error: temporal.warp_error of the styled clip (the input clip's own value is the floor).
+- warp_error: temporal.warp_error of the styled clip, each frame stylized alone (the input clip's own value is the
+  floor); warp_error_stable: the same with the flicker remover at its default /video/stability (none where this
+  Stylizer has no such control).
 - teacher_tier / teacher_naive: feature distance (all layers) to the same model at full resolution (the teacher)
   of (a) the CPU tier, the Stylizer at `scale` (run small, upsampled edge-aware), and (b) the naive baseline: the
   teacher run at the tier's internal size and upscaled bilinearly. Lower is closer to the teacher. (a) is none
@@ -84,8 +87,9 @@ def has_tier() -> bool:
     return "scale" in inspect.signature(Stylizer).parameters
 
 
-def references(models_dir: Path) -> dict[str, np.ndarray]:
-    """Each style name's reference image: the test card in that style, by the first REFERENCE_MODELS model with it."""
+def references(models_dir: Path, styles: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Each style name's reference image (all, or those in `styles`): the test card in that style, by the first
+    REFERENCE_MODELS model with it."""
     refs: dict[str, np.ndarray] = {}
     card = test_card()
     for name in REFERENCE_MODELS:
@@ -93,17 +97,23 @@ def references(models_dir: Path) -> dict[str, np.ndarray]:
         if not path.is_file():
             continue
         stylizer = open_stylizer(path)
-        refs.update({s: stylizer.process(card, style_values(s)) for s in stylizer.styles if s not in refs})
+        refs.update({s: stylizer.process(card, style_values(s)) for s in stylizer.styles
+                     if s not in refs and (styles is None or s in styles)})
         stylizer.close()
     return refs
 
 
 def naive(stylizer, image: np.ndarray, values: dict, scale: float) -> np.ndarray:
-    """The baseline a tier must beat: the model at the tier's internal size, upscaled bilinearly."""
+    """The baseline a tier must beat: the model at the tier's internal size (`scale` of each side, area-averaged,
+    each side a multiple of 4 as the tier makes it), upscaled bilinearly."""
     height, width = image.shape[:2]
-    small = cv2.resize(image, (max(4, round(width * scale)), max(4, round(height * scale))),
+    small = cv2.resize(image, (max(4, round(width * scale / 4) * 4), max(4, round(height * scale / 4) * 4)),
                        interpolation=cv2.INTER_AREA)
     return cv2.resize(stylizer.process(small, values), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _clip_error(stylizer, clip: temporal.Clip, values: dict) -> float:
+    return temporal.warp_error([stylizer.process(frame, values) for frame in clip.frames], clip)
 
 
 def _style_models(models_dir: Path, names: list[str] | None) -> list[Path]:
@@ -125,6 +135,7 @@ def evaluate(model: Path, shots: list[np.ndarray], clip: temporal.Clip, space: F
     teacher = open_stylizer(model)
     tier = open_stylizer(model, scale=tier_scale) if has_tier() else None
     chosen = [s for s in teacher.styles if styles is None or s in styles]
+    stability = next((p for p in teacher.params()[0] if p.address == "/video/stability"), None)
     inputs = [space(img) for img in shots]
     metrics: dict[str, dict[str, float | None]] = {}
     rows = []
@@ -138,7 +149,9 @@ def evaluate(model: Path, shots: list[np.ndarray], clip: temporal.Clip, space: F
             "style_distance": float(np.mean([style_distance(f, own) for f in feats])) if own else None,
             "recognised": float(np.mean([n == style for n in nearest])) if own else None,
             "content_distance": float(np.mean([content_distance(f, i) for f, i in zip(feats, inputs)])),
-            "warp_error": temporal.warp_error([teacher.process(f, values) for f in clip.frames], clip),
+            "warp_error": _clip_error(teacher, clip, values),  # values without /video/stability: each frame alone
+            "warp_error_stable": _clip_error(teacher, clip, {**values, "/video/stability": stability.default})
+            if stability else None,
             "teacher_tier": float(np.mean([feature_distance(f, space(tier.process(img, values)))
                                            for f, img in zip(feats, shots)])) if tier else None,
             "teacher_naive": float(np.mean([feature_distance(f, space(naive(teacher, img, values, tier_scale)))
@@ -195,6 +208,7 @@ def _mean(styles: dict[str, dict], key: str) -> float | None:
 
 COLUMNS = (("style_distance", "style dist. (Gram, to ref.)", 3), ("recognised", "recognised", 2),
            ("content_distance", "content dist.", 3), ("warp_error", "warp error", 2),
+           ("warp_error_stable", "warp error, stabilized", 2),
            ("teacher_tier", "to teacher: tier", 3), ("teacher_naive", "to teacher: naive", 3))
 
 
@@ -216,7 +230,8 @@ def _markdown(report: dict) -> str:
         "- **recognised**: share of photos on which the output's nearest reference is its own style's.",
         "- **content dist.**: feature distance to the input photo at a late layer (0 = content unchanged).",
         f"- **warp error**: `temporal.warp_error` on the moving clip; the input clip's own: "
-        f"{report['input_warp_error']:.2f}. Far above it = flicker.",
+        f"{report['input_warp_error']:.2f}. Far above it = flicker. **Stabilized**: with the flicker remover at "
+        "its default `/video/stability` (n/a: this build has none).",
         f"- **to teacher**: feature distance (all layers) to the same model at full resolution, of the CPU tier "
         f"({tier}) and of the naive baseline: the model at {s['tier_scale']} of each side, upscaled bilinearly. "
         "Lower = closer to the full-resolution look.", "",
@@ -249,7 +264,7 @@ def write_report(models_dir: Path, out_dir: Path, names: list[str] | None = None
     space = FeatureSpace(models_dir / "style-predictor.json", threads=THREADS)
     shots = photos(width, height, photo_names)
     clip = temporal.moving_clip(shots[0], frames=frames, size=(width, height), seed=0)
-    ref_images = references(models_dir)
+    ref_images = references(models_dir, styles)
     refs = {style: space(img) for style, img in ref_images.items()}
     report: dict = {"settings": {"photos": list(photo_names), "size": [width, height], "frames": frames,
                                  "tier_scale": tier_scale, "tier": has_tier()},
