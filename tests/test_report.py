@@ -78,8 +78,9 @@ def shots() -> list[np.ndarray]:
 def test_features_are_the_predictors_own_mobilenet_activations(space):
     """The float extractor gives the int8 predictor's activations (read at its dequantized tensors) at every layer."""
     model = onnx.load(str(MODELS / "style-predictor.onnx"))
+    quantized_names = {f"MobilenetV2/{b}/expand/Relu6" for b in LAYERS}
     read = {node.input[0].split("/")[1]: node.output[0] for node in model.graph.node
-            if node.op_type == "DequantizeLinear" and node.input[0] in {f"MobilenetV2/{b}/expand/Relu6" for b in LAYERS}}
+            if node.op_type == "DequantizeLinear" and node.input[0] in quantized_names}
     assert set(read) == set(LAYERS)
     model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in read.values())
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

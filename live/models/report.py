@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -39,6 +40,9 @@ from live.models import temporal
 from live.models.build_pretrained import test_card
 from live.models.features import FeatureSpace, Features, content_distance, feature_distance, style_distance
 from live.models.manifest import atomic_write, load_manifest
+
+if TYPE_CHECKING:
+    from live.video.stylize import Stylizer
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # live/assets/<name>.jpg; the first makes the moving clip
@@ -72,7 +76,7 @@ def style_values(style: str) -> dict[str, object]:
     return {"/video/style_a": style, "/video/style_b": style, "/video/blend": 0.0, "/video/strength": 1.0}
 
 
-def open_stylizer(path: Path, **kwargs: object):
+def open_stylizer(path: Path, **kwargs: object) -> Stylizer:
     from live.video.stylize import Stylizer
 
     stylizer = Stylizer(path, ("cpu",), threads=THREADS, **kwargs)
@@ -103,7 +107,7 @@ def references(models_dir: Path, styles: list[str] | None = None) -> dict[str, n
     return refs
 
 
-def naive(stylizer, image: np.ndarray, values: dict, scale: float) -> np.ndarray:
+def naive(stylizer: Stylizer, image: np.ndarray, values: dict, scale: float) -> np.ndarray:
     """The baseline a tier must beat: the model at the tier's internal size (`scale` of each side, area-averaged,
     each side a multiple of 4 as the tier makes it), upscaled bilinearly."""
     height, width = image.shape[:2]
@@ -112,7 +116,7 @@ def naive(stylizer, image: np.ndarray, values: dict, scale: float) -> np.ndarray
     return cv2.resize(stylizer.process(small, values), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _clip_error(stylizer, clip: temporal.Clip, values: dict) -> float:
+def _clip_error(stylizer: Stylizer, clip: temporal.Clip, values: dict) -> float:
     return temporal.warp_error([stylizer.process(frame, values) for frame in clip.frames], clip)
 
 
@@ -144,10 +148,10 @@ def evaluate(model: Path, shots: list[np.ndarray], clip: temporal.Clip, space: F
         outs = [teacher.process(img, values) for img in shots]
         feats = [space(out) for out in outs]
         own = refs.get(style)
-        nearest = [min(refs, key=lambda name: style_distance(f, refs[name])) for f in feats] if own else []
+        nearest = [min(refs, key=lambda name: style_distance(f, refs[name])) for f in feats] if own is not None else []
         metrics[style] = {
-            "style_distance": float(np.mean([style_distance(f, own) for f in feats])) if own else None,
-            "recognised": float(np.mean([n == style for n in nearest])) if own else None,
+            "style_distance": float(np.mean([style_distance(f, own) for f in feats])) if own is not None else None,
+            "recognised": float(np.mean([n == style for n in nearest])) if own is not None else None,
             "content_distance": float(np.mean([content_distance(f, i) for f, i in zip(feats, inputs)])),
             "warp_error": _clip_error(teacher, clip, values),  # values without /video/stability: each frame alone
             "warp_error_stable": _clip_error(teacher, clip, {**values, "/video/stability": stability.default})
