@@ -84,6 +84,13 @@ def open_stylizer(path: Path, **kwargs: object) -> Stylizer:
     return stylizer
 
 
+def _styles(path: Path) -> tuple[str, ...]:
+    """A model's styles as the player lists them (read from the manifest; nothing is loaded)."""
+    from live.video.stylize import Stylizer
+
+    return tuple(Stylizer(path, ("cpu",)).styles)
+
+
 def has_tier() -> bool:
     """Whether the player's Stylizer offers the CPU tier (a `scale` below 1)."""
     from live.video.stylize import Stylizer
@@ -126,9 +133,9 @@ def _style_models(models_dir: Path, names: list[str] | None) -> list[Path]:
     if unknown:
         raise LiveError(f"no model {', '.join(unknown)} in {models_dir}", "`live models` lists the models")
     chosen = [paths[n] for n in names] if names else list(paths.values())
-    found = [p for p in chosen if (m := load_manifest(p)).kind == "image-to-image" and m.controls.get("styles")]
+    found = [p for p in chosen if load_manifest(p).kind == "image-to-image"]
     if not found:
-        raise LiveError(f"no image-to-image model with styles in {models_dir}", "build or import a style model")
+        raise LiveError(f"no image-to-image model in {models_dir}", "build or import a style model")
     return found
 
 
@@ -260,7 +267,7 @@ def write_report(models_dir: Path, out_dir: Path, names: list[str] | None = None
     if not 0 < tier_scale <= 1:
         raise LiveError(f"tier scale {tier_scale} is out of range", "use a scale in (0, 1], e.g. 0.25")
     models = _style_models(models_dir, names)
-    offered = {path: load_manifest(path).controls["styles"] for path in models}
+    offered = {path: _styles(path) for path in models}
     unknown = [s for s in styles or [] if not any(s in listed for listed in offered.values())]
     if unknown:
         raise LiveError(f"no style {', '.join(unknown)} in the models reported", "`live models` lists the styles")
