@@ -133,9 +133,13 @@ def _style_models(models_dir: Path, names: list[str] | None) -> list[Path]:
     if unknown:
         raise LiveError(f"no model {', '.join(unknown)} in {models_dir}", "`live models` lists the models")
     chosen = [paths[n] for n in names] if names else list(paths.values())
-    found = [p for p in chosen if load_manifest(p).kind == "image-to-image"]
+    found = []
+    for path in chosen:
+        manifest = load_manifest(path)
+        if manifest.kind == "image-to-image":
+            found.append(path)
     if not found:
-        raise LiveError(f"no image-to-image model in {models_dir}", "build or import a style model")
+        raise LiveError(f"no image-to-image model with styles in {models_dir}", "build or import a style model")
     return found
 
 
