@@ -92,7 +92,7 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, names=args.model or None, width=args.width, height=args.height,
                           frames=args.frames, styles=args.style or None,
-                          tier_scale=TIER_SCALE if args.tier_scale is None else args.tier_scale)
+                          tier_scale=TIER_SCALE if args.tier_scale is None else args.tier_scale, say=print)
     print(f"Wrote {out / 'report.md'}, {out / 'report.json'} and a sheet per model "
           f"({', '.join(report['models'])})")
     return 0

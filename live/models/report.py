@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -263,8 +265,9 @@ def _markdown(report: dict) -> str:
 def write_report(models_dir: Path, out_dir: Path, names: list[str] | None = None, width: int = 480,
                  height: int = 360, frames: int = 16, styles: list[str] | None = None,
                  photo_names: tuple[str, ...] = PHOTOS, tile_width: int | None = None,
-                 tier_scale: float = TIER_SCALE) -> dict:
-    """Write `<model>.jpg` sheets, report.json and report.md into `out_dir`; return the report."""
+                 tier_scale: float = TIER_SCALE, say: Callable[[str], None] = lambda line: None) -> dict:
+    """Write `<model>.jpg` sheets, report.json and report.md into `out_dir`; return the report. `say` hears one
+    line per model as it is done (a full report takes minutes)."""
     if width < 64 or height < 64 or frames < 2:
         raise LiveError(f"report size {width}x{height} with {frames} frames is too small",
                         "use at least 64x64 pixels and 2 frames")
@@ -286,7 +289,9 @@ def write_report(models_dir: Path, out_dir: Path, names: list[str] | None = None
                     "input_warp_error": temporal.warp_error(clip.frames, clip), "models": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in models:
+        start = time.monotonic()
         metrics, rows = evaluate(path, shots, clip, space, refs, styles, tier_scale)
+        say(f"{path.stem}: {len(metrics)} styles in {time.monotonic() - start:.0f} s")
         report["models"][path.stem] = metrics
         lines = [("input", None, shots), *((s, ref_images.get(s), outs) for s, outs in rows)]
         atomic_write(out_dir / f"{path.stem}.jpg", sheet(lines, tile_width or width // 2))
