@@ -231,6 +231,7 @@ COLUMNS = (("style_distance", "style dist. (Gram, to ref.)", 3), ("recognised", 
 
 def _markdown(report: dict) -> str:
     s = report["settings"]
+    stable = any(m["warp_error_stable"] is not None for styles in report["models"].values() for m in styles.values())
     tier = (f"the Stylizer at scale {s['tier_scale']}" if s["tier"] else
             "n/a: this build's Stylizer has no `scale`, so only the naive baseline is measured")
     header = "| {} | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
@@ -240,7 +241,8 @@ def _markdown(report: dict) -> str:
         f"Photos: {', '.join(s['photos'])} (live/assets/) at {s['size'][0]}x{s['size'][1]}; moving clip: "
         f"{s['frames']} frames of {s['photos'][0]} (live.models.temporal). Regenerate with `live models report`.", "",
         "Metrics in a pretrained feature space: the MobileNetV2 activations of `style-predictor` (details in "
-        "`live/models/features.py` and `live/models/report.py`). Distances run from 0 (same) to 1.", "",
+        "`live/models/features.py` and `live/models/report.py`). Distances are 0 for the same image; 1 is far: "
+        "nothing in common (Gram) or unrelated (content).", "",
         "- **style dist.**: Gram-matrix distance of the output to the style's reference image, the test card "
         "rendered in that style by painterly-26 (the images painterly-arbitrary's bank was made from) or by "
         "styles-procedural (the trained styles' teacher); lower = closer to the style. n/a: no reference.",
@@ -248,7 +250,8 @@ def _markdown(report: dict) -> str:
         "- **content dist.**: feature distance to the input photo at a late layer (0 = content unchanged).",
         f"- **warp error**: `temporal.warp_error` on the moving clip; the input clip's own: "
         f"{report['input_warp_error']:.2f}. Far above it = flicker. **Stabilized**: with the flicker remover at "
-        "its default `/video/stability` (n/a: this build has none).",
+        "its default `/video/stability`" + ("" if stable else " (n/a: this build's Stylizer has no such control)")
+        + ".",
         f"- **to teacher**: feature distance (all layers) to the same model at full resolution, of the CPU tier "
         f"({tier}) and of the naive baseline: the model at {s['tier_scale']} of each side, upscaled bilinearly. "
         "Lower = closer to the full-resolution look.", "",
