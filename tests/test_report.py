@@ -1,66 +1,146 @@
-"""`live models report` on the shipped procedural model, small, plus checks that the metrics measure what they say."""
+"""The feature space is the style predictor's real MobileNetV2, its distances measure what they say, and
+`live models report` on a tiny subset writes a sheet, report.json and report.md with finite, telling numbers."""
 
 from __future__ import annotations
 
 import json
 import math
+from itertools import combinations
 
 import cv2
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
 from fixtures_live import ROOT
-from live.models.build_styles import STYLES
-from live.models.report import clip_flows, evaluate, moving_clip, scenes, warp_error, write_report
+from live.errors import LiveError
 
 MODELS = ROOT / "exported_models"
-MODEL = MODELS / "styles-procedural.json"
-WIDTH, HEIGHT, FRAMES = 160, 120, 8
+WIDTH, HEIGHT, FRAMES = 128, 96, 4
+PAINTERLY = ["umber-oil", "starry-blue", "black-ink-outline", "green-fauve"]  # four looks far apart
+
+
+from live.models import temporal
+from live.models.features import (LAYERS, FeatureSpace, content_distance, feature_distance,
+                                  style_distance)
+from live.models import build_pretrained  # noqa: E402
+from live.models.report import has_tier, naive, open_stylizer, photos, style_values, write_report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def clip():
-    frames = moving_clip(WIDTH, HEIGHT, FRAMES)
-    return frames, clip_flows(frames)
+def space() -> FeatureSpace:
+    return FeatureSpace(MODELS / "style-predictor.json")
 
 
-def test_report_writes_sheet_json_and_markdown(tmp_path):
-    report = write_report(MODELS, tmp_path, names=["styles-procedural"], width=WIDTH, height=HEIGHT, frames=FRAMES)
-    sheet = tmp_path / "styles-procedural.jpg"
-    assert 10_000 < sheet.stat().st_size < 1_000_000
-    image = cv2.imread(str(sheet))
-    assert image.shape == ((len(STYLES) + 1) * HEIGHT // 2, 3 * WIDTH // 2, 3)  # input + 8 styles x 3 scenes
-    assert image.std() > 20
+@pytest.fixture(scope="module")
+def shots() -> list[np.ndarray]:
+    return photos(WIDTH, HEIGHT, ("astronaut", "chelsea"))
+
+
+def test_features_are_the_predictors_own_mobilenet_activations(space):
+    """The float extractor gives the int8 predictor's activations (read at its dequantized tensors) at every layer."""
+    model = onnx.load(str(MODELS / "style-predictor.onnx"))
+    quantized_names = {f"MobilenetV2/{b}/expand/Relu6" for b in LAYERS}
+    read = {node.input[0].split("/")[1]: node.output[0] for node in model.graph.node
+            if node.op_type == "DequantizeLinear" and node.input[0] in quantized_names}
+    assert set(read) == set(LAYERS)
+    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in read.values())
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = photos(256, 256, ("chelsea",))[0]  # the predictor's own input size: its crop and resize do nothing
+    quantized = session.run(list(read.values()), {"frame": image})
+    ours = space(image)
+    for layer, q in zip(read, quantized):
+        assert ours.maps[layer].shape == (q.shape[1], q.shape[2] * q.shape[3])
+        assert np.corrcoef(ours.maps[layer].ravel(), q.ravel())[0, 1] > 0.99, layer
+    flat = space(np.full((256, 256, 3), 128, np.uint8))
+    assert feature_distance(ours, flat) > 0.5  # a photo is far from a grey card: the features see content
+
+
+def test_content_distance_sees_stylization_not_noise(space, shots):
+    stylizer = open_stylizer(MODELS / "painterly-26.json")
+    rng = np.random.default_rng(0)
+    for photo in shots:
+        noisy = np.clip(photo + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+        painted = stylizer.process(photo, style_values("umber-oil"))
+        clean = space(photo)
+        assert content_distance(clean, space(photo)) == pytest.approx(0, abs=1e-6)
+        assert content_distance(clean, space(painted)) > 2 * content_distance(clean, space(noisy))
+    stylizer.close()
+
+
+def test_each_style_is_nearest_its_own_reference_and_styles_differ(space, shots):
+    """painterly-arbitrary's output on a photo is closer (Gram) to its own style's reference (painterly-26's test
+    card in that style) than to the other styles'; distinct styles have distinct Gram signatures, far apart
+    compared with moving the picture."""
+    card, painter = build_pretrained.test_card(), open_stylizer(MODELS / "painterly-26.json")
+    refs = {style: space(painter.process(card, style_values(style))) for style in PAINTERLY}
+    stylizer = open_stylizer(MODELS / "painterly-arbitrary.json")
+    outs = {style: stylizer.process(shots[1], style_values(style)) for style in PAINTERLY}
+    feats = {style: space(out) for style, out in outs.items()}
+    for style, f in feats.items():
+        own = style_distance(f, refs[style])
+        assert own < min(style_distance(f, refs[s]) for s in PAINTERLY if s != style), style
+    for a, b in combinations(PAINTERLY, 2):
+        moved = style_distance(feats[a], space(np.roll(outs[a], 16, axis=1)))
+        assert style_distance(feats[a], feats[b]) > 3 * moved, (a, b)
+    painter.close()
+    stylizer.close()
+
+
+def test_report_on_a_tiny_subset(tmp_path, space, shots):
+    styles = [*PAINTERLY[:3], "neon-edges", "pop-art"]
+    report = write_report(MODELS, tmp_path, names=["painterly-arbitrary", "styles-procedural"], width=WIDTH,
+                          height=HEIGHT, frames=FRAMES, styles=styles, photo_names=("astronaut", "chelsea"))
+    params = open_stylizer(MODELS / "styles-procedural.json").params()[0]
+    stability = next((p for p in params if p.address == "/video/stability"), None)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data == json.loads(json.dumps(report))
-    assert set(data) == {"styles-procedural", "input_warp_error"}
-    assert list(data["styles-procedural"]) == list(STYLES)
-    for metrics in data["styles-procedural"].values():
-        assert set(metrics) == {"style_distance", "edge_correlation", "ssim", "warp_error"}
-        assert all(math.isfinite(v) for v in metrics.values())
-        assert 0 < metrics["style_distance"] <= 1 and -1 <= metrics["edge_correlation"] <= 1
+    assert list(data["models"]) == ["painterly-arbitrary", "styles-procedural"]
+    assert list(data["models"]["painterly-arbitrary"]) == [s for s in build_pretrained.STYLES if s in PAINTERLY[:3]]
+    assert list(data["models"]["styles-procedural"]) == ["neon-edges", "pop-art"]
+    assert data["settings"]["tier"] == has_tier()
+    for model, rows in data["models"].items():
+        sheet = cv2.imread(str(tmp_path / f"{model}.jpg"))
+        assert sheet.shape == ((len(rows) + 1) * HEIGHT // 2, 3 * WIDTH // 2, 3)  # input + styles; ref + 2 photos
+        assert (tmp_path / f"{model}.jpg").stat().st_size < 1_000_000 and sheet.std() > 20
+        for metrics in rows.values():
+            assert metrics["teacher_tier"] is None if not has_tier() else math.isfinite(metrics["teacher_tier"])
+            assert (metrics["warp_error_stable"] is None) == (stability is None)
+            if stability is not None:
+                assert metrics["warp_error_stable"] < metrics["warp_error"]
+            numbers = [v for k, v in metrics.items() if k not in ("teacher_tier", "warp_error_stable")]
+            assert all(math.isfinite(v) for v in numbers) and all(0 <= v for v in numbers)
+            assert 0 < metrics["style_distance"] < 1 and 0 < metrics["content_distance"] < 1
+    for metrics in data["models"]["painterly-arbitrary"].values():
+        assert metrics["recognised"] == 1.0 and metrics["warp_error"] > data["input_warp_error"]
     markdown = (tmp_path / "report.md").read_text()
-    assert "| neon-edges |" in markdown and "![styles-procedural](styles-procedural.jpg)" in markdown
+    assert "| starry-blue |" in markdown and "![styles-procedural](styles-procedural.jpg)" in markdown
+    assert "| painterly-arbitrary |" in markdown  # the all-models table, old and new side by side
 
 
-def test_strength_zero_is_the_identity_on_every_metric(clip):
-    frames, warps = clip
-    stills = scenes(WIDTH, HEIGHT)
-    metrics, rows = evaluate(MODEL, stills, frames, warps, strength=0.0)
-    assert all(np.array_equal(a, b) for _, outs in rows for a, b in zip(stills, outs))
-    floor = warp_error(frames, warps)
-    for values in metrics.values():
-        assert values["warp_error"] == pytest.approx(floor, abs=1e-9)
-        assert values["style_distance"] == pytest.approx(0, abs=1e-9)
-        assert values["ssim"] == pytest.approx(1) and values["edge_correlation"] == pytest.approx(1)
+def test_teacher_distances_and_identity(space, shots):
+    """At strength 0 a style is the photo: no content change, the clip's own warp error; the naive baseline at
+    scale 1 is the teacher itself, and at 1/4 it is not."""
+    clip = temporal.moving_clip(shots[0], frames=FRAMES, size=(WIDTH, HEIGHT))
+    stylizer = open_stylizer(MODELS / "painterly-26.json")
+    values = {**style_values("starry-blue"), "/video/strength": 0.0}
+    assert all(np.array_equal(stylizer.process(p, values), p) for p in shots)
+    assert temporal.warp_error([stylizer.process(f, values) for f in clip.frames], clip) == pytest.approx(
+        temporal.warp_error(clip.frames, clip))
+    teacher = space(stylizer.process(shots[0], style_values("starry-blue")))
+    assert feature_distance(teacher, space(naive(stylizer, shots[0], style_values("starry-blue"), 1.0))) == \
+        pytest.approx(0, abs=1e-6)
+    assert feature_distance(teacher, space(naive(stylizer, shots[0], style_values("starry-blue"), 0.25))) > 0.1
+    stylizer.close()
 
 
-def test_warp_error_follows_motion_and_catches_flicker(clip):
-    frames, warps = clip
-    stable = warp_error(frames, warps)
-    unwarped = np.mean([np.abs(b.astype(np.float32) - a).mean() for a, b in zip(frames, frames[1:])])
-    assert stable < 0.3 * unwarped  # the flow really compensates the camera move (wrong direction would not)
-    assert np.mean([w.valid.mean() for w in warps]) > 0.8
-    rng = np.random.default_rng(3)
-    flicker = [np.clip(f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8) for f in frames]
-    assert warp_error(flicker, warps) > 5 * stable + 5
+def test_bad_input_is_one_clear_line(tmp_path, monkeypatch):
+    with pytest.raises(LiveError, match="no style not-a-style"):
+        write_report(MODELS, tmp_path, names=["styles-procedural"], styles=["not-a-style"])
+    with pytest.raises(LiveError, match="tier scale 0"):
+        write_report(MODELS, tmp_path, tier_scale=0)
+    monkeypatch.setattr("live.models.report.ASSETS", tmp_path)
+    with pytest.raises(LiveError, match=f"{tmp_path}/astronaut.jpg is missing"):
+        photos(WIDTH, HEIGHT)

@@ -87,13 +87,14 @@ def _import(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from live.models.report import write_report
+    from live.models.report import TIER_SCALE, write_report
 
     out = args.out or args.dir / "report"
     report = write_report(args.dir, out, names=args.model or None, width=args.width, height=args.height,
-                          frames=args.frames)
+                          frames=args.frames, styles=args.style or None,
+                          tier_scale=TIER_SCALE if args.tier_scale is None else args.tier_scale, say=print)
     print(f"Wrote {out / 'report.md'}, {out / 'report.json'} and a sheet per model "
-          f"({', '.join(n for n in report if n != 'input_warp_error')})")
+          f"({', '.join(report['models'])})")
     return 0
 
 
@@ -122,12 +123,16 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", type=Path, help="write here instead of the models folder")
     imp.add_argument("--force", action="store_true", help="replace a model of the same name")
 
-    report = sub.add_parser("report", parents=[common], help="style sheets and quality metrics for every style model")
+    report = sub.add_parser("report", parents=[common],
+                            help="every style model on real photos: sheets and metrics in pretrained feature space")
     report.add_argument("--out", type=Path, help="report folder (default: <models folder>/report)")
     report.add_argument("--model", nargs="+", action="extend", metavar="NAME", help="only these models")
-    report.add_argument("--width", type=int, default=640, help="test frame width (default: %(default)s)")
-    report.add_argument("--height", type=int, default=480, help="test frame height (default: %(default)s)")
-    report.add_argument("--frames", type=int, default=30, help="frames in the moving test clip (default: %(default)s)")
+    report.add_argument("--style", nargs="+", action="extend", metavar="NAME", help="only these styles")
+    report.add_argument("--width", type=int, default=480, help="photo width (default: %(default)s)")
+    report.add_argument("--height", type=int, default=360, help="photo height (default: %(default)s)")
+    report.add_argument("--frames", type=int, default=16, help="frames in the moving test clip (default: %(default)s)")
+    report.add_argument("--tier-scale", type=float, metavar="SCALE",
+                        help="the CPU tier's internal scale, compared with the naive baseline (default: 0.25)")
     return top
 
 
