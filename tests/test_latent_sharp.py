@@ -136,7 +136,8 @@ def test_routed_before_the_style_the_generated_image_is_painted_by_it(tmp_path: 
     after, _ = stages_for(tmp_path / "after", "after-style")
     assert [type(s).__name__ for s in before] == ["LatentLayer", "Stylizer", "Blackout"]
     assert [type(s).__name__ for s in after] == ["Stylizer", "LatentLayer", "Blackout"]
-    shown = {**snapshot, "/latent/mix": 1.0, "/latent/seed": 4, "/video/strength": 1.0, "/video/blend": 0.0}
+    shown = {**snapshot, "/latent/mix": 1.0, "/latent/seed": 4, "/video/strength": 1.0, "/video/blend": 0.0,
+             "/video/stability": 0.0}  # each frame alone: the style is compared with one run of itself
     generated = after[1].generate(after[1].latent(shown), SIZE)
     assert np.array_equal(run(after, shown), generated), "after the style, mix 1 shows the generated image as is"
     painted = run(before, shown)
