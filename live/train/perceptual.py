@@ -194,3 +194,17 @@ class TransferNet(nn.Module):
         x = F.relu(up1(F.interpolate(x, scale_factor=2.0, mode="nearest"), style))
         x = F.relu(up2(F.interpolate(x, scale_factor=2.0, mode="nearest"), style))
         return torch.sigmoid(out(x, style))
+
+
+class MobileNetFeatures(nn.Module):
+    """The predictor's taps as a style_loss feature bank: Gram statistics at four scales, content at 1/8."""
+
+    layer_weights = (1.0,) * len(STYLE_TAPS)
+    content_layer = CONTENT_TAP
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = MobileNetV2()
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> list[torch.Tensor]:
+        return self.net.features(x)
