@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from live.errors import LiveError
-from live.models.build_pretrained import INSTALL, VECTOR, dequantize, float_transfer, load_source, package_dir
+from live.models.build_pretrained import INSTALL, dequantize, float_transfer, load_source, package_dir
 
 PREDICTOR = "arbitrary_predict.onnx"
 # MobileNetV2's inverted residual blocks: (expansion, output channels, repeats, first stride), Sandler et al. 2018.

@@ -99,6 +99,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for key, values in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, values[tuning])
+    if tuning and args.device != "cpu":
+        raise LiveError("--from fine-tunes on the CPU (400 steps take minutes)", "leave out --device")
     if tuning and args.size % 4:
         raise LiveError(f"--size {args.size}: the transfer net needs a multiple of 4", "use e.g. --size 256")
     if args.steps < 1 or not 32 <= args.size <= FRAME or args.batch < 1 or args.scenes < 1:

@@ -27,7 +27,8 @@ from live.models.manifest import style_model_fields, write_manifest
 from live.train.export import command_line, export_onnx
 from live.train.perceptual import MobileNetFeatures, TransferNet
 from live.train.seeding import reproducible
-from live.train.style_data import SCENE_SIZE, STYLE_SIZE as TARGET_SIZE, _fit, augment_batch, content_pool, read_image
+from live.train.style_data import SCENE_SIZE, augment_batch, content_pool, fit_short_side, read_image
+from live.train.style_data import STYLE_SIZE as TARGET_SIZE
 from live.train.style_loss import StyleLoss, gram
 from live.train.style_net import normalise_weights
 
@@ -88,7 +89,7 @@ def style_image(paths: list[Path]) -> torch.Tensor:
         if min(img.shape[:2]) < 64:
             raise LiveError(f"style image {path} is {img.shape[1]}x{img.shape[0]}: too small to show brushwork",
                             "give a picture at least 64 pixels on its short side (256 or more is best)")
-        parts.append(_fit(img, TARGET_SIZE)[:TARGET_SIZE])
+        parts.append(fit_short_side(img, TARGET_SIZE)[:TARGET_SIZE])
     return torch.from_numpy(np.concatenate(parts, axis=1)).permute(2, 0, 1).contiguous()
 
 
@@ -129,7 +130,7 @@ def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[s
     targets = [style_image(paths) for paths in groups.values()]
     features = MobileNetFeatures()
     loss_fn = StyleLoss(targets, features, WEIGHTS)
-    net = TransferNet().train()
+    net = TransferNet()
     model = TunedModel(net, torch.stack([predicted_vector(features, t) for t in targets]))
     pool, held_out = content_pool(args.seed, args.scenes, args.content, SCENE_SIZE), eval_images(args.seed)
     before = gram_distance(net, model.vectors, loss_fn, held_out)
@@ -151,9 +152,9 @@ def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[s
             print(f"step {step}/{args.steps}  " + "  ".join(f"{k} {v:.4f}" for k, v in means.items())
                   + f"  {(now - tick) / (step % LOG_EVERY or LOG_EVERY):.2f} s/step", flush=True)
             tick = now
-    after = gram_distance(net.eval(), model.vectors.detach(), loss_fn, held_out)
+    after = gram_distance(net, model.vectors.detach(), loss_fn, held_out)
     means = {k: round(sum(w[k] for w in window) / len(window), 5) for k in window[0]}
-    return model.eval(), means, {"before": before, "after": after}
+    return model, means, {"before": before, "after": after}
 
 
 def export(model: TunedModel, args: argparse.Namespace, argv: list[str], losses: dict[str, float],
