@@ -83,8 +83,10 @@ def test_manifest_is_a_style_models_with_the_tuned_styles(tuned: tuple[torch.nn.
     assert [t.name for t in manifest.inputs] == ["frame", "style_weights", "strength"]
     assert manifest.provenance["command"].startswith("live train style --from painterly-arbitrary")
     assert manifest.provenance["parity_max_abs"] <= PARITY_GREY_LEVELS
-    distances = manifest.provenance["gram_distance"]
-    assert len(distances["before"]) == len(distances["after"]) == 2 and min(distances["before"]) > 0
+    held_out = manifest.provenance["held_out"]
+    for when in ("before", "after"):
+        assert len(held_out[when]["gram"]) == len(held_out[when]["content"]) == 2
+        assert min(held_out[when]["gram"]) > 0 and min(held_out[when]["content"]) > 0
 
 
 def test_onnx_matches_torch_at_a_size_not_traced(tuned: tuple[torch.nn.Module, Path]) -> None:

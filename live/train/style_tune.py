@@ -34,14 +34,14 @@ from live.train.style_net import normalise_weights
 
 BASES = ("painterly-arbitrary",)  # what --from can start from
 LOG_EVERY = 25
-EVAL_SCENES = 3  # held-out generated scenes, besides the bundled photo, for the Gram distance before and after
+EVAL_SCENES = 3  # held-out generated scenes, besides the bundled photo, for the distances before and after
 EVAL_SIZE = 256
 PHOTO = Path(__file__).resolve().parent.parent / "assets" / "astronaut.jpg"  # the built-in source's photo
 EXPORT_EXAMPLE, EXPORT_CHECK = (96, 128), (90, 154)  # traced H, W; a size not a multiple of 4 checked on ORT
 PARITY_TOLERANCE = 1.0  # grey levels
 # The net already paints: no range or flat-hue guards (they fought the style image's own colour fields); colour
 # and content only keep it from drifting.
-WEIGHTS = {"style": 1.0, "colour": 1.0, "content": 0.05, "tv": 0.01, "flat_hue": 0.0, "range": 0.0}
+WEIGHTS = {"style": 1.0, "colour": 1.0, "content": 0.3, "tv": 0.01, "flat_hue": 0.0, "range": 0.0}
 LICENCE = (f"Apache-2.0 (fine-tuned from Magenta / TensorFlow weights in {PACKAGE} {VERSION}; see "
            "LICENSE-Apache-2.0.txt and NOTICE)")
 
@@ -110,21 +110,26 @@ def eval_images(seed: int) -> torch.Tensor:
     return torch.cat([torch.from_numpy(photo).permute(2, 0, 1)[None], scenes])
 
 
-def gram_distance(net: TransferNet, vectors: torch.Tensor, loss: StyleLoss, images: torch.Tensor) -> list[float]:
-    """Per style: the mean over `images` and feature layers of ||G(stylized) - G(style)||^2 / ||G(style)||^2."""
-    out = []
+def distances(net: TransferNet, vectors: torch.Tensor, loss: StyleLoss, images: torch.Tensor) -> dict[str, list]:
+    """Per style, means over `images`: `gram`, over the feature layers, ||G(stylized) - G(style)||^2 / ||G(style)||^2
+    (how far from the style); `content`, the relative squared error of the content layer's features (how far from
+    the photo)."""
+    out: dict[str, list] = {"gram": [], "content": []}
+    layer = loss.features.content_layer
     with torch.no_grad():
+        photo = loss.features(images)[layer]
         for s in range(len(vectors)):
-            styled = net(images, vectors[s].expand(len(images), -1))
+            feats = loss.features(net(images, vectors[s].expand(len(images), -1)))
             rel = [((gram(f) - getattr(loss, f"g{i}")[s]).square().sum((1, 2))
-                    / getattr(loss, f"g{i}")[s].square().sum()).mean() for i, f in enumerate(loss.features(styled))]
-            out.append(round(float(torch.stack(rel).mean()), 5))
+                    / getattr(loss, f"g{i}")[s].square().sum()).mean() for i, f in enumerate(feats)]
+            out["gram"].append(round(float(torch.stack(rel).mean()), 5))
+            out["content"].append(round(float((feats[layer] - photo).square().mean() / photo.square().mean()), 5))
     return out
 
 
-def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[str, list[float]]]:
-    """Fine-tune; return the model, the final losses (mean of the last LOG_EVERY steps) and the Gram distances
-    on the held-out images before and after."""
+def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[str, dict[str, list]]]:
+    """Fine-tune; return the model, the final losses (mean of the last LOG_EVERY steps) and the distances on the
+    held-out images before and after."""
     gen = reproducible(args.seed, args.threads)
     groups = style_groups(args.style_image)
     targets = [style_image(paths) for paths in groups.values()]
@@ -133,7 +138,7 @@ def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[s
     net = TransferNet()
     model = TunedModel(net, torch.stack([predicted_vector(features, t) for t in targets]))
     pool, held_out = content_pool(args.seed, args.scenes, args.content, SCENE_SIZE), eval_images(args.seed)
-    before = gram_distance(net, model.vectors, loss_fn, held_out)
+    before = distances(net, model.vectors, loss_fn, held_out)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     window: list[dict[str, float]] = []
     tick = time.perf_counter()
@@ -152,13 +157,13 @@ def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[s
             print(f"step {step}/{args.steps}  " + "  ".join(f"{k} {v:.4f}" for k, v in means.items())
                   + f"  {(now - tick) / (step % LOG_EVERY or LOG_EVERY):.2f} s/step", flush=True)
             tick = now
-    after = gram_distance(net, model.vectors.detach(), loss_fn, held_out)
+    after = distances(net, model.vectors.detach(), loss_fn, held_out)
     means = {k: round(sum(w[k] for w in window) / len(window), 5) for k in window[0]}
     return model, means, {"before": before, "after": after}
 
 
 def export(model: TunedModel, args: argparse.Namespace, argv: list[str], losses: dict[str, float],
-           distances: dict[str, list[float]], seconds: float) -> Path:
+           held_out: dict[str, dict[str, list]], seconds: float) -> Path:
     """Write <out>/<name>.onnx and its manifest; on any failure neither is left behind half-written."""
     names = list(style_groups(args.style_image))
 
@@ -181,9 +186,10 @@ def export(model: TunedModel, args: argparse.Namespace, argv: list[str], losses:
         "data": data, "seed": args.seed, "steps": args.steps, "train_seconds": round(seconds), "crop": args.size,
         "batch": args.batch, "threads": args.threads,
         "loss": "MobileNetV2 (the style predictor's) Gram + colour, feature content, TV and flat-hue terms",
-        "gram_distance": {**distances, "on": f"the bundled photo and {EVAL_SCENES} held-out scenes at "
-                                             f"{EVAL_SIZE}x{EVAL_SIZE}; before = the pretrained net with the "
-                                             "predictor's vector, as painterly-arbitrary would paint it"},
+        "held_out": {**held_out, "on": f"the bundled photo and {EVAL_SCENES} held-out scenes at {EVAL_SIZE}x"
+                                       f"{EVAL_SIZE}; before = the pretrained net with the predictor's vector, as "
+                                       "painterly-arbitrary would paint it; gram: distance to the style, content: "
+                                       "to the photo, both in MobileNetV2 features (live.train.style_tune.distances)"},
         "final_losses": losses, "parity_max_abs": parity}
     try:
         write_manifest(path, name=args.name, kind="image-to-image", tier="cpu",
@@ -199,13 +205,14 @@ def export(model: TunedModel, args: argparse.Namespace, argv: list[str], losses:
 
 def main(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
-    model, losses, distances = tune(args)
+    model, losses, held_out = tune(args)
     seconds = time.perf_counter() - started
     print(f"tuned {args.steps} steps in {seconds / 60:.1f} min; final "
           + ", ".join(f"{k} {v}" for k, v in losses.items()))
-    print("Gram distance to the style on held-out images, before -> after: "
-          + ", ".join(f"{n} {b} -> {a}" for n, b, a in zip(style_groups(args.style_image), distances["before"],
-                                                             distances["after"])))
+    before, after = held_out["before"], held_out["after"]
+    for i, name in enumerate(style_groups(args.style_image)):
+        print(f"{name}, on held-out images, before -> after: Gram distance to the style {before['gram'][i]} -> "
+              f"{after['gram'][i]}, content distance to the photo {before['content'][i]} -> {after['content'][i]}")
     if args.export:
-        print(f"exported {export(model, args, argv, losses, distances, seconds)}")
+        print(f"exported {export(model, args, argv, losses, held_out, seconds)}")
     return 0
