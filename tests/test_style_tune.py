@@ -158,3 +158,12 @@ def test_feature_flags(tmp_path: Path) -> None:
         style_cli.parse_args(["--loss", "gram", "--features", "vgg"])
     with pytest.raises(LiveError, match="--loss gram"):
         style_cli.parse_args(["--features", "random"])
+
+
+def test_tuning_repeats_exactly(tmp_path: Path) -> None:
+    """Same command, same weights: the manifest's command rebuilds the model."""
+    glass = painting(tmp_path / "glass.png", "stained-glass", size=96)
+    args = style_cli.parse_args(["--from", "painterly-arbitrary", "--style-image", f"g={glass}", "--steps", "2",
+                                 "--size", "48", "--scenes", "2", "--threads", "1"])
+    (a, la, _), (b, lb, _) = style_tune.tune(args), style_tune.tune(args)
+    assert la == lb and all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
