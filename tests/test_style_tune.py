@@ -112,10 +112,10 @@ def test_styles_differ_blend_and_strength_zero_is_the_input(tuned: tuple[torch.n
 
 def test_tuning_lowers_the_style_loss_on_one_batch(tmp_path: Path) -> None:
     """The net and the style vector train together: the MobileNetV2 Gram loss on a fixed batch falls."""
-    target = style_tune.style_image([painting(tmp_path / "glass.png", "stained-glass")])
     features = MobileNetFeatures()
+    target, vector = style_tune.load_style([painting(tmp_path / "glass.png", "stained-glass")], features)
     loss_fn = StyleLoss([target], features, style_tune.WEIGHTS)
-    model = style_tune.TunedModel(TransferNet(), style_tune.predicted_vector(features, target)[None])
+    model = style_tune.TunedModel(TransferNet(), vector[None])
     content = augment_batch(content_pool(0, 2), 1, 96, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     styles = []
@@ -128,15 +128,25 @@ def test_tuning_lowers_the_style_loss_on_one_batch(tmp_path: Path) -> None:
     assert np.mean(styles[-3:]) < 0.8 * np.mean(styles[:3]), styles
 
 
+def test_several_images_make_one_style(tmp_path: Path) -> None:
+    """Side by side at one height (their statistics average), their predicted vectors averaged."""
+    features = MobileNetFeatures()
+    glass, dots = painting(tmp_path / "g.png", "stained-glass"), painting(tmp_path / "d.png", "pointillism", 200)
+    (one, v1), (two, v2) = style_tune.load_style([glass], features), style_tune.load_style([dots], features)
+    both, v12 = style_tune.load_style([glass, dots], features)
+    assert both.shape == (3, one.shape[1], one.shape[2] + two.shape[2])
+    assert torch.allclose(v12, (v1 + v2) / 2, atol=1e-5) and float((v1 - v2).abs().max()) > 0.1
+
+
 def test_bad_style_images_name_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     with pytest.raises(LiveError, match="broken.png"):
-        style_tune.style_image([broken])
+        style_tune.load_style([broken], MobileNetFeatures())
     tiny = tmp_path / "tiny.png"
     cv2.imwrite(str(tiny), np.zeros((20, 40, 3), np.uint8))
     with pytest.raises(LiveError, match="tiny.png.*too small"):
-        style_tune.style_image([tiny])
+        style_tune.load_style([tiny], MobileNetFeatures())
     with pytest.raises(LiveError, match="NAME=PATH"):
         style_tune.style_groups(["no-equals-sign.png"])
 

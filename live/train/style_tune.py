@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,21 +79,23 @@ def style_groups(pairs: list[str]) -> dict[str, list[Path]]:
     return groups
 
 
-def style_image(paths: list[Path]) -> torch.Tensor:
-    """One [3, h, w] RGB target per style: its images at the same height, side by side, so their Gram and colour
-    statistics average (weighted by area). LiveError naming a file that does not decode or is too small."""
+def load_style(paths: list[Path], features: MobileNetFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    """One style's [3, h, w] RGB Gram target and [100] starting vector. Its images stand side by side at the same
+    height, so their Gram and colour statistics average (weighted by area), and their predicted vectors average.
+    LiveError naming a file that does not decode or is too small."""
     parts = []
     for path in paths:
         img = read_image(path, "style image")
         if min(img.shape[:2]) < 64:
             raise LiveError(f"style image {path} is {img.shape[1]}x{img.shape[0]}: too small to show brushwork",
                             "give a picture at least 64 pixels on its short side (256 or more is best)")
-        parts.append(fit_short_side(img, TARGET_SIZE)[:TARGET_SIZE])
-    return torch.from_numpy(np.concatenate(parts, axis=1)).permute(2, 0, 1).contiguous()
+        parts.append(torch.from_numpy(fit_short_side(img, TARGET_SIZE)[:TARGET_SIZE]).permute(2, 0, 1))
+    vector = torch.stack([predicted_vector(features, part) for part in parts]).mean(0)
+    return torch.cat(parts, 2).contiguous(), vector
 
 
 def predicted_vector(features: MobileNetFeatures, image: torch.Tensor) -> torch.Tensor:
-    """The predictor's style vector of an image as the package computes it: centre square, 256 x 256."""
+    """The predictor's style vector of a [3, h, w] image as the package computes it: centre square, 256 x 256."""
     side = min(image.shape[1:])
     top, left = (image.shape[1] - side) // 2, (image.shape[2] - side) // 2
     square = image[None, :, top:top + side, left:left + side]
@@ -131,12 +132,11 @@ def tune(args: argparse.Namespace) -> tuple[TunedModel, dict[str, float], dict[s
     """Fine-tune; return the model, the final losses (mean of the last LOG_EVERY steps) and the distances on the
     held-out images before and after."""
     gen = reproducible(args.seed, args.threads)
-    groups = style_groups(args.style_image)
-    targets = [style_image(paths) for paths in groups.values()]
     features = MobileNetFeatures()
-    loss_fn = StyleLoss(targets, features, WEIGHTS)
+    targets, vectors = zip(*(load_style(paths, features) for paths in style_groups(args.style_image).values()))
+    loss_fn = StyleLoss(list(targets), features, WEIGHTS)
     net = TransferNet()
-    model = TunedModel(net, torch.stack([predicted_vector(features, t) for t in targets]))
+    model = TunedModel(net, torch.stack(vectors))
     pool, held_out = content_pool(args.seed, args.scenes, args.content, SCENE_SIZE), eval_images(args.seed)
     before = distances(net, model.vectors, loss_fn, held_out)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
