@@ -155,6 +155,7 @@ def test_bad_style_images_name_the_file(tmp_path: Path) -> None:
     (["--features", "random"], "MobileNetV2 losses only"),
     (["--loss", "teacher"], "MobileNetV2 losses only"),
     (["--size", "66"], "multiple of 4"),
+    (["--name", "../elsewhere"], "not a model file name"),
 ])
 def test_flags_that_do_not_fit_fine_tuning_are_refused(flags: list[str], message: str) -> None:
     with pytest.raises(LiveError, match=message):

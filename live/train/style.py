@@ -1,4 +1,4 @@
-"""`live train style`: train the multi-style CIN network on data we make, and export it as a shippable model.
+"""`live train style`: train the multi-style CIN net, or fine-tune the painterly net (--from), and export it.
 
 Each step stylizes a batch of augmented content crops, sample i with style (step * batch + i) mod N, so every
 style gets the same number of updates and the shared layers learn from all of them. Two losses:
@@ -14,6 +14,7 @@ Same command, same machine type: the same bytes (live.train.seeding).
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -101,6 +102,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, values[tuning])
     if tuning and args.device != "cpu":
         raise LiveError("--from fine-tunes on the CPU (400 steps take minutes)", "leave out --device")
+    if tuning and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        raise LiveError(f"--name {args.name!r} is not a model file name", "use letters, digits, '.', '_' and '-'")
     if tuning and args.size % 4:
         raise LiveError(f"--size {args.size}: the transfer net needs a multiple of 4", "use e.g. --size 256")
     if args.steps < 1 or not 32 <= args.size <= FRAME or args.batch < 1 or args.scenes < 1:
