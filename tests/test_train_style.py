@@ -17,7 +17,8 @@ from live.models.build_styles import REF_HEIGHT, STYLES
 from live.models.manifest import load_manifest
 from live.train import style as style_cli
 from live.train.style_data import GENERATORS, augment_batch, content_pool, style_images
-from live.train.style_loss import StyleLoss, load_vgg
+from live.train.perceptual import MobileNetFeatures
+from live.train.style_loss import RandomBanks, StyleLoss, load_vgg
 from live.train.style_net import CondInstanceNorm, GridNet, Screen, StyleModel, make_net
 from live.train.style_teacher import FRAME, Teacher, paired_batch, paired_loss
 
@@ -96,10 +97,11 @@ def overfit(net: torch.nn.Module, batch: tuple[torch.Tensor, ...], loss: Callabl
     return totals
 
 
-def test_gram_loss_falls_when_overfitting_one_batch() -> None:
+@pytest.mark.parametrize("features", [MobileNetFeatures, RandomBanks])
+def test_gram_loss_falls_when_overfitting_one_batch(features: Callable) -> None:
     rng = np.random.default_rng(0)
     styles = [torch.from_numpy(GENERATORS[name](rng, 96)).permute(2, 0, 1).float() for name in STYLES[:2]]
-    loss_fn = StyleLoss(styles)
+    loss_fn = StyleLoss(styles, features())
     content = augment_batch(content_pool(0, 2), 2, 64, torch.Generator().manual_seed(0))
     index = torch.tensor([0, 1])
     weights = torch.eye(8)[index]

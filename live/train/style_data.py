@@ -196,7 +196,7 @@ def read_image(path: Path, what: str) -> Image:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 
 
-def _fit(img: Image, short_side: int) -> Image:
+def fit_short_side(img: Image, short_side: int) -> Image:
     h, w = img.shape[:2]
     scale = short_side / min(h, w)
     size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
@@ -209,7 +209,7 @@ def style_images(names: tuple[str, ...], seed: int, user: dict[str, Path] | None
     out = []
     for i, name in enumerate(names):
         if name in user:
-            out.append(_fit(read_image(user[name], f"style image for {name!r}"), STYLE_SIZE))
+            out.append(fit_short_side(read_image(user[name], f"style image for {name!r}"), STYLE_SIZE))
         else:
             out.append(GENERATORS[name](np.random.default_rng([seed, i]), STYLE_SIZE).astype(np.float32))
     return out
@@ -313,7 +313,7 @@ def content_pool(seed: int, count: int, folder: Path | None = None, size: int = 
         images = []
         for path in files:
             try:
-                img = _fit(read_image(path, "content image"), size)
+                img = fit_short_side(read_image(path, "content image"), size)
             except LiveError:
                 continue  # a stray unreadable file among many photos is skipped, not fatal
             h, w = img.shape[:2]

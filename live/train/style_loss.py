@@ -1,8 +1,9 @@
-"""Style-transfer losses that need no pretrained network, and a VGG Gram loss for users who have the weights.
+"""Style-transfer losses over a feature bank: the pretrained style predictor's MobileNetV2 (perceptual.py, the
+default), fixed random-weight conv banks that need no pretrained network, or a user's VGG.
 
-Style: Gram matrices of fixed random-weight conv banks at several image scales (random features capture palette
-and texture statistics well enough to train on), relative per scale, plus a colour mean/covariance match.
-Content: luminance at 1/4 resolution, so the style is free to repaint fine texture but not to move objects.
+Style: Gram matrices of the bank's features, relative per layer, plus a colour mean/covariance match.
+Content: the bank's `content_layer` features where it has one (MobileNetV2), else luminance at 1/4 resolution, so
+the style is free to repaint fine texture but not to move objects.
 Regularisers: total variation, a penalty on low-frequency hue swings where the content is flat (the "rainbow
 sky" artifact random-feature losses are prone to), and a range penalty for nets whose output is not squashed.
 """
@@ -166,9 +167,12 @@ def flat_hue_swing(y: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 class StyleLoss(nn.Module):
     """All loss terms for a batch whose sample i is styled with style `index[i]`."""
 
-    def __init__(self, styles: list[torch.Tensor], features: nn.Module | None = None) -> None:
-        """styles: one [3, h, w] RGB image in [0, 1] per style; features: RandomBanks() unless given (VGG)."""
+    def __init__(self, styles: list[torch.Tensor], features: nn.Module | None = None,
+                 weights: dict[str, float] | None = None) -> None:
+        """styles: one [3, h, w] RGB image in [0, 1] per style; features: RandomBanks() unless given; weights:
+        each term's, WEIGHTS unless given."""
         super().__init__()
+        self.weights = weights or WEIGHTS
         self.features = features if features is not None else RandomBanks()
         with torch.no_grad():
             per_style = [[gram(f)[0] for f in self.features(s[None])] for s in styles]
@@ -184,16 +188,23 @@ class StyleLoss(nn.Module):
         """Weighted terms by name; their sum is the training objective."""
         yc = y.clamp(0, 1)
         style = y.new_zeros(())
-        for i, (f, weight) in enumerate(zip(self.features(yc, gen), self.features.layer_weights)):
+        feats = self.features(yc, gen)
+        for i, (f, weight) in enumerate(zip(feats, self.features.layer_weights)):
             target = getattr(self, f"g{i}")[index]
             rel = (gram(f) - target).square().sum((1, 2)) / target.square().sum((1, 2)).clamp(min=1e-8)
             style = style + weight * rel.mean()
         mean, cov = colour_stats(yc)
         colour = (mean - self.mean[index]).square().sum(1).mean() + (cov - self.cov[index]).square().sum((1, 2)).mean()
-        lum_y, lum_c = downscale(luma(y), 4), downscale(luma(content), 4)
-        content_term = (lum_y - lum_c).square().mean() / lum_c.var().clamp(min=1e-4)
+        content_layer = getattr(self.features, "content_layer", None)
+        if content_layer is None:
+            lum_y, lum_c = downscale(luma(y), 4), downscale(luma(content), 4)
+            content_term = (lum_y - lum_c).square().mean() / lum_c.var().clamp(min=1e-4)
+        else:
+            with torch.no_grad():
+                want = self.features(content)[content_layer]
+            content_term = (feats[content_layer] - want).square().mean() / want.square().mean().clamp(min=1e-8)
         tv = (y[..., 1:, :] - y[..., :-1, :]).abs().mean() + (y[..., :, 1:] - y[..., :, :-1]).abs().mean()
         out_of_range = (F.relu(y - 1).square() + F.relu(-y).square()).mean()
         terms = {"style": style / sum(self.features.layer_weights), "colour": colour, "content": content_term,
                  "tv": tv, "flat_hue": flat_hue_swing(y, content), "range": out_of_range}
-        return {name: WEIGHTS[name] * value for name, value in terms.items()}
+        return {name: self.weights[name] * value for name, value in terms.items()}
