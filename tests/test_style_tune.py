@@ -167,8 +167,9 @@ def test_feature_flags(tmp_path: Path) -> None:
     assert style_cli.parse_args(["--loss", "gram", "--vgg", str(tmp_path / "v.pth")]).features == "vgg"
     with pytest.raises(LiveError, match="--vgg PATH"):
         style_cli.parse_args(["--loss", "gram", "--features", "vgg"])
-    with pytest.raises(LiveError, match="--loss gram"):
-        style_cli.parse_args(["--features", "random"])
+    with pytest.raises(LiveError, match="leave out --loss teacher"):
+        style_cli.parse_args(["--loss", "teacher", "--features", "random"])
+    assert style_cli.parse_args([]).loss == "gram" and style_cli.parse_args([]).features == "mobilenet"
 
 
 def test_tuning_repeats_exactly(tmp_path: Path) -> None:

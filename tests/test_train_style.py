@@ -62,7 +62,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module,
     real_train = style_cli.train
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(style_cli, "train", train_then_spread)
-        assert style_cli.main(["--tier", "cpu", "--steps", "6", "--size", "64", "--batch", "2", "--seed", "1",
+        assert style_cli.main(["--loss", "teacher", "--tier", "cpu", "--steps", "6", "--size", "64", "--batch", "2", "--seed", "1",
                                "--scenes", "2", "--threads", "1", "--export", "--out", str(out)]) == 0
     return caught[0], out / "styles-cpu.onnx"
 
@@ -162,7 +162,7 @@ def test_training_repeats_exactly() -> None:
     """Same arguments, same weights and losses (the command in a manifest rebuilds the model); another seed
     gives other weights."""
     def run(seed: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        args = style_cli.parse_args(["--steps", "3", "--size", "48", "--batch", "2", "--scenes", "2", "--seed", seed,
+        args = style_cli.parse_args(["--loss", "teacher", "--steps", "3", "--size", "48", "--batch", "2", "--scenes", "2", "--seed", seed,
                                      "--threads", "1"])
         net, losses, _ = style_cli.train(args)
         return net.state_dict(), losses
@@ -173,8 +173,9 @@ def test_training_repeats_exactly() -> None:
 
 
 def test_teacher_loss_refuses_style_images(tmp_path: Path) -> None:
-    with pytest.raises(LiveError, match="--loss gram"):
-        style_cli.parse_args(["--style-image", f"pop-art={tmp_path / 'x.png'}"])
+    with pytest.raises(LiveError, match="leave out --loss teacher"):
+        style_cli.parse_args(["--loss", "teacher", "--style-image", f"pop-art={tmp_path / 'x.png'}"])
+    assert style_cli.parse_args(["--style-image", f"pop-art={tmp_path / 'x.png'}"]).features == "mobilenet"
 
 
 def test_manifest_matches_the_procedural_contract(exported: tuple[torch.nn.Module, Path]) -> None:
@@ -182,7 +183,7 @@ def test_manifest_matches_the_procedural_contract(exported: tuple[torch.nn.Modul
     assert manifest.kind == "image-to-image" and manifest.tier == "cpu" and manifest.licence == "MIT"
     assert manifest.controls == {"styles": list(STYLES), "style_input": "style_weights", "strength_input": "strength"}
     assert [t.name for t in manifest.inputs] == ["frame", "style_weights", "strength"]
-    assert manifest.provenance["command"].startswith("live train style --tier cpu")
+    assert manifest.provenance["command"].startswith("live train style --loss teacher --tier cpu")
     assert manifest.provenance["parity_max_abs"] <= PARITY_GREY_LEVELS
     assert manifest.provenance["steps"] == 6
 

@@ -67,8 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="default 2e-3, or 1e-3 with --from")
     p.add_argument("--loss", choices=tuple(LOSSES),
-                   help="teacher (default): learn the procedural model's looks; gram (and always with --from): "
-                        "learn from style images (needed for --style-image and --features)")
+                   help="gram (default, and always with --from): learn from style images in pretrained MobileNetV2 "
+                        "features (--features); teacher: imitate the procedural model's looks")
     p.add_argument("--features", choices=tuple(FEATURES),
                    help="the Gram and content features: mobilenet (default), random, or vgg (with --vgg PATH)")
     p.add_argument("--threads", type=int, default=TRAIN_THREADS, help="torch CPU threads (default %(default)s)")
@@ -91,10 +91,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if tuning and (args.loss == "teacher" or args.features not in (None, "mobilenet")):
         raise LiveError("--from fine-tunes with the pretrained MobileNetV2 losses only",
                         "leave out --loss and --features")
-    args.loss = args.loss or ("gram" if tuning else "teacher")
+    args.loss = args.loss or "gram"
     if args.loss == "teacher" and (args.style_image or args.features or args.vgg):
         raise LiveError("--style-image and --features train against style images, which the teacher loss does not "
-                        "use", "add --loss gram")
+                        "use", "leave out --loss teacher")
     args.features = args.features or ("vgg" if args.vgg else "mobilenet")
     defaults = {"steps": (4000, 400), "size": (128, 256), "batch": (4, 1), "lr": (2e-3, 1e-3)}
     for key, values in defaults.items():
