@@ -154,6 +154,23 @@ def test_stability_shows_a_cut_at_once(clip, tier):
     assert np.abs(shown.astype(np.int16) - alone).mean() < 0.05 * np.abs(before.astype(np.int16) - alone).mean()
 
 
+def test_a_fader_jump_shows_at_once_and_a_glide_stays_stabilized(clip, tier):
+    """A performer's move is a wanted change: strength 0 -> 1 in one frame shows the full style at once (no fade
+    through the flicker remover); a slow glide keeps the remover working."""
+    tier.stabilizer.reset()
+    for frame in clip.frames[:4]:
+        tier.process(frame, values(tier, style_a="umber-oil", strength=0.0))
+    jumped = tier.process(clip.frames[4], values(tier, style_a="umber-oil", strength=1.0))
+    alone = tier.process(clip.frames[4], values(tier, style_a="umber-oil", strength=1.0, stability=0.0))
+    assert np.array_equal(jumped, alone)
+    glide = [tier.process(frame, values(tier, style_a="umber-oil", strength=0.9 + 0.01 * i))
+             for i, frame in enumerate(clip.frames)]
+    tier.stabilizer.reset()
+    each = [tier.process(frame, values(tier, style_a="umber-oil", strength=0.9 + 0.01 * i, stability=0.0))
+            for i, frame in enumerate(clip.frames)]
+    assert warp_error(glide, clip) < 0.8 * warp_error(each, clip)
+
+
 def test_a_show_with_style_scale_plays_the_tier(tmp_path):
     show = show_with(tmp_path, video={"model": "painterly-arbitrary.json", "source": "builtin", "style_scale": 0.25,
                                       "width": 320, "height": 240},

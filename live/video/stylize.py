@@ -23,6 +23,11 @@ from live.video.styles import StyleBank, grab_event, model_bank
 from live.video.upsample import downscale, guided_upsample
 
 
+#: A fader (blend, strength) that moves this much between two frames shows its new value at once; smaller moves are
+#: stabilized less the larger they are. 0.05: an LFO at 0.25 Hz over the whole range at 30 fps still stabilizes.
+FADER_CUT = 0.05
+
+
 def style_names(manifest: Manifest) -> tuple[str, ...]:
     """A model's own style names: its controls.styles, or the names in its style bank."""
     if manifest.controls.get("style_vector_input"):
@@ -77,6 +82,7 @@ class Stylizer(BasePart):
         self.scale = scale
         self.stabilizer = stability.Stabilizer()
         self._slots: tuple = ()  # the style slots of the last frame
+        self._faders = (0.0, 0.0)  # /video/blend and /video/strength of the last frame
         if self._vector_input:
             size = self.manifest.input(self._vector_input).shape[0]
             for bank in (model_bank(self.manifest.source, self.manifest.controls), show_bank):
@@ -138,7 +144,8 @@ class Stylizer(BasePart):
     def process(self, image: np.ndarray, values: Mapping, t: float = 0.0) -> np.ndarray:
         """The stylized frame: the model's input goes up to the device once, through the model into its reused
         output buffer, and back once. Values without /video/stability (a caller that builds them by hand) mean off:
-        each frame alone. Choosing another style in a slot cuts to it; the faders fade through the stabilizer."""
+        each frame alone. Choosing another style in a slot cuts to it; a fader that jumps shows at once, one that
+        glides keeps the flicker remover (a performer's move is a wanted change, not flicker)."""
         self.last_frame = image  # what /video/style/grab saves: the camera frame at full size
         small = image if self.scale >= 1.0 else downscale(image, self.scale)
         styled = self.frames.host(self.frames.run(self.feeds(small, values))[0])
@@ -146,5 +153,9 @@ class Stylizer(BasePart):
         if slots != self._slots:  # another style: cut to it, never fade the old one out through the blend
             self.stabilizer.reset()
             self._slots = slots
-        styled = self.stabilizer(small, styled, float(values.get("/video/stability", 0.0)))
+        faders = float(values.get("/video/blend", 0.0)), float(values.get("/video/strength", 1.0))
+        moved = max(abs(a - b) for a, b in zip(faders, self._faders))
+        self._faders = faders
+        amount = float(values.get("/video/stability", 0.0)) * max(0.0, 1.0 - moved / FADER_CUT)
+        styled = self.stabilizer(small, styled, amount)
         return styled if small is image else guided_upsample(small, styled, image)
