@@ -45,6 +45,18 @@ def camera_file(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("camera") / "camera.mp4")
 
 
+@pytest.fixture
+def torch_one_thread():
+    """Torch on one thread during a test (the same sums in the same order, so runs repeat bit for bit), then as
+    it was."""
+    import torch  # here: most tests never load it
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 5.0, every: float = 0.005) -> bool:
     """Poll `condition` until it is true or `timeout` passes; its last result decides."""
     deadline = time.monotonic() + timeout

@@ -22,12 +22,7 @@ from live.video.latent import LatentLayer, crop_to_aspect, latent_params
 SHIPPED = Path(__file__).resolve().parent.parent / "exported_models" / "latent-vae.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

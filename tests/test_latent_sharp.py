@@ -28,12 +28,7 @@ MODELS = Path(__file__).resolve().parent.parent / "exported_models"
 OLD, NEW = MODELS / "latent-vae.json", MODELS / "latent-sharp.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ from live.train.style_loss import StyleLoss
 PARITY_GREY_LEVELS = 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def painting(path: Path, style: str, size: int = 160) -> Path:

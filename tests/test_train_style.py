@@ -26,9 +26,7 @@ PARITY_GREY_LEVELS = 1  # uint8 outputs: torch and ORT may round one pixel diffe
 EYE = np.eye(len(STYLES), dtype=np.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def frame(h: int, w: int, seed: int = 0, low: int = 0, high: int = 256) -> np.ndarray:
