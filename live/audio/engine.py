@@ -116,7 +116,7 @@ class Tap:
 
 class Arpeggio:
     """Eighth notes cycling through a pattern at the show's tempo; timed in rendered frames, so it follows the
-    audio clock."""
+    audio clock, each step starting at its own sample."""
 
     def __init__(self, notes: Sequence[int], samplerate: int) -> None:
         bad = [n for n in notes if not 0 <= n <= 127]
@@ -135,11 +135,12 @@ class Arpeggio:
                 synth.note_off(self.playing)
                 self.playing, self._due = None, 0.0
             return
-        while self._due <= 0.0:
+        while self._due < frames:  # each step at its sample in the block
             if self.playing is not None:
                 synth.note_off(self.playing)
             self.playing = self.notes[self._index % len(self.notes)]
-            synth.note_on(self.playing, 0.55 if self._index % 4 == 0 else 0.4)  # a soft accent on the beat
+            accent = 0.55 if self._index % 4 == 0 else 0.4  # a soft accent on the beat
+            synth.note_on(self.playing, accent, max(int(self._due), 0))
             self._index += 1
             self._due += self.samplerate * 60.0 / bpm / 2.0
         self._due -= frames
