@@ -1,8 +1,9 @@
 """Issue 11's musts 3 (notes at their sample) and 4 (counters that tell the truth), on the real engine.
 
 Onsets are measured in the engine's tap with no device (the engine then runs against the clock, so every block's
-time is exact) and against a real OSC server; the counters on a dummy-clocked JACK server, starved by a real
-GIL stall in this process (what issue 11 found to be the cause), not by a stand-in for PortAudio.
+time is exact) and against a real OSC server; the render p99 against the same renders timed here; starvation on a
+dummy-clocked JACK server, caused by a real GIL stall in this process (what issue 11 found to be the cause), not
+by a stand-in for PortAudio.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from live.audio.engine import NOTE, AudioEngine
+from live.audio.synth import Synth
 from live.control.osc import OscServer
+from live.inference import open_session
 from live.params import ParamTree
 from live.player import Summary
 
@@ -52,9 +55,18 @@ def onsets(audio: np.ndarray, position: int) -> list[int]:
     return [position + int(s) for s in quiet_before]
 
 
+def perf_minus_wall() -> float:
+    """perf_counter() - time.time(), from the read of the wall clock most tightly bracketed by two perf_counter()
+    reads (a busy machine can stop this thread between two reads)."""
+    reads = [(time.perf_counter(), time.time(), time.perf_counter()) for _ in range(200)]
+    before, wall, after = min(reads, key=lambda r: r[2] - r[0])
+    return (before + after) / 2 - wall
+
+
 def record(engine: AudioEngine, until: float) -> tuple[int, np.ndarray]:
     """The tap from now until perf_counter() time `until` has been rendered."""
-    position, chunks = engine.read_tap()[0], []
+    position, first = engine.read_tap()
+    chunks = [first]
     while True:
         time.sleep(0.1)
         chunks.append(engine.read_tap()[1])
@@ -96,7 +108,7 @@ def test_an_osc_bundle_plays_at_its_timetag(synth_decoder: Path) -> None:
     try:
         engine.read_tap()
         due_wall = time.time() + 0.25
-        due = time.perf_counter() + (due_wall - time.time())
+        due = due_wall + perf_minus_wall()
         bundle = OscBundleBuilder(due_wall)
         for note, velocity in ((69, 0.8),):
             message = OscMessageBuilder(NOTE)
@@ -116,27 +128,36 @@ def test_an_osc_bundle_plays_at_its_timetag(synth_decoder: Path) -> None:
 
 
 def test_render_p99_measures_the_synth_thread(synth_decoder: Path) -> None:
-    """Eight held voices cost the decoder and the DSP every block; a silent synth costs neither: the p99 says so,
+    """With eight held voices the engine's render p99 is at least what the same eight-voice render costs when timed
+    here (a busy machine only makes the tail longer; a p99 that missed the decoder or the DSP would fall short);
     and the summary line carries the engine's own figures."""
     tree = synth_tree()
     engine = silent_engine(tree, synth_decoder)
+    chord = range(48, 80, 4)
     try:
-        time.sleep(0.6)
-        quiet = engine.stats()["render_p99_ms"]
-        for note in range(48, 80, 4):
+        for note in chord:
             tree.emit(NOTE, note, 0.8)
-        time.sleep(3.0)  # the ring of render times fills with 8-voice blocks
+        time.sleep(3.0)  # the ring of render times (1024 blocks, 2.7 s) fills with eight-voice blocks
         stats = engine.stats()
     finally:
         engine.close()
-    assert stats["render_p99_ms"] > 1.5 * quiet > 0
-    line = Summary(3.7, 0, 0, {"p50": 0.0, "p95": 0.0}, stats).line()
+    synth = Synth(open_session(synth_decoder, ("cpu",), threads=1), RATE, BLOCK, voices=8)
+    for note in chord:
+        synth.note_on(note, 0.8)
+    timbre, times = np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32), []
+    for _ in range(300):
+        began = time.perf_counter()
+        synth.render(0.5, timbre)
+        times.append(time.perf_counter() - began)
+    assert synth.sounding == 8
+    assert stats["render_p99_ms"] >= 0.5 * 1000 * float(np.median(times)), (stats, np.median(times))
+    line = Summary(3.1, 0, 0, {"p50": 0.0, "p95": 0.0}, stats).line()
     found = re.search(r"audio \(silent, no device\): starved (\d+)x \(ours\), (\d+) device xruns, lead ([\d.]+) ms, "
                       r"render p99 ([\d.]+) ms", line)
     assert found, line
     assert (int(found[1]), int(found[2])) == (stats["starved"], stats["xruns"])
     assert float(found[3]) == pytest.approx(stats["lead_ms"], abs=0.05) and stats["lead_ms"] == pytest.approx(16.0, 0.01)
-    assert float(found[4]) == pytest.approx(stats["render_p99_ms"], abs=0.005)
+    assert float(found[4]) == pytest.approx(stats["render_p99_ms"], abs=0.006)  # printed to 0.01 ms
 
 
 def test_a_gil_stall_counts_as_starved_not_as_xruns(jack_server: str, synth_decoder: Path) -> None:
