@@ -11,7 +11,7 @@ frame up once, back once, buffers reused): fps, frame time p50/p99, host copies 
 counted; beside it, plain Session.run on the same frames. The goal on
 a GPU is 60 fps with p99 <= 16.7 ms; where there is no GPU the same code runs on the CPU provider and says so.
 
-Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1 and 8 held notes
+Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1, 8 and 16 held notes
 with the timbre moving every block (so every block really runs the decoder): the full render (decoder + DSP) and
 the decoder alone, per block, as the median of runs of SYNTH_RUN blocks; real time x = block duration / time.
 Machines here are shared and noisy, so compare the ratios of one run rather than absolute numbers across runs.
@@ -57,8 +57,8 @@ from live.video.upsample import downscale
 WIDTH, HEIGHT = 640, 480
 GPU_WIDTH, GPU_HEIGHT = 1280, 720
 GPU_FRAMES = 8  # distinct source frames the GPU path cycles through (read before timing)
-SYNTH_VOICES = (1, 8)  # held notes
-SYNTH_CHORD = (45, 52, 57, 60, 64, 67, 71, 76)
+SYNTH_VOICES = (1, 8, 16)  # held notes
+SYNTH_CHORD = (45, 52, 57, 60, 64, 67, 71, 76, 40, 47, 55, 62, 69, 72, 79, 83)
 SYNTH_RUN = 64  # blocks per timed run; the median run is reported (robust to a busy neighbour)
 CONTROL_RATE = 10_000  # OSC messages/s the bench's sender aims at
 FUZZ_PACKETS = 1_000_000
@@ -152,7 +152,8 @@ def per_block_us(step: Callable[[int], object], seconds: float) -> tuple[float, 
 
 
 def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = print) -> dict:
-    """The synth's cost per block for 1 and 8 held notes, full render and decoder only; returns `{"voices_1": ...}`."""
+    """The synth's cost per block for 1, 8 and 16 held notes: the full voice (decoder + DSP) and the decoder alone;
+    returns `{"voices_1": ...}`."""
     manifest = load_manifest(show.resolve(show.audio.model))
     session = open_session(manifest.onnx_path, ("cpu",), threads=1)  # as the audio engine opens it
     rate, block = show.audio.samplerate, show.audio.blocksize
@@ -178,10 +179,10 @@ def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
     one, many = result["voices_1"], result[f"voices_{SYNTH_VOICES[-1]}"]
     print_(f"\nsynth: {manifest.name}, {block}-sample blocks at {rate} Hz ({block_us:.1f} µs), CPU, 1 thread; "
            f"median of {SYNTH_RUN}-block runs, {seconds:g} s each")
-    print_(f"  {'voices':<8}{'full render':>14}{'decoder only':>15}{'real time (full / decoder)':>30}")
+    print_(f"  {'voices':<8}{'full render (decoder + DSP)':>28}{'decoder only':>15}{'real time (full / decoder)':>30}")
     for key in (f"voices_{v}" for v in SYNTH_VOICES):
         r = result[key]
-        print_(f"  {r['voices']:<8}{r['block_us']:>11.1f} µs{r['decoder_us']:>12.1f} µs"
+        print_(f"  {r['voices']:<8}{r['block_us']:>25.1f} µs{r['decoder_us']:>12.1f} µs"
                f"{r['realtime_x']:>20.0f}x / {r['decoder_realtime_x']:.0f}x")
     print_(f"  {many['voices']} voices cost {many['block_us'] / one['block_us']:.2f}x one voice (decoder "
            f"{many['decoder_us'] / one['decoder_us']:.2f}x): {many['decoder_runs_per_block']:g} decoder run per block")

@@ -202,7 +202,7 @@ class ParamTree:
         self.params: dict[str, Param] = {p.address: p for p in params}
         self.events: dict[str, Event] = {e.address: e for e in events}
         self._lock = threading.Lock()
-        self._listeners: list[tuple[str, deque]] = []
+        self._listeners: list[tuple[str, deque, bool]] = []
         self._watchers: list[Callable[[], None]] = []
         self.snapshot: Mapping[str, Value] = MappingProxyType({a: p.default for a, p in self.params.items()})
         #: perf_counter() of the last write to each address, so latency to a visible change can be measured.
@@ -273,8 +273,9 @@ class ParamTree:
             self.generation += 1
             self.version += 1
 
-    def emit(self, address: str, *args: Any) -> tuple[float | int, ...]:
-        """Send an event to every listener whose prefix matches; KeyError/ValueError as for `set`."""
+    def emit(self, address: str, *args: Any, at: float | None = None) -> tuple[float | int, ...]:
+        """Send an event to every listener whose prefix matches; KeyError/ValueError as for `set`. `at` is the
+        perf_counter() time the event is for (an OSC bundle's timetag), default now: a timed listener gets it."""
         event = self.events[address]
         if not event.args and len(args) == 1 and isinstance(args[0], (int, float)):
             if args[0] <= 0:
@@ -284,22 +285,23 @@ class ParamTree:
         now = time.perf_counter()
         with self._lock:
             self.emitted_at[address] = now
-            for prefix, queue in self._listeners:
-                if address.startswith(prefix):
-                    queue.append((address, values))  # deque(maxlen) drops the oldest when full
+            for prefix, queue, timed in self._listeners:
+                if address.startswith(prefix):  # deque(maxlen) drops the oldest when full
+                    queue.append((address, values, now if at is None else at) if timed else (address, values))
         return values
 
-    def listen(self, prefix: str) -> deque:
-        """A bounded queue of (address, args) for events under `prefix`; the listener pops from the left."""
+    def listen(self, prefix: str, timed: bool = False) -> deque:
+        """A bounded queue of (address, args) for events under `prefix`; the listener pops from the left. `timed`:
+        (address, args, at), with the perf_counter() time the event arrived or is for (the synth places notes)."""
         queue: deque = deque(maxlen=EVENT_BACKLOG)
         with self._lock:
-            self._listeners.append((prefix, queue))
+            self._listeners.append((prefix, queue, timed))
         return queue
 
     def unlisten(self, queue: deque) -> None:
         """Stop delivering to a queue from `listen` (a reloaded show's old scenes and modulators)."""
         with self._lock:
-            self._listeners = [(p, q) for p, q in self._listeners if q is not queue]
+            self._listeners = [(p, q, t) for p, q, t in self._listeners if q is not queue]
 
     def describe(self) -> list[dict[str, Any]]:
         """Every parameter and event, sorted by address, as plain dicts; a parameter's default is the value the

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from live.audio.engine import counters
 from live.errors import LiveError
 from live.control.surface import HUD
 from live.graph import build
@@ -38,7 +39,7 @@ class Summary:
     frames: int
     dropped: int
     latency_ms: dict[str, float]
-    underruns: int | None
+    audio: dict | None  # the audio engine's stats(); None: the show has no audio
     longest_gap_s: float = 0.0  # the longest time between two output frames (or the start/end and a frame)
     fallback_s: float = 0.0  # time the built-in source played because the show's source was not delivering
     output_failures: int = 0
@@ -48,7 +49,8 @@ class Summary:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
-        audio = "no audio device" if self.underruns is None else f"{self.underruns} audio underruns"
+        audio = "no audio" if self.audio is None else \
+            f"audio{'' if self.audio['device'] else ' (silent, no device)'}: {counters(self.audio)}"
         return (f"Played {self.seconds:.1f} s: {self.frames} frames, {self.fps:.1f} fps, latency p50 "
                 f"{self.latency_ms['p50']:.1f} ms / p95 {self.latency_ms['p95']:.1f} ms, {self.dropped} dropped "
                 f"frames, {audio}; longest gap {self.longest_gap_s:.2f} s, {self.fallback_s:.1f} s on the "
@@ -157,10 +159,9 @@ class Player:
     def summary(self, seconds: float) -> Summary:
         graph = self.graph
         latency = {f"p{q}": percentile(self.latencies, q) for q in (50, 95, 99)}
-        stats = graph.audio.stats() if graph.audio else {}
-        underruns = int(stats["underruns"]) if stats.get("device") else None
+        stats = graph.audio.stats() if graph.audio else None
         gap = max(self.longest_gap, time.perf_counter() - self._last_out) if self._last_out else 0.0
-        return Summary(seconds, self.frames, graph.captured.dropped + graph.stylized.dropped, latency, underruns,
+        return Summary(seconds, self.frames, graph.captured.dropped + graph.stylized.dropped, latency, stats,
                        gap, graph.capture.stats()["fallback_s"], len(graph.outputs.failed))
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ def assert_synth_section(synth: dict) -> None:
     """Sane numbers, never a speed threshold: machines here are shared."""
     assert synth["model"] == "synth-ddsp" and synth["samplerate"] == 48000 and synth["block"] == 128
     assert synth["block_duration_us"] == pytest.approx(128 / 48000 * 1e6, abs=0.1)
-    for voices in (1, 8):
+    for voices in (1, 8, 16):
         r = synth[f"voices_{voices}"]
         assert r["voices"] == voices and r["sounding"] == voices  # the notes were really held
         assert r["block_us"] > 0 and r["decoder_us"] > 0

@@ -310,9 +310,9 @@ def test_bundle_writes_come_before_its_events_and_one_bad_message_voids_it():
             order.append(("update", dict(values)))
             return super().update(values, source)
 
-        def emit(self, address, *args):
+        def emit(self, address, *args, at=None):
             order.append(("emit", address, self.snapshot["/video/blend"]))
-            return super().emit(address, *args)
+            return super().emit(address, *args, at=at)
 
     tree = Recording(make_tree().params.values(), make_tree().events.values())
     srv = open_server(tree)

@@ -47,6 +47,8 @@ CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered af
 PEAK_FALL_DB_PER_S = 20.0
 RETRY_S = 1.0  # how often a lost device is looked for
 CLOSE_TIMEOUT_S = 1.0  # a stream that takes longer to stop is abandoned: close() never hangs
+RENDER_TIMES = 1024  # the render-time p99 is over the last this many blocks (about 2.7 s at 128/48 kHz)
+PENDING_NOTES = 256  # note events waiting for the block they play in (a full list drops the newest)
 
 
 class Tap:
@@ -97,6 +99,13 @@ class Tap:
             self._buffer[target] = 0.0 if block is None else block[part]
         self._written += frames
 
+    def time_at(self, position: int) -> float:
+        """When the frame at absolute `position` plays (perf_counter() time), on the timeline since the last gap:
+        lines a tap position up with an event's time."""
+        with self._lock:
+            assert self._next_at is not None, "nothing written yet"
+            return self._next_at - (self._written - position) / self.samplerate
+
     def read(self) -> tuple[int, np.ndarray]:
         """(absolute position of the first frame, everything written since the last read, oldest first)."""
         capacity = len(self._buffer)
@@ -107,7 +116,7 @@ class Tap:
 
 class Arpeggio:
     """Eighth notes cycling through a pattern at the show's tempo; timed in rendered frames, so it follows the
-    audio clock."""
+    audio clock, each step starting at its own sample."""
 
     def __init__(self, notes: Sequence[int], samplerate: int) -> None:
         bad = [n for n in notes if not 0 <= n <= 127]
@@ -126,11 +135,12 @@ class Arpeggio:
                 synth.note_off(self.playing)
                 self.playing, self._due = None, 0.0
             return
-        while self._due <= 0.0:
+        while self._due < frames:  # each step at its sample in the block
             if self.playing is not None:
                 synth.note_off(self.playing)
             self.playing = self.notes[self._index % len(self.notes)]
-            synth.note_on(self.playing, 0.55 if self._index % 4 == 0 else 0.4)  # a soft accent on the beat
+            accent = 0.55 if self._index % 4 == 0 else 0.4  # a soft accent on the beat
+            synth.note_on(self.playing, accent, max(int(self._due), 0))
             self._index += 1
             self._due += self.samplerate * 60.0 / bpm / 2.0
         self._due -= frames
@@ -170,7 +180,7 @@ class AudioEngine:
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
         self.reader, self.say = reader or ParamReader(tree), say
-        self._events = tree.listen("/synth/")
+        self._events = tree.listen("/synth/", timed=True)
         self._panic = tree.listen(PANIC)
         self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, samplerate)
         self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
@@ -182,9 +192,21 @@ class AudioEngine:
         self._thread: threading.Thread | None = None
         self._retry: threading.Thread | None = None
         self._stop = threading.Event()
-        self._blocks = self._underruns = self._starved = self._retired_underruns = 0
+        self._blocks = self._xruns = self._starved = self._retired_xruns = 0
         self._lost = self._reopened = 0
         self._peak = 0.0
+        self.lead_frames = LEAD_BLOCKS * blocksize  # how far the synth renders ahead of what plays
+        # A note plays this long after it arrived (or after its OSC bundle's time): a constant delay, so notes
+        # keep their spacing to the sample instead of snapping to blocks; a block more than the lead, so a note
+        # that arrives just after a render is still ahead of the next block.
+        self.event_delay = (self.lead_frames + blocksize) / samplerate
+        self._due = np.zeros(PENDING_NOTES)  # notes waiting for their block: when, which, how loud
+        self._due_note = np.zeros(PENDING_NOTES, dtype=np.int64)
+        self._due_velocity = np.zeros(PENDING_NOTES)
+        self._waiting = 0
+        self._late_notes = self._lost_notes = 0  # played at a block's start because it was rendered late; no room
+        self._render_s = np.zeros(RENDER_TIMES)  # the last RENDER_TIMES render times (a ring: no allocation)
+        self._next_at: float | None = None  # when the block after the last one rendered plays
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -238,23 +260,49 @@ class AudioEngine:
 
     def _render(self, at: float) -> np.ndarray:
         """One block that plays at perf_counter() time `at`: take note events and the current parameters, render,
-        feed the tap and the meters."""
-        values = self.reader.read(time.perf_counter())
+        feed the tap and the meters (the time it took goes into the render-time ring)."""
+        started = time.perf_counter()
+        values = self.reader.read(started)
         while self._events:
-            address, args = self._events.popleft()
-            if address == NOTE:
-                self.synth.note_on(int(args[0]), float(args[1]))
+            address, args, when = self._events.popleft()
+            if address != NOTE:
+                continue
+            if self._waiting == PENDING_NOTES:
+                self._lost_notes += 1
+                continue
+            i = self._waiting
+            self._due[i], self._due_note[i], self._due_velocity[i] = when + self.event_delay, args[0], args[1]
+            self._waiting += 1
         if self._panic:
             self._panic.clear()
+            self._waiting = 0
             self.synth.all_notes_off()
+        self._start_notes(at)
         self._arpeggio.advance(self.synth, bool(values[AUTO]), self.blocksize, float(values.get(TEMPO, DEFAULT_BPM)))
         timbre = np.array([values[a] for a in TIMBRE], dtype=np.float32)
         gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
         block = self.synth.render(gain, timbre)
         self.tap.write(block, at)
         self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
+        self._render_s[self._blocks % RENDER_TIMES] = time.perf_counter() - started
         self._blocks += 1
         return block
+
+    def _start_notes(self, at: float) -> None:
+        """Start the waiting notes due before this block ends, each at its sample inside the block (a note already
+        past is late: it starts at the block's first sample and is counted); the others keep waiting."""
+        kept = 0
+        for i in range(self._waiting):
+            offset = round((self._due[i] - at) * self.samplerate)
+            if offset >= self.blocksize:
+                self._due[kept], self._due_note[kept], self._due_velocity[kept] = \
+                    self._due[i], self._due_note[i], self._due_velocity[i]
+                kept += 1
+                continue
+            if offset < 0:
+                self._late_notes += 1
+            self.synth.note_on(int(self._due_note[i]), float(self._due_velocity[i]), max(offset, 0))
+        self._waiting = kept
 
     def _play(self) -> None:
         """The synth thread: to the device while there is one, else against the clock until one is back."""
@@ -272,21 +320,26 @@ class AudioEngine:
         A dead stream (JACK server gone, device unplugged) leaves the ring full and the stream inactive.
         """
         ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
-        lead = LEAD_BLOCKS * self.blocksize
-        action = None
+        action, period = None, self.blocksize / self.samplerate
+        self._next_at = None
         while not self._stop.is_set():
             if action is not None and action not in mixer.actions:
                 self._starved += 1
-                self._retired_underruns += action.stats.output_underflows
+                self._retired_xruns += action.stats.output_underflows
                 action = None
-            self._underruns = self._retired_underruns + (action.stats.output_underflows if action else 0)
-            queued = ring.read_available
+            self._xruns = self._retired_xruns + (action.stats.output_underflows if action else 0)
+            queued, lead = ring.read_available, self.lead_frames
             if queued + self.blocksize <= lead:
-                ring.write(self._render(time.perf_counter() + queued / self.samplerate))
+                # The callback takes a period at a time, so now + queued is late by up to a period: the blocks'
+                # own timeline is kept, within that window (a starved ring or clock drift moves it).
+                estimate = time.perf_counter() + queued / self.samplerate
+                at = estimate if self._next_at is None else min(max(self._next_at, estimate - period), estimate)
+                self._next_at = at + period
+                ring.write(self._render(at))
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self._mapping)
             elif not mixer.active:
-                self._retired_underruns = self._underruns
+                self._retired_xruns = self._xruns
                 self._lose(mixer)
                 return
             else:
@@ -334,10 +387,10 @@ class AudioEngine:
         video. Only a stall longer than CATCH_UP_SECONDS (the machine stopped) is skipped rather than rendered.
         Returns when stopped or when the retry thread has a device playing again.
         """
-        lead = LEAD_BLOCKS * self.blocksize
         start, rendered, behind = time.perf_counter(), 0, False
+        self._next_at = None
         while not self._stop.is_set() and self._mixer is None:
-            now = time.perf_counter()
+            now, lead = time.perf_counter(), self.lead_frames
             due = (now - start) * self.samplerate
             if rendered < due - lead:
                 if not behind:
@@ -360,21 +413,41 @@ class AudioEngine:
         tap position of its first frame: a reader that was away longer finds the frames it missed as a gap."""
         return self.tap.read()
 
+    def render_p99_ms(self) -> float:
+        """The 99th percentile of the synth thread's time per block over the last RENDER_TIMES blocks."""
+        times = self._render_s[:min(self._blocks, RENDER_TIMES)]
+        return float(np.percentile(times, 99)) * 1000 if len(times) else 0.0
+
     def stats(self) -> dict[str, Any]:
-        """Counters for the status line; `starved` is ours alone, `underruns` also measures the machine; `lost`
-        and `reopened` count the times the device went away and came back."""
-        return {"blocks": self._blocks, "underruns": self._underruns, "starved": self._starved,
-                "peak": round(min(self._peak, 1.0), 4), "device": self._device.name if self._device else None,
-                "tap_dropped": self.tap.dropped, "lost": self._lost, "reopened": self._reopened}
+        """Counters for the summary, /live/status and the HUD, each cause apart: `starved` blocks are ours alone
+        (the ring ran dry, or without a device the thread fell behind the clock); `xruns` are PortAudio's
+        underflow flags, which also measure the machine and the audio server; `lead_ms` is how far the synth
+        renders ahead; `render_p99_ms` its time per block. `late_notes` started at a block edge because their
+        block was rendered after their time; `lost` and `reopened` count the device going away and coming back."""
+        return {"blocks": self._blocks, "starved": self._starved, "xruns": self._xruns,
+                "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
+                "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": self._late_notes,
+                "lost_notes": self._lost_notes, "peak": round(min(self._peak, 1.0), 4),
+                "device": self._device.name if self._device else None, "tap_dropped": self.tap.dropped,
+                "lost": self._lost, "reopened": self._reopened}
 
     def status(self) -> str:
-        """One line for the HUD."""
+        """One line for the HUD and /live/status: where the sound goes, then the counters."""
         device = self._device
         if device is not None:
-            return f"audio {device.name} {self.samplerate / 1000:g} kHz, starved {self._starved}"
-        if self._gone:
-            return f"audio: {self._gone}, silent, retrying"
-        return "audio: silent (no device)"
+            where = f"audio {device.name} {self.samplerate / 1000:g} kHz"
+        elif self._gone:
+            where = f"audio: {self._gone}, silent, retrying"
+        else:
+            where = "audio: silent (no device)"
+        return f"{where}; {counters(self.stats())}"
+
+
+def counters(stats: dict[str, Any]) -> str:
+    """The engine's counters in words, one cause each (for the status line and the show's summary);
+    `starved` counts the times the ring ran dry (each a stretch of silence), not blocks."""
+    return (f"starved {stats['starved']}x (ours), {stats['xruns']} device xruns, lead {stats['lead_ms']:.1f} ms, "
+            f"render p99 {stats['render_p99_ms']:.2f} ms")
 
 
 def _release(mixer: rtmixer.Mixer) -> None:

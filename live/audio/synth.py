@@ -5,12 +5,16 @@ and 65 noise band gains (one batched ONNX run); numpy then renders the block. Ha
 linearly across the block and the noise is overlap-added, so control-rate steps never click. Not thread-safe:
 one thread calls note_on, note_off and render.
 
-Built for speed (`live bench` measures it; one voice must render at >= 100x real time): voices 0..last sounding
+Built for speed (`live bench` measures it): voices 0..last sounding
 are processed as one range of views (new notes take the lowest free voice; a free voice in the range is silent and
 adds exact zeros), so no per-block gathers or allocations of voice state; the decoder runs into preallocated
 buffers (ONNX Runtime IO binding); a voice's harmonics come from a table of cos/sin(k w n) made when its note
 starts (f0 is fixed per note), so a block costs 2 x 64 trigonometric calls and two vector-matrix products per
 voice instead of 8192 sines; the noise bands are a precomputed interpolation matrix. A silent synth does no DSP.
+
+A note can start inside a block (`note_on(..., offset=)`): its harmonics stay silent up to that sample and ramp in
+from there (a preallocated ramp per offset), so an event's time survives the block grid; its breath noise, made per
+block, fades in across the block as any block's noise does.
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class Synth:
         self._k = np.arange(1, HARMONICS + 1, dtype=np.float64)
         self._n = np.arange(1, block + 1, dtype=np.float64)
         self._ramp = (self._n / block).astype(np.float32)  # 1/block .. 1: interpolation weight of the new value
+        # Row o: the ramp of a note that starts at sample o of its first block (row 0 is the plain ramp).
+        starts = np.arange(block, dtype=np.float64)[:, None]
+        self._onsets = np.clip((self._n - starts) / (block - starts), 0.0, 1.0).astype(np.float32)
+        self._ramps = np.tile(self._ramp, (voices, 1))  # this block's ramp per voice
         self._gain = np.float32(0.0)
         # Harmonic k at sample n of a block that starts at phase p: sin(k p + k w n) = cos(k p) sin(k w n) +
         # sin(k p) cos(k w n). The sin/cos(k w n) table is fixed while the note lasts (zero rows at and above
@@ -122,8 +130,10 @@ class Synth:
 
     # --- notes ---------------------------------------------------------------------------------------------
 
-    def note_on(self, note: int, velocity: float) -> None:
-        """Start (or retrigger) `note`; velocity 0 is a note off, as in MIDI."""
+    def note_on(self, note: int, velocity: float, offset: int = 0) -> None:
+        """Start (or retrigger) `note` at sample `offset` of the next block; velocity 0 is a note off, as in MIDI.
+
+        A retrigger or a stolen voice starts at a block edge (the envelope runs at control rate)."""
         if velocity <= 0.0:
             self.note_off(note)
             return
@@ -136,7 +146,7 @@ class Synth:
             return
         idle = np.flatnonzero(self.stage == IDLE)
         if idle.size:
-            self._start(int(idle[0]), note, velocity)
+            self._start(int(idle[0]), note, velocity, min(max(offset, 0), self.block - 1))
             return
         v = self._oldest()
         self.stage[v], self._pending[v] = STEAL, (note, velocity)  # fade out this block, start the next
@@ -168,8 +178,9 @@ class Synth:
             candidates = np.arange(self.voices)
         return int(candidates[np.argmin(self._age[candidates])])
 
-    def _start(self, v: int, note: int, velocity: float) -> None:
+    def _start(self, v: int, note: int, velocity: float, offset: int = 0) -> None:
         f0 = midi_hz(note)
+        self._ramps[v] = self._onsets[offset]
         self.note[v], self.stage[v], self.velocity[v], self.level[v] = note, ATTACK, velocity, 0.0
         self._count += 1
         self._age[v] = self._count
@@ -293,8 +304,11 @@ class Synth:
         for v in active:  # vector x matrix: no packing, unlike a matrix product
             np.dot(flat[v, 0], table[v], out=waves[v, 0])
             np.dot(flat[v, 1], table[v], out=waves[v, 1])
-        voice = waves[:, 0]
-        voice += waves[:, 1] * self._ramp
+        voice, ramps = waves[:, 0], self._ramps[:span]
+        change = waves[:, 1]
+        change *= ramps
+        voice += change
+        ramps[...] = self._ramp  # a note's start offset applies to its first block only
         np.matmul(self._pan[:span].T, voice, out=mix)
         phase = self._phase[:span]
         phase += self._advance[:span]

@@ -106,6 +106,7 @@ class _Group:
     writes: dict[str, Any] = field(default_factory=dict)
     actions: list[tuple[str, str, tuple]] = field(default_factory=list)  # ("event"|"system", address, args)
     messages: int = 0
+    at: float | None = None  # perf_counter() time of a scheduled bundle's timetag: its events are for then
 
 
 @dataclass
@@ -418,7 +419,7 @@ class OscServer:
             return
         groups: dict[int, _Group] = {}
         self._plan_bundle(packet, IMMEDIATELY, groups, sender)
-        now_wall, now_mono = time.time(), time.monotonic()
+        now_wall, now_mono, now_perf = time.time(), time.monotonic(), time.perf_counter()
         due_now: list[_Group] = []
         later: list[tuple[float, _Group]] = []
         for timetag, group in groups.items():
@@ -429,6 +430,7 @@ class OscServer:
                 raise _Reject("far_future", f"bundle {delay:.0f} s ahead from {sender.host} "
                                             f"(limit {self.max_ahead_s:g} s; is its clock right?)")
             else:
+                group.at = now_perf + delay
                 later.append((now_mono + delay, group))
         if later:
             with self._cond:
@@ -513,7 +515,7 @@ class OscServer:
                 return
         for kind, address, args in group.actions:
             if kind == "event":
-                self.tree.emit(address, *args)
+                self.tree.emit(address, *args, at=group.at)
                 continue
             try:
                 builtin = self._builtin.get(address)
