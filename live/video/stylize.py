@@ -29,9 +29,7 @@ FADER_CUT = 0.05
 
 
 def style_names(manifest: Manifest) -> tuple[str, ...]:
-    """A model's own style names: its controls.styles, or the names in its style bank."""
-    if manifest.controls.get("style_vector_input"):
-        return tuple(model_bank(manifest.source, manifest.controls).names()) or ("default",)
+    """A style-weights model's style names (a style-vector model's come from its banks: Stylizer.vectors)."""
     return tuple(manifest.controls.get("styles", ())) or ("default",)
 
 
