@@ -290,15 +290,17 @@ class ParamTree:
                     queue.append((address, values, now if at is None else at) if timed else (address, values))
         return values
 
-    def listen(self, prefix: str, timed: bool = False) -> deque:
+    def listen(self, prefix: str, timed: bool = False, into: Any = None) -> Any:
         """A bounded queue of (address, args) for events under `prefix`; the listener pops from the left. `timed`:
-        (address, args, at), with the perf_counter() time the event arrived or is for (the synth places notes)."""
-        queue: deque = deque(maxlen=EVENT_BACKLOG)
+        (address, args, at), with the perf_counter() time the event arrived or is for (the synth places notes).
+        `into`: any object with append() to deliver to instead of a new deque; it is called under the tree's lock,
+        so one writer at a time (the synth hands notes straight to its render process's ring this way)."""
+        queue = deque(maxlen=EVENT_BACKLOG) if into is None else into
         with self._lock:
             self._listeners.append((prefix, queue, timed))
         return queue
 
-    def unlisten(self, queue: deque) -> None:
+    def unlisten(self, queue: Any) -> None:
         """Stop delivering to a queue from `listen` (a reloaded show's old scenes and modulators)."""
         with self._lock:
             self._listeners = [(p, q, t) for p, q, t in self._listeners if q is not queue]

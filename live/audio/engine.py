@@ -1,13 +1,17 @@
-"""The audio engine: a synth thread that keeps a lock-free ring a few blocks ahead of a C audio callback.
+"""The audio engine: the show's side of the synth, which renders and plays in a process of its own.
 
-No Python runs in the audio callback: rtmixer's C callback only copies from the ring buffer, so a garbage
-collection or a busy video thread delays the synth thread, not the sound card (see shared/real-parts.md). The
-synth thread renders whenever the ring has room for a block and sleeps otherwise. With no usable device it
-runs silent, paced by the clock, so recordings still get audio and a show never fails for want of a card.
+The synth and the output device live in a child process (render_process.py), so no thread of the show (video, an
+OSC storm, the HUD) can take the GIL or a lock from the sound. This side only steers and listens, none of it on the
+sound's path:
+- notes and panic go from the parameter tree's emit straight into the child's note ring (no thread of ours in
+  between, so a busy show delays a note by no more than its own OSC or MIDI thread does);
+- a control thread, once per block period, reads the smoothed, modulated parameters and publishes them, moves the
+  rendered blocks into the recording tap and the meters, says what the child says (device lost, back), and starts
+  a new child if the one playing died;
+- stats() and status() read the child's counters.
 
-A device that dies mid-show (JACK server killed, card unplugged) is noticed by the synth thread within a block,
-said once, and abandoned (see devices.py: a dead JACK stream cannot be closed); the synth thread goes on against
-the clock, and a retry thread opens the device again when it is back, which is said once too.
+If the show's process stalls, the child plays on; the blocks rendered meanwhile wait in shared memory for the tap
+(TAP_BLOCKS of them, each with the time it plays, so a longer stall is a gap of silence in a recording, not a shift).
 """
 
 from __future__ import annotations
@@ -19,14 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rtmixer
-import sounddevice as sd
 
-from live.audio import devices
-from live.audio.synth import TIMBRE_AXES, Synth
+from live.audio import render_process as rp
+from live.audio.synth import TIMBRE_AXES
 from live.control.reader import ParamReader
 from live.errors import LiveError
-from live.inference import open_session
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
 
@@ -37,18 +38,13 @@ BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/contr
 TEMPO = "/tempo/bpm"
 TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
 
-DEFAULT_PATTERN = (45, 52, 57, 60, 64, 57, 52, 48)
 DEFAULT_BPM = 96.0
-LEAD_BLOCKS = 6  # how far the synth stays ahead of the callback: 16 ms at 128/48 kHz
-RING_FRAMES = 2048  # power of two, comfortably above the lead
 TAP_SECONDS = 2.0
 TAP_GAP_BLOCKS = 3  # a block this much later than the last one ended was preceded by silence (a dry device)
-CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
 PEAK_FALL_DB_PER_S = 20.0
-RETRY_S = 1.0  # how often a lost device is looked for
-CLOSE_TIMEOUT_S = 1.0  # a stream that takes longer to stop is abandoned: close() never hangs
 RENDER_TIMES = 1024  # the render-time p99 is over the last this many blocks (about 2.7 s at 128/48 kHz)
-PENDING_NOTES = 256  # note events waiting for the block they play in (a full list drops the newest)
+RESTART_S = 5.0  # a render process that died is started again at most this often
+CLOSE_TIMEOUT_S = 1.0
 
 
 class Tap:
@@ -114,38 +110,6 @@ class Tap:
             return start, self._buffer[np.arange(start, self._written) % capacity]
 
 
-class Arpeggio:
-    """Eighth notes cycling through a pattern at the show's tempo; timed in rendered frames, so it follows the
-    audio clock, each step starting at its own sample."""
-
-    def __init__(self, notes: Sequence[int], samplerate: int) -> None:
-        bad = [n for n in notes if not 0 <= n <= 127]
-        if bad or not notes:
-            raise LiveError(f"audio pattern {list(notes)} is not playable", "use MIDI notes 0..127 in [audio] pattern")
-        self.notes = tuple(notes)
-        self.samplerate = samplerate
-        self._due = 0.0  # frames until the next step
-        self._index = 0
-        self.playing: int | None = None
-
-    def advance(self, synth: Synth, on: bool, frames: int, bpm: float) -> None:
-        """Play the steps due within the next `frames` at `bpm`; when switched off, release the sounding note."""
-        if not on:
-            if self.playing is not None:
-                synth.note_off(self.playing)
-                self.playing, self._due = None, 0.0
-            return
-        while self._due < frames:  # each step at its sample in the block
-            if self.playing is not None:
-                synth.note_off(self.playing)
-            self.playing = self.notes[self._index % len(self.notes)]
-            accent = 0.55 if self._index % 4 == 0 else 0.4  # a soft accent on the beat
-            synth.note_on(self.playing, accent, max(int(self._due), 0))
-            self._index += 1
-            self._due += self.samplerate * 60.0 / bpm / 2.0
-        self._due -= frames
-
-
 class AudioEngine:
     """The neural synth on an output device (or silent), steered by the /synth/* parameters."""
 
@@ -168,243 +132,123 @@ class AudioEngine:
     def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
                  pattern: Sequence[int] = (), reader: ParamReader | None = None,
-                 say: Callable[[str], None] = print) -> None:
-        """`reader` is the synth thread's smoothed, modulated view of `tree` (default: plain values); `say`
-        tells the performer, once each, that the device was lost and that it is back."""
+                 say: Callable[[str], None] = print, realtime: bool = True) -> None:
+        """`reader` is the control thread's smoothed, modulated view of `tree` (default: plain values); `say`
+        tells the performer, once each, that the device was lost and that it is back. `realtime`: the render
+        process asks for SCHED_FIFO (live doctor says whether the system grants it)."""
+        from live.audio.arpeggio import Arpeggio  # noqa: PLC0415 (a bad pattern fails here, before any process)
+
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
                             "set [audio] model to exported_models/synth-decoder.json")
-        self.synth = Synth(open_session(manifest.onnx_path, ("cpu",), threads=1), samplerate, blocksize, voices)
+        if pattern:
+            Arpeggio(pattern, samplerate)  # a pattern it cannot play is said here, before any process starts
+        self.process = rp.RenderProcess(manifest.onnx_path, samplerate, blocksize, voices, pattern, device, realtime)
         self.tree, self.device_spec = tree, device
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
         self.reader, self.say = reader or ParamReader(tree), say
-        self._events = tree.listen("/synth/", timed=True)
-        self._panic = tree.listen(PANIC)
-        self._arpeggio = Arpeggio(pattern or DEFAULT_PATTERN, samplerate)
+        self._notes = _Notes(self.process)
+        self._listening: list[Any] = []
         self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
-        self._mixer: rtmixer.Mixer | None = None  # set by open() and the retry thread, dropped by the synth thread
-        self._mapping: list[int] = [1, 2]
-        self._device: devices.OutputDevice | None = None  # what plays now; None while silent
-        self._opened = ""  # what open() said
-        self._gone = ""  # what went away, while it is being looked for
-        self._thread: threading.Thread | None = None
-        self._retry: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._blocks = self._xruns = self._starved = self._retired_xruns = 0
-        self._lost = self._reopened = 0
         self._peak = 0.0
-        self.lead_frames = LEAD_BLOCKS * blocksize  # how far the synth renders ahead of what plays
-        # A note plays this long after it arrived (or after its OSC bundle's time): a constant delay, so notes
-        # keep their spacing to the sample instead of snapping to blocks; a block more than the lead, so a note
-        # that arrives just after a render is still ahead of the next block.
-        self.event_delay = (self.lead_frames + blocksize) / samplerate
-        self._due = np.zeros(PENDING_NOTES)  # notes waiting for their block: when, which, how loud
-        self._due_note = np.zeros(PENDING_NOTES, dtype=np.int64)
-        self._due_velocity = np.zeros(PENDING_NOTES)
-        self._waiting = 0
-        self._late_notes = self._lost_notes = 0  # played at a block's start because it was rendered late; no room
+        self._device: str | None = None  # what plays now, as the render process says; None while silent
+        self._opened = ""  # what open() said
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._render_s = np.zeros(RENDER_TIMES)  # the last RENDER_TIMES render times (a ring: no allocation)
-        self._next_at: float | None = None  # when the block after the last one rendered plays
+        self._timed = 0
+        self._restarts = 0
+        self._dropped = (0, 0)  # the render process's rings' overflows, kept after close
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def open(self) -> str:
-        """Open the output and start the synth thread; never raises for a missing device: runs silent instead."""
+        """Start the render process (which opens the output, or runs silent: a missing device never raises) and
+        the control thread; LiveError only if the render process cannot start at all."""
         if self._thread is not None:
             return self._opened
         self._stop.clear()
-        self._device = None
-        self._opened = self._open_device()
-        self._thread = threading.Thread(target=self._play, name="live-synth", daemon=True)
+        self._steer(time.perf_counter())
+        self._opened = self.process.open()
+        self._listening = [self.tree.listen("/synth/", timed=True, into=self._notes),
+                           self.tree.listen(PANIC, timed=True, into=self._notes)]
+        self._thread = threading.Thread(target=self._control, name="live-synth-control", daemon=True)
         self._thread.start()
         return self._opened
 
-    def _open_device(self) -> str:
-        """Resolve the device and start a stream on it (self._mixer); the line to say either way."""
-        silent = "running silent — fix:"
-        try:
-            device = devices.resolve(self.device_spec)
-        except LiveError as err:
-            return f"Audio: {err.what}; {silent} {err.fix}"
-        except sd.PortAudioError as err:
-            return f"Audio: PortAudio failed to list devices ({err}); {silent} check the audio system"
-        try:
-            self._start(device)
-        except (sd.PortAudioError, ValueError) as err:
-            return (f"Audio: could not open {device.label} at {self.samplerate} Hz ({err}); {silent} "
-                    f"check [audio] samplerate (the device runs at {device.samplerate:g} Hz) and [audio] device")
-        return f"Audio: {device.label}, {self.samplerate} Hz, {self.blocksize}-frame blocks"
-
-    def _start(self, device: devices.OutputDevice) -> None:
-        """A running stream on `device`, handed to the synth thread through self._mixer."""
-        mixer = rtmixer.Mixer(device=device.index, channels=min(2, device.channels),
-                              samplerate=self.samplerate, blocksize=self.blocksize, latency="low")
-        mixer.start()
-        self._mapping = [1, 2] if device.channels >= 2 else [1, 1]  # a mono device gets both channels summed
-        self._device, self._mixer = device, mixer
-
     def close(self) -> None:
-        """Stop the threads and the stream and release the device, in bounded time; safe to call twice."""
+        """Stop the control thread and the render process (which releases the device), in bounded time; safe to
+        call twice. stats() keeps the last figures, for a summary after close."""
         self._stop.set()
-        for thread in (self._thread, self._retry):
-            if thread is not None:
-                thread.join(timeout=CLOSE_TIMEOUT_S)
-        self._thread = self._retry = None
-        if self._mixer is not None:
-            _release(self._mixer)
-        self._mixer = None  # stats() keeps naming the device, for a summary after close
+        if self._thread is not None:
+            self._thread.join(timeout=CLOSE_TIMEOUT_S)
+        self._thread = None
+        for queue in self._listening:
+            self.tree.unlisten(queue)
+        self._listening = []
+        self.process.stop()
+        self._collect()
+        if self.process.events is not None:
+            self._dropped = self.process.dropped
+        self.process.close()
 
-    # --- the synth thread ------------------------------------------------------------------------------------
+    @property
+    def lead_frames(self) -> int:
+        """How far the render process plays ahead of the device now (it adapts to what the machine holds)."""
+        lead = int(self.process.read_counters()[rp.LEAD])
+        return lead or self.process.config["lead_blocks"][1] * self.blocksize
 
-    def _render(self, at: float) -> np.ndarray:
-        """One block that plays at perf_counter() time `at`: take note events and the current parameters, render,
-        feed the tap and the meters (the time it took goes into the render-time ring)."""
-        started = time.perf_counter()
-        values = self.reader.read(started)
-        while self._events:
-            address, args, when = self._events.popleft()
-            if address != NOTE:
-                continue
-            if self._waiting == PENDING_NOTES:
-                self._lost_notes += 1
-                continue
-            i = self._waiting
-            self._due[i], self._due_note[i], self._due_velocity[i] = when + self.event_delay, args[0], args[1]
-            self._waiting += 1
-        if self._panic:
-            self._panic.clear()
-            self._waiting = 0
-            self.synth.all_notes_off()
-        self._start_notes(at)
-        self._arpeggio.advance(self.synth, bool(values[AUTO]), self.blocksize, float(values.get(TEMPO, DEFAULT_BPM)))
-        timbre = np.array([values[a] for a in TIMBRE], dtype=np.float32)
+    @property
+    def event_delay(self) -> float:
+        """How long after its time a note plays: the lead and a margin, a constant delay while the lead holds, so
+        notes keep their spacing to the sample instead of snapping to blocks."""
+        return self.lead_frames / self.samplerate + rp.EVENT_MARGIN_S
+
+    # --- the control thread ----------------------------------------------------------------------------------
+
+    def _control(self) -> None:
+        """Once per block period: publish the parameters, collect the rendered blocks and the child's words, and
+        start a new render process if the one playing died (at most every RESTART_S)."""
+        period, last_try = self.blocksize / self.samplerate, 0.0
+        while not self._stop.wait(period):
+            now = time.perf_counter()
+            self._steer(now)
+            self._collect()
+            if not self.process.alive and now - last_try >= RESTART_S:
+                last_try = now
+                self._restart()
+
+    def _steer(self, now: float) -> None:
+        values = self.reader.read(now)
         gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
-        block = self.synth.render(gain, timbre)
-        self.tap.write(block, at)
-        self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
-        self._render_s[self._blocks % RENDER_TIMES] = time.perf_counter() - started
-        self._blocks += 1
-        return block
+        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]), float(values.get(TEMPO, DEFAULT_BPM)))
 
-    def _start_notes(self, at: float) -> None:
-        """Start the waiting notes due before this block ends, each at its sample inside the block (a note already
-        past is late: it starts at the block's first sample and is counted); the others keep waiting."""
-        kept = 0
-        for i in range(self._waiting):
-            offset = round((self._due[i] - at) * self.samplerate)
-            if offset >= self.blocksize:
-                self._due[kept], self._due_note[kept], self._due_velocity[kept] = \
-                    self._due[i], self._due_note[i], self._due_velocity[i]
-                kept += 1
-                continue
-            if offset < 0:
-                self._late_notes += 1
-            self.synth.note_on(int(self._due_note[i]), float(self._due_velocity[i]), max(offset, 0))
-        self._waiting = kept
+    def _collect(self) -> None:
+        """Rendered blocks into the tap, the peak meter and the render-time ring; the child's lines said."""
+        for record in self.process.drain():
+            block = record[2:].reshape(-1, 2).astype(np.float32)
+            self.tap.write(block, float(record[0]))
+            self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
+            self._render_s[self._timed % RENDER_TIMES] = record[1]
+            self._timed += 1
+        for kind, value in self.process.messages():
+            if kind == "say":
+                self.say(value)
+            elif kind == "device":
+                self._device = value
 
-    def _play(self) -> None:
-        """The synth thread: to the device while there is one, else against the clock until one is back."""
-        while not self._stop.is_set():
-            if self._mixer is not None:
-                self._feed_device(self._mixer)
-            else:
-                self._feed_clock()
-
-    def _feed_device(self, mixer: rtmixer.Mixer) -> None:
-        """Keep the ring LEAD_BLOCKS ahead of the callback until stopped or the stream dies.
-
-        rtmixer's callback retires a ring-buffer action that finds the ring short of a block; that is how a
-        starved ring shows, so a retired action is counted and playback is restarted once the lead is rebuilt.
-        A dead stream (JACK server gone, device unplugged) leaves the ring full and the stream inactive.
-        """
-        ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
-        action, period = None, self.blocksize / self.samplerate
-        self._next_at = None
-        while not self._stop.is_set():
-            if action is not None and action not in mixer.actions:
-                self._starved += 1
-                self._retired_xruns += action.stats.output_underflows
-                action = None
-            self._xruns = self._retired_xruns + (action.stats.output_underflows if action else 0)
-            queued, lead = ring.read_available, self.lead_frames
-            if queued + self.blocksize <= lead:
-                # The callback takes a period at a time, so now + queued is late by up to a period: the blocks'
-                # own timeline is kept, within that window (a starved ring or clock drift moves it).
-                estimate = time.perf_counter() + queued / self.samplerate
-                at = estimate if self._next_at is None else min(max(self._next_at, estimate - period), estimate)
-                self._next_at = at + period
-                ring.write(self._render(at))
-            elif action is None:
-                action = mixer.play_ringbuffer(ring, channels=self._mapping)
-            elif not mixer.active:
-                self._retired_xruns = self._xruns
-                self._lose(mixer)
-                return
-            else:
-                time.sleep((queued + self.blocksize - lead) / self.samplerate)
-
-    def _lose(self, mixer: rtmixer.Mixer) -> None:
-        """The stream died: abandon it, say so once, go silent and start looking for the device."""
-        devices.abandon(mixer)
-        device, self._device, self._mixer = self._device, None, None
-        assert device is not None
-        jack = device.hostapi == devices.JACK_API
-        self._gone = "JACK server gone" if jack else f"output {device.name} gone"
-        self._lost += 1
-        self.say(f"Audio: lost {device.label} ({'the JACK server went away' if jack else 'device gone'}); "
-                 f"running silent, looking for it every {RETRY_S:g} s")
-        self._retry = threading.Thread(target=self._look_for, args=(device, time.perf_counter()),
-                                       name="live-audio-retry", daemon=True)
-        self._retry.start()
-
-    def _look_for(self, lost: devices.OutputDevice, since: float) -> None:
-        """The retry thread: every RETRY_S, open the device again; once it plays, hand it to the synth thread.
-
-        For a JACK device a cheap client probe comes first, so PortAudio is only re-scanned once the server is
-        back (a re-scan loads a fresh PortAudio, see devices.py). Nothing here runs in the synth thread, which
-        keeps time meanwhile.
-        """
-        while not self._stop.wait(RETRY_S):
-            if lost.hostapi == devices.JACK_API and devices.jack_answers() is False:
-                continue
-            try:
-                self._start(devices.resolve(self.device_spec))
-            except (LiveError, sd.PortAudioError, ValueError):
-                continue
-            self._reopened += 1
-            assert self._device is not None
-            self._gone = ""
-            self.say(f"Audio: {self._device.label} is back after {time.perf_counter() - since:.1f} s")
-            return
-
-    def _feed_clock(self) -> None:
-        """No device: render in real time against the clock (LEAD_BLOCKS ahead), for the tap and the meters.
-
-        With no device there is no deadline to miss, so a thread that fell behind (a stall on a busy machine)
-        counts as starved and renders the backlog: a recording keeps every sample and stays in step with the
-        video. Only a stall longer than CATCH_UP_SECONDS (the machine stopped) is skipped rather than rendered.
-        Returns when stopped or when the retry thread has a device playing again.
-        """
-        start, rendered, behind = time.perf_counter(), 0, False
-        self._next_at = None
-        while not self._stop.is_set() and self._mixer is None:
-            now, lead = time.perf_counter(), self.lead_frames
-            due = (now - start) * self.samplerate
-            if rendered < due - lead:
-                if not behind:
-                    self._starved += 1
-                behind = True
-                if rendered < due - CATCH_UP_SECONDS * self.samplerate:
-                    start, due = now - rendered / self.samplerate, rendered
-            else:
-                behind = False
-            if rendered + self.blocksize <= due + lead:
-                self._render(start + rendered / self.samplerate)
-                rendered += self.blocksize
-            else:
-                time.sleep((rendered + self.blocksize - due - lead) / self.samplerate)
+    def _restart(self) -> None:
+        """The render process died (a crash in native code, or killed): say so once and start a fresh one."""
+        code = self.process.process.poll() if self.process.process is not None else None
+        self.process.stop()
+        self._restarts += 1
+        self.say(f"Audio: the synth's render process stopped (exit code {code}); starting it again")
+        try:
+            self.say(self.process.open())
+        except LiveError as err:
+            self.say(str(err))
 
     # --- what the show reads ---------------------------------------------------------------------------------
 
@@ -414,33 +258,54 @@ class AudioEngine:
         return self.tap.read()
 
     def render_p99_ms(self) -> float:
-        """The 99th percentile of the synth thread's time per block over the last RENDER_TIMES blocks."""
-        times = self._render_s[:min(self._blocks, RENDER_TIMES)]
+        """The 99th percentile of the render process's time per block over the last RENDER_TIMES blocks."""
+        times = self._render_s[:min(self._timed, RENDER_TIMES)]
         return float(np.percentile(times, 99)) * 1000 if len(times) else 0.0
 
     def stats(self) -> dict[str, Any]:
-        """Counters for the summary, /live/status and the HUD, each cause apart: `starved` blocks are ours alone
-        (the ring ran dry, or without a device the thread fell behind the clock); `xruns` are PortAudio's
-        underflow flags, which also measure the machine and the audio server; `lead_ms` is how far the synth
-        renders ahead; `render_p99_ms` its time per block. `late_notes` started at a block edge because their
-        block was rendered after their time; `lost` and `reopened` count the device going away and coming back."""
-        return {"blocks": self._blocks, "starved": self._starved, "xruns": self._xruns,
+        """Counters for the summary, /live/status and the HUD, each cause apart: `starved` counts the times the
+        device found the ring empty (ours alone; without a device, the times the renderer fell behind the clock);
+        `xruns` are PortAudio's underflow flags, which also measure the machine and the audio server; `lead_ms` is
+        how far the synth renders ahead now (adaptive); `render_p99_ms` its time per block; `realtime` whether it
+        runs at SCHED_FIFO. `late_notes` started at a block edge because their block was rendered after their
+        time; `lost_notes` found no room; `lost` and `reopened` count the device going away and coming back;
+        `restarts` the render process started again after it died."""
+        c = self.process.read_counters()
+        notes_dropped, blocks_dropped = self.process.dropped if self.process.events is not None else self._dropped
+        return {"blocks": int(c[rp.BLOCKS]), "starved": int(c[rp.STARVED]), "xruns": int(c[rp.XRUNS]),
                 "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
-                "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": self._late_notes,
-                "lost_notes": self._lost_notes, "peak": round(min(self._peak, 1.0), 4),
-                "device": self._device.name if self._device else None, "tap_dropped": self.tap.dropped,
-                "lost": self._lost, "reopened": self._reopened}
+                "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": int(c[rp.LATE_NOTES]),
+                "lost_notes": int(c[rp.LOST_NOTES]) + notes_dropped, "peak": round(min(self._peak, 1.0), 4),
+                "device": self._device, "tap_dropped": self.tap.dropped + blocks_dropped * self.blocksize,
+                "lost": int(c[rp.LOST]), "reopened": int(c[rp.REOPENED]), "realtime": bool(c[rp.REALTIME]),
+                "restarts": self._restarts}
 
     def status(self) -> str:
         """One line for the HUD and /live/status: where the sound goes, then the counters."""
-        device = self._device
-        if device is not None:
-            where = f"audio {device.name} {self.samplerate / 1000:g} kHz"
-        elif self._gone:
-            where = f"audio: {self._gone}, silent, retrying"
+        stats = self.stats()
+        if stats["device"] is not None:
+            where = f"audio {stats['device']} {self.samplerate / 1000:g} kHz"
+        elif stats["lost"] > stats["reopened"]:
+            where = "audio: device lost, silent, retrying"
         else:
             where = "audio: silent (no device)"
-        return f"{where}; {counters(self.stats())}"
+        priority = "" if stats["realtime"] else " (no real-time priority: see live doctor)"
+        return f"{where}; {counters(stats)}{priority}"
+
+
+class _Notes:
+    """The tree's listener for notes and panic: each event straight into the render process's note ring (called
+    under the tree's lock, so the ring has one writer at a time)."""
+
+    def __init__(self, process: rp.RenderProcess) -> None:
+        self.process = process
+
+    def append(self, event: tuple[str, tuple, float]) -> None:
+        address, args, at = event
+        if address == NOTE:
+            self.process.note(int(args[0]), float(args[1]), at)
+        elif address == PANIC:
+            self.process.panic(at)
 
 
 def counters(stats: dict[str, Any]) -> str:
@@ -448,20 +313,3 @@ def counters(stats: dict[str, Any]) -> str:
     `starved` counts the times the ring ran dry (each a stretch of silence), not blocks."""
     return (f"starved {stats['starved']}x (ours), {stats['xruns']} device xruns, lead {stats['lead_ms']:.1f} ms, "
             f"render p99 {stats['render_p99_ms']:.2f} ms")
-
-
-def _release(mixer: rtmixer.Mixer) -> None:
-    """Stop and close a stream, or abandon it if it is dead or does not stop within CLOSE_TIMEOUT_S (stopping a
-    stream whose JACK server just went away waits forever inside PortAudio)."""
-    if mixer.active:
-        closer = threading.Thread(target=_stop_and_close, args=(mixer,), name="live-audio-close", daemon=True)
-        closer.start()
-        closer.join(timeout=CLOSE_TIMEOUT_S)
-        if not closer.is_alive():
-            return
-    devices.abandon(mixer)
-
-
-def _stop_and_close(mixer: rtmixer.Mixer) -> None:
-    mixer.abort(ignore_errors=True)
-    mixer.close(ignore_errors=True)
