@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -115,25 +117,31 @@ def test_missing_device_runs_silent_in_real_time(synth_decoder: Path) -> None:
     assert np.sqrt(np.mean(audio**2)) > 0.005
 
 
-def stalling(engine: AudioEngine, seconds: float, at_block: int = 40) -> None:
-    """Make the synth thread stop once for `seconds`, as on a machine under a storm."""
-    render, calls = engine.synth.render, [0]
+def stopping(engine: AudioEngine, seconds: float, after: float = 0.3) -> threading.Thread:
+    """Stop the render process for `seconds` (SIGSTOP, then SIGCONT), `after` seconds from now: the machine
+    taking the CPU away from it, for real."""
+    pid = engine.process.pid
 
-    def stalls_once(*args: object) -> np.ndarray:
-        calls[0] += 1
-        if calls[0] == at_block:
-            time.sleep(seconds)
-        return render(*args)
+    def stop_and_go() -> None:
+        time.sleep(after)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(seconds)
+        os.kill(pid, signal.SIGCONT)
 
-    engine.synth.render = stalls_once
+    thread = threading.Thread(target=stop_and_go)
+    thread.start()
+    return thread
 
 
-def tap_for(engine: AudioEngine, seconds: float) -> tuple[np.ndarray, float]:
-    """What the tap holds `seconds` after the engine opened, and the exact time that took."""
+def tap_for(engine: AudioEngine, seconds: float, stall: float) -> tuple[np.ndarray, float]:
+    """What the tap holds `seconds` after the engine opened, with its render process stopped for `stall` on the
+    way, and the exact time that took."""
     engine.open()
     engine.read_tap()
     started = time.monotonic()
+    stopper = stopping(engine, stall)
     time.sleep(seconds)
+    stopper.join()
     return engine.read_tap()[1], time.monotonic() - started
 
 
@@ -149,9 +157,8 @@ def test_a_stalled_silent_engine_renders_the_backlog_or_keeps_time_with_silence(
     """With no device a short stall loses nothing (the backlog is rendered); one past CATCH_UP_SECONDS is skipped
     and stands in the tap as silence: either way a recording keeps in step with the clock."""
     engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="no-such-card")
-    stalling(engine, stall)
     try:
-        audio, elapsed = tap_for(engine, 2.0)
+        audio, elapsed = tap_for(engine, 2.0, stall)
         starved = engine.stats()["starved"]
     finally:
         engine.close()
@@ -160,17 +167,17 @@ def test_a_stalled_silent_engine_renders_the_backlog_or_keeps_time_with_silence(
     assert longest_silence(audio) == pytest.approx(silence * RATE, abs=0.05 * RATE)
 
 
-def test_a_device_that_ran_dry_leaves_silence_in_the_tap(jack_server: str, synth_decoder: Path) -> None:
-    """JACK plays silence while the synth thread is stalled; the tap (what a recording gets) has that silence in
-    place, so the audio after it does not come early against the video."""
+def test_a_device_that_stopped_leaves_silence_in_the_tap(jack_server: str, synth_decoder: Path) -> None:
+    """The machine stops the render process (and with it the device's callback) for 0.3 s: JACK plays silence;
+    the tap (what a recording gets) has that silence in place, so the audio after it does not come early against
+    the video, and the device plays on afterwards."""
     engine = AudioEngine(synth_tree(auto=True), synth_decoder.with_suffix(".json"), device="system")
-    stalling(engine, 0.3, at_block=200)
     try:
-        audio, elapsed = tap_for(engine, 2.0)
-        starved = engine.stats()["starved"]  # the ring ran dry: our thread was late (PortAudio saw no underrun)
+        audio, elapsed = tap_for(engine, 2.0, 0.3)
+        stats = engine.stats()
     finally:
         engine.close()
-    assert starved == 1
+    assert stats["device"] == "system" and stats["lost"] == 0
     assert len(audio) == pytest.approx(elapsed * RATE, rel=0.03)
     assert longest_silence(audio) == pytest.approx(0.3 * RATE, abs=0.05 * RATE)
 

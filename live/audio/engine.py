@@ -154,6 +154,7 @@ class AudioEngine:
         self._peak_fall = 10.0 ** (-PEAK_FALL_DB_PER_S / 20.0 * blocksize / samplerate)
         self._peak = 0.0
         self._device: str | None = None  # what plays now, as the render process says; None while silent
+        self._gone = ""  # what went away, while the render process looks for it
         self._opened = ""  # what open() said
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -171,7 +172,7 @@ class AudioEngine:
             return self._opened
         self._stop.clear()
         self._steer(time.perf_counter())
-        self._opened = self.process.open()
+        self._opened, self._device = self.process.open()
         self._listening = [self.tree.listen("/synth/", timed=True, into=self._notes),
                            self.tree.listen(PANIC, timed=True, into=self._notes)]
         self._thread = threading.Thread(target=self._control, name="live-synth-control", daemon=True)
@@ -238,6 +239,9 @@ class AudioEngine:
                 self.say(value)
             elif kind == "device":
                 self._device = value
+                self._gone = "" if value else self._gone
+            elif kind == "gone":
+                self._gone = value
 
     def _restart(self) -> None:
         """The render process died (a crash in native code, or killed): say so once and start a fresh one."""
@@ -246,7 +250,8 @@ class AudioEngine:
         self._restarts += 1
         self.say(f"Audio: the synth's render process stopped (exit code {code}); starting it again")
         try:
-            self.say(self.process.open())
+            line, self._device = self.process.open()
+            self.say(line)
         except LiveError as err:
             self.say(str(err))
 
@@ -285,8 +290,8 @@ class AudioEngine:
         stats = self.stats()
         if stats["device"] is not None:
             where = f"audio {stats['device']} {self.samplerate / 1000:g} kHz"
-        elif stats["lost"] > stats["reopened"]:
-            where = "audio: device lost, silent, retrying"
+        elif self._gone:
+            where = f"audio: {self._gone}, silent, retrying"
         else:
             where = "audio: silent (no device)"
         priority = "" if stats["realtime"] else " (no real-time priority: see live doctor)"

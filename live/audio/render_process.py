@@ -41,7 +41,8 @@ from live.errors import LiveError
 
 LEAD_BLOCKS = (2, 3, 8)  # the lead's floor, start and ceiling, in blocks: 5.3, 8 and 21 ms at 128/48 kHz
 QUIET_S = 20.0  # the lead shrinks by a block after this long without a close call
-EVENT_MARGIN_S = 0.002  # a note plays this long after the lead: time for it to reach the child before its block
+EVENT_MARGIN_S = 0.001  # a note plays this long after the lead (the child reads notes just before each render, so
+#                         the lead alone covers the wait for the next render; this covers the hand-off)
 RING_FRAMES = 4096  # the device ring, a power of two well above the highest lead
 EVENT_CAPACITY = 512  # note records in flight
 PENDING_NOTES = 256  # future-dated notes the child holds (more are lost, counted)
@@ -93,9 +94,10 @@ class RenderProcess:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    def open(self) -> str:
-        """Spawn the child and wait until it plays (or runs silent); returns its line about the device. Raises
-        LiveError if it cannot start. Called again after the child died, it starts a fresh one on the same memory."""
+    def open(self) -> tuple[str, str | None]:
+        """Spawn the child and wait until it plays (or runs silent); returns its line about the device and the
+        device's name (None: silent). Raises LiveError if it cannot start. Called again after the child died, it
+        starts a fresh one on the same memory."""
         if self.params is None:
             self.events = ShmRing(EVENT_CAPACITY, 3, np.float64)
             self.tap = ShmRing(TAP_BLOCKS, 2 + 2 * self.blocksize, np.float64)
@@ -104,24 +106,32 @@ class RenderProcess:
         assert self.events and self.tap and self.counters
         names = {"events": self.events.name, "tap": self.tap.name, "params": self.params.name,
                  "counters": self.counters.name}
+        for attempt in (1, 2):  # libjack has crashed a client starting beside another that was closing
+            kind, said = self._spawn({**self.config, **names})
+            if kind == "opened":
+                return said
+            self.stop()
+            if attempt == 2 or not str(said).startswith("signal"):
+                break
+        self.close()
+        raise LiveError(f"the synth's render process did not start ({said})", "check [audio] model and `live doctor`")
+
+    def _spawn(self, config: dict) -> tuple[str, Any]:
+        """Start a child and wait for its first word: ("opened", (line, device)) or ("error", why)."""
         mine, theirs = socket.socketpair()
         # A plain interpreter running this module, not multiprocessing's spawn: spawn would import the show's
         # __main__ again in the child (a user's script, pytest), and a fork would copy the show's threads' locks.
-        command = [sys.executable, "-m", __name__, json.dumps({**self.config, **names}), str(theirs.fileno())]
+        command = [sys.executable, "-m", __name__, json.dumps(config), str(theirs.fileno())]
         self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()  # only the child holds that end now: its end-of-file is this process's end
         self._conn = Connection(mine.detach())
-        if self._conn.poll(START_TIMEOUT_S):
-            try:
-                kind, line = self._conn.recv()
-            except (EOFError, OSError):
-                kind, line = "error", f"exit code {self.process.wait()}"
-            if kind == "opened":
-                return line
-        else:
-            kind, line = "error", f"no word within {START_TIMEOUT_S:g} s"
-        self.close()
-        raise LiveError(f"the synth's render process did not start ({line})", "check [audio] model and `live doctor`")
+        if not self._conn.poll(START_TIMEOUT_S):
+            return "error", f"no word within {START_TIMEOUT_S:g} s"
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            code = self.process.wait(STOP_TIMEOUT_S)
+            return "error", f"signal {-code}" if code < 0 else f"exit code {code}"
 
     def close(self) -> None:
         """Stop the child (closing the pipe is the signal) and free the shared memory; safe to call twice."""
@@ -179,7 +189,8 @@ class RenderProcess:
         return self.tap.read() if self.tap is not None else np.empty((0, 2 + 2 * self.blocksize))
 
     def messages(self) -> list[tuple[str, Any]]:
-        """What the child said since the last call: ("say", line) for the performer, ("device", name or None)."""
+        """What the child said since the last call: ("say", line) for the performer, ("device", name or None) when
+        the device comes or goes, ("gone", what) when it went away."""
         got = []
         try:
             while self._conn is not None and self._conn.poll():
@@ -282,7 +293,7 @@ class _Renderer:
         self.arpeggio = Arpeggio(config["pattern"] or DEFAULT_PATTERN, self.rate)
         self.lead = Lead(self.block, *config["lead_blocks"])
         self.device_spec = config["device"]
-        self.counts = np.zeros(COUNTERS)
+        self.counts = self.counters.read()  # a restarted child goes on counting where the one before stopped
         self.counts[REALTIME] = config["realtime"] and _realtime()
         self.pending = np.zeros((PENDING_NOTES, 3))  # notes waiting for their block: when, which, how loud
         self.waiting = 0
@@ -297,8 +308,7 @@ class _Renderer:
     def run(self) -> None:
         line = self._open_device()
         self._publish()
-        self._send("opened", line)
-        self._send("device", self.device.name if self.device else None)
+        self._send("opened", (line, self.device.name if self.device else None))
         try:
             while not self._stopped():
                 if self.mixer is not None:
@@ -318,7 +328,7 @@ class _Renderer:
             return True
 
     def _publish(self) -> None:
-        self.counts[READY], self.counts[BLOCKS], self.counts[LEAD] = 1, self.synth.blocks, self.lead.frames
+        self.counts[READY], self.counts[LEAD] = 1, self.lead.frames
         self.counters.write(self.counts)
 
     def _send(self, *message: Any) -> None:
@@ -342,6 +352,7 @@ class _Renderer:
         record[0], record[2:] = at, block.reshape(-1)
         record[1] = time.perf_counter() - began
         self.tap.write(self.record)
+        self.counts[BLOCKS] += 1
         self._publish()
         return block
 
@@ -457,6 +468,7 @@ class _Renderer:
         self.counts[LOST] += 1
         self.counts[PLAYING] = 0
         self._send("device", None)
+        self._send("gone", "JACK server gone" if jack else f"output {device.name} gone")
         self._send("say", f"Audio: lost {device.label} ({'the JACK server went away' if jack else 'device gone'}); "
                   f"running silent, looking for it every {RETRY_S:g} s")
         self.retry = threading.Thread(target=self._look_for, args=(device, time.perf_counter()),

@@ -1,0 +1,245 @@
+"""The synth's render process (issue 11, must 1 and 2): out of reach of the show's process, on real parts: a
+dummy-clocked JACK server, JACK's own C recorder (jack_rec, which needs no Python), real OSC over UDP from another
+process, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from live.audio.engine import AudioEngine
+from live.audio.render_process import QUIET_S, Lead
+from live.audio.shm_ring import SeqlockFloats, ShmRing
+from live.control.osc import OscServer
+from live.params import ParamTree
+
+RATE, BLOCK = 48000, 128
+
+
+def synth_tree(auto: bool = True) -> ParamTree:
+    tree = ParamTree(*AudioEngine.params())
+    tree.set("/synth/auto", auto)
+    return tree
+
+
+def gone(pid: int, within: float) -> bool:
+    """Whether process `pid` has exited (gone, or a zombie nobody reaped yet) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def longest_silence(audio: np.ndarray) -> int:
+    silent = np.concatenate([[0], (np.abs(audio).max(axis=1) < 1e-6).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(silent))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
+class JackRecorder:
+    """JACK's own C recorder on our two output ports: records what the JACK graph got, with no Python involved."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        ports = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=5).stdout.split()
+        ours = [p for p in ports if p.startswith("PortAudio") and "out" in p]
+        assert len(ours) == 2, f"expected our two PortAudio outputs, JACK has: {ports}"
+        self.path = path
+        self.proc = subprocess.Popen(["jack_rec", "-f", str(path), "-d", str(seconds), "-b", "32", *ours],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def audio(self, timeout: float) -> np.ndarray:
+        self.proc.wait(timeout)
+        with wave.open(str(self.path)) as file:
+            data = np.frombuffer(file.readframes(file.getnframes()), dtype=np.int32)
+        return data.reshape(-1, 2).astype(np.float64) / 2**31
+
+
+def test_ring_keeps_order_across_the_wrap_and_counts_overflow() -> None:
+    ring = ShmRing(8, 2, np.float32)
+    reader = ShmRing(8, 2, np.float32, name=ring.name)  # a second mapping of the same memory
+    try:
+        frames = np.arange(40, dtype=np.float32).reshape(20, 2)
+        assert ring.write(frames[:5]) == 5
+        assert np.array_equal(reader.read(3), frames[:3])
+        assert ring.write(frames[5:12]) == 6  # 2 waiting + 6 = full; the 7th does not fit
+        assert ring.overflow == 1 and reader.overflow == 1
+        assert np.array_equal(reader.read(), np.concatenate([frames[3:5], frames[5:11]]))
+        assert reader.available == 0 and len(reader.read()) == 0  # an empty ring returns nothing, at once
+    finally:
+        reader.close()
+        ring.close()
+
+
+def test_seqlock_reader_gets_whole_snapshots() -> None:
+    writer = SeqlockFloats(3)
+    reader = SeqlockFloats(3, name=writer.name)
+    try:
+        writer.write(np.array([1.0, 2.0, 3.0]))
+        writer.write(np.array([4.0, 5.0, 6.0]))
+        assert reader.read().tolist() == [4.0, 5.0, 6.0] and reader.sequence == 4
+        writer._seq[0] += 1  # a writer caught mid-update: the reader keeps its last whole copy, without waiting
+        assert reader.read().tolist() == [4.0, 5.0, 6.0] and reader.torn == 4
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_the_lead_grows_on_a_close_call_and_shrinks_when_quiet() -> None:
+    lead = Lead(BLOCK, floor=2, start=3, ceiling=4)
+    now = time.perf_counter()
+    lead.written(2 * BLOCK, now)  # on time: a block less would still have had a block in hand
+    assert lead.frames == 3 * BLOCK
+    lead.written(2 * BLOCK, now + QUIET_S)  # quiet long enough: one block less
+    assert lead.frames == 2 * BLOCK
+    lead.written(BLOCK, now + 2 * QUIET_S)  # the floor: a block in hand cannot spare one
+    assert lead.frames == 2 * BLOCK
+    lead.written(BLOCK - 1, now + 2 * QUIET_S + 1)  # a close call: the next period would have found it short
+    assert lead.frames == 3 * BLOCK
+    lead.starved(now + 2 * QUIET_S + 2)
+    lead.starved(now + 2 * QUIET_S + 3)
+    assert lead.frames == 4 * BLOCK  # the ceiling
+    lead.written(BLOCK, now + 3 * QUIET_S + 3)  # a quiet stretch that came close does not shrink it
+    assert lead.frames == 4 * BLOCK
+
+
+def test_a_gil_stall_in_the_show_starves_nothing(jack_server: str, synth_decoder: Path, tmp_path: Path) -> None:
+    """Pure Python holding the show's GIL for 0.5 s (the switch interval raised, as a long C call or a storm
+    does) used to starve the synth thread once per stall: the render process plays on. JACK's C recorder hears no
+    gap, the tap (read after the stall) has none, and nothing is counted starved."""
+    engine = AudioEngine(synth_tree(), synth_decoder.with_suffix(".json"), device="system")
+    interval = sys.getswitchinterval()
+    try:
+        assert "'system'" in engine.open()
+        time.sleep(0.3)
+        recorder = JackRecorder(tmp_path / "heard.wav", 2)
+        time.sleep(0.5)
+        engine.read_tap()
+        sys.setswitchinterval(1.0)
+        try:
+            stalled = time.perf_counter()
+            while time.perf_counter() - stalled < 0.5:  # pure Python: holds the GIL throughout
+                pass
+        finally:
+            sys.setswitchinterval(interval)
+        time.sleep(0.2)
+        tapped = engine.read_tap()[1]
+        heard = recorder.audio(timeout=10)
+        stats = engine.stats()
+    finally:
+        engine.close()
+    assert stats["starved"] == 0, stats
+    assert len(heard) >= 1.5 * RATE and np.sqrt(np.mean(heard**2)) > 0.005
+    # the arpeggio's notes follow each other with no gap: a starved ring would leave at least a period of zeros
+    assert longest_silence(heard[RATE // 10:]) < BLOCK, longest_silence(heard[RATE // 10:])
+    assert len(tapped) >= 0.6 * RATE and longest_silence(tapped) < BLOCK
+
+
+#: A separate process sending `count` valid OSC messages (/synth/timbre/a floats) at `rate` per second.
+STORM = textwrap.dedent(r"""
+    import socket, struct, sys, time
+    port, rate, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    prefix, pack = b"/synth/timbre/a\0,f\0\0", struct.Struct(">f").pack
+    sent, start = 0, time.perf_counter()
+    while sent < count:
+        due = min(int((time.perf_counter() - start) * rate), count)
+        while sent < due:
+            sock.sendto(prefix + pack((sent % 200) / 100 - 1), ("127.0.0.1", port))
+            sent += 1
+        time.sleep(0.001)
+    print(sent)
+""")
+
+
+def test_an_osc_storm_starves_nothing(jack_server: str, synth_decoder: Path) -> None:
+    """50,000 valid OSC messages at 10,000 a second into the show's OSC server and parameter tree (issue 11 found
+    5,000 a second starved the synth thread 628-678 times a minute): not one starved block, and the timbre they
+    set reaches the render process."""
+    tree = synth_tree()
+    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system")
+    server = OscServer(tree, "127.0.0.1", 0, rate_limit=40_000.0)
+    try:
+        assert "'system'" in engine.open()
+        server.open()
+        time.sleep(0.3)
+        before = engine.stats()
+        storm = subprocess.run([sys.executable, "-c", STORM, str(server.port), "10000", "50000"],
+                               capture_output=True, text=True, timeout=60, check=True)
+        time.sleep(0.3)
+        after = engine.stats()
+        applied = server.stats()["applied"]
+    finally:
+        server.close()
+        engine.close()
+    assert int(storm.stdout) == 50_000
+    assert applied >= 40_000  # the storm really reached the tree (the kernel may drop a few datagrams)
+    assert after["starved"] == before["starved"] == 0, after
+    assert after["blocks"] - before["blocks"] >= 0.9 * 5.0 * RATE / BLOCK  # it played on throughout
+
+
+#: A show's process that opens a silent engine, prints its render process's pid and waits to be killed.
+SHOW = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from live.audio.engine import AudioEngine
+    from live.params import ParamTree
+    engine = AudioEngine(ParamTree(*AudioEngine.params()), Path(sys.argv[1]), device="no-such-card")
+    engine.open()
+    print(engine.process.pid, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_the_render_process_ends_with_the_show(synth_decoder: Path) -> None:
+    """A show's process killed outright (SIGKILL: no cleanup runs) takes its render process with it: the child
+    reads the end of the pipe the kernel closed."""
+    show = subprocess.Popen([sys.executable, "-c", SHOW, str(synth_decoder.with_suffix(".json"))],
+                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        child = int(show.stdout.readline())
+        assert not gone(child, 0.3)
+        show.kill()
+        show.wait(5)
+        assert gone(child, 3.0), "the render process outlived its show"
+    finally:
+        show.kill()
+        show.wait(5)
+
+
+def test_a_render_process_that_died_is_started_again(synth_decoder: Path) -> None:
+    """The render process killed mid-show: said once, a fresh one plays within seconds, the tap goes on."""
+    said: list[str] = []
+    engine = AudioEngine(synth_tree(), synth_decoder.with_suffix(".json"), device="no-such-card", say=said.append)
+    try:
+        engine.open()
+        first = engine.process.pid
+        os.kill(first, signal.SIGKILL)
+        blocks = engine.stats()["blocks"]
+        deadline = time.monotonic() + 30
+        while len(said) < 2 and time.monotonic() < deadline:  # the fresh one's line about the device
+            time.sleep(0.05)
+        engine.read_tap()
+        time.sleep(0.5)
+        tapped = engine.read_tap()[1]
+        stats, second = engine.stats(), engine.process.pid
+    finally:
+        engine.close()
+    assert stats["restarts"] == 1 and second not in (None, first), (stats, said)
+    assert stats["blocks"] >= blocks + 0.3 * RATE / BLOCK  # the fresh one counts on from where the first stopped
+    assert said[0].startswith("Audio: the synth's render process stopped (exit code -9); starting it again")
+    assert len(tapped) >= 0.3 * RATE and np.sqrt(np.mean(tapped**2)) > 0.005
