@@ -74,6 +74,20 @@ def check_audio(say: Callable[[str], None]) -> list[str]:
     return []
 
 
+def check_realtime(say: Callable[[str], None]) -> list[str]:
+    """Whether the synth's render process can run at real-time priority (SCHED_FIFO), which is what keeps its sound
+    unbroken beside a busy show or a busy neighbour (issue 11 measured it: without it, a loaded machine starves)."""
+    from live.audio.render_process import RT_PRIORITY, realtime_granted
+
+    if realtime_granted():
+        say(f"Real-time priority: granted (the synth renders at SCHED_FIFO {RT_PRIORITY})")
+        return []
+    say("Real-time priority: NOT granted, so a loaded machine can starve the synth (silent gaps)\n"
+        "          fix: add your user to the 'audio' group with an rtprio limit (e.g. /etc/security/limits.d/"
+        "audio.conf: '@audio - rtprio 95', then log in again), or install rtkit")
+    return ["realtime"]
+
+
 def check_midi(say: Callable[[str], None]) -> list[str]:
     """MIDI ports through every rtmidi API compiled in (ALSA and JACK on Linux, CoreMIDI, Windows MM)."""
     import mido
@@ -111,7 +125,7 @@ def check_display(say: Callable[[str], None]) -> list[str]:
 def report(say: Callable[[str], None] = print) -> list[str]:
     """Run every check; returns the names of the things missing."""
     problems: list[str] = []
-    for check in (check_providers, check_cameras, check_audio, check_midi, check_display):
+    for check in (check_providers, check_cameras, check_audio, check_realtime, check_midi, check_display):
         problems += check(say)
     say(f"{len(problems)} missing: {', '.join(problems)}" if problems else "Everything a show needs is here.")
     return problems

@@ -243,3 +243,46 @@ def test_a_render_process_that_died_is_started_again(synth_decoder: Path) -> Non
     assert stats["blocks"] >= blocks + 0.3 * RATE / BLOCK  # the fresh one counts on from where the first stopped
     assert said[0].startswith("Audio: the synth's render process stopped (exit code -9); starting it again")
     assert len(tapped) >= 0.3 * RATE and np.sqrt(np.mean(tapped**2)) > 0.005
+
+
+#: Without CAP_SYS_NICE and with an rtprio limit of 0, as an ordinary user without rtkit: what doctor and the
+#: engine say.
+DENIED = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from live.audio.engine import AudioEngine
+    from live.doctor import check_realtime
+    from live.params import ParamTree
+    print(check_realtime(print))
+    engine = AudioEngine(ParamTree(*AudioEngine.params()), Path(sys.argv[1]), device="no-such-card")
+    engine.open()
+    time.sleep(0.3)
+    print(engine.stats()["realtime"], engine.stats()["blocks"] > 0)
+    print(engine.status())
+    engine.close()
+""")
+
+
+def test_doctor_and_the_status_say_when_real_time_priority_is_not_granted(synth_decoder: Path) -> None:
+    """Where the system refuses SCHED_FIFO the show still plays, and says so plainly, with the fix."""
+    if os.geteuid() != 0:
+        pytest.skip("dropping CAP_SYS_NICE from the bounding set needs root (CI and this machine run as root)")
+    result = subprocess.run(["prlimit", "--rtprio=0", "setpriv", "--bounding-set", "-sys_nice", sys.executable, "-c",
+                             DENIED, str(synth_decoder.with_suffix(".json"))], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Real-time priority: NOT granted") and "rtprio" in lines[1] and "rtkit" in lines[1]
+    assert lines[2] == "['realtime']"
+    assert lines[3] == "False True"  # it plays, at normal priority
+    assert lines[4].endswith("(no real-time priority: see live doctor)")
+
+
+def test_doctor_says_real_time_priority_is_granted_to_root() -> None:
+    from live.doctor import check_realtime
+
+    if os.geteuid() != 0:
+        pytest.skip("whether an ordinary user gets SCHED_FIFO depends on the system's limits and rtkit")
+    said: list[str] = []
+    assert check_realtime(said.append) == []
+    assert said == ["Real-time priority: granted (the synth renders at SCHED_FIFO 5)"]
