@@ -19,6 +19,7 @@ block, fades in across the block as any block's noise does.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -44,6 +45,8 @@ LEVEL = 2.0  # so gain 0.5 puts one full-velocity voice near -12 dBFS, leaving t
 # Breath noise is skipped while every band gain (all voices together) is at most this: noise of at most -80 dBFS
 # RMS at full gain (times LEVEL). Breath -1 gives ~1e-5 per voice (the decoder's floor, build_synth.NOISE_FLOOR).
 NOISE_GATE = 5e-5
+
+INVERSE_DFT = cv2.DFT_INVERSE | cv2.DFT_ROWS | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE  # per row, as numpy's irfft
 
 IDLE, ATTACK, HOLD, RELEASE, STEAL = range(5)  # HOLD: decaying to and holding the sustain level
 
@@ -103,7 +106,8 @@ class Synth:
         self._amps = np.zeros((voices, 2, HARMONICS), dtype=np.float32)  # (last block's end, this block's end)
         self._weights = np.zeros((voices, 2, HARMONICS), dtype=np.complex64)
         self._flat = self._weights.view(np.float32).reshape(voices, 1, 4 * HARMONICS)
-        self._turn = np.ones((voices, HARMONICS), dtype=np.complex128)  # exp(i k p) at this block's start
+        self._turn = np.ones((voices, HARMONICS), dtype=np.complex128)  # exp(i k p) at this block's start,
+        self._turn32 = np.ones((voices, HARMONICS), dtype=np.complex64)  # and as complex64 (half the multiply)
         self._spin = np.ones((voices, HARMONICS), dtype=np.complex128)  # exp(i k w block): one block's turn
         self._waves = np.zeros((voices, 1, block), dtype=np.float32)
         # A note that starts at sample o of its first block ramps in from there: its first block (from amplitude
@@ -121,13 +125,17 @@ class Synth:
         position = np.linspace(0.0, NOISE_BANDS - 1, bins)
         lo = np.minimum(position.astype(int), NOISE_BANDS - 2)
         frac = (position - lo).astype(np.float32)
-        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear), times the
-        bands[lo, np.arange(bins)] = 1 - frac  # scale that gives white noise of gain g an RMS of g
+        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear)
+        bands[lo, np.arange(bins)] = 1 - frac
         bands[lo + 1, np.arange(bins)] += frac
-        self._bands = bands * np.float32(np.sqrt(frame / 2.0))
-        self._bin_gains = np.zeros((bins, 1), dtype=np.float32)
-        self._normal = np.zeros((2, bins, 2), dtype=np.float32)  # channel x bin x (real, imaginary)
-        self._spectrum = self._normal.view(np.complex64)[..., 0]  # the same memory: scaled in place
+        # A frame's spectrum is laid out as OpenCV's real inverse DFT takes it (3x faster than numpy's irfft here):
+        # Re 0, Re 1, Im 1, ..., Re N/2, so each bin's gain appears once per part. Each part is a uniform draw with
+        # unit variance (mean 0.5 and sqrt(12) removed): 129 such bins sum to Gaussian noise, at a quarter of the
+        # cost of normal draws. The scale gives white noise of band gain g an RMS of g.
+        parts = np.concatenate([[0], np.repeat(np.arange(1, bins - 1), 2), [bins - 1]])
+        self._bands = bands[:, parts] * np.float32(np.sqrt(frame / 2.0) * np.sqrt(12.0))
+        self._part_gains = np.zeros(frame, dtype=np.float32)
+        self._draws = np.zeros((2, frame), dtype=np.float32)  # per channel: this frame's spectrum
         self._frames = np.zeros((2, 2, frame), dtype=np.float32)  # this block's noise frame and the last one's
         self._frame = 0  # which of the two is the last one
         self._tail_live = False  # the last frame's second half is not silent
@@ -199,7 +207,7 @@ class Synth:
         else:
             self._starting.pop(v, None)
         step = 2.0 * np.pi * f0 / self.samplerate  # phase advance per sample
-        self._turn[v] = 1.0
+        self._turn[v], self._turn32[v] = 1.0, 1.0
         self._spin[v] = np.exp(self._ik * (step * self.block))
         self._amps[v] = 0.0
         top = int(np.count_nonzero(self._k * f0 < self.samplerate / 2))  # harmonics below Nyquist
@@ -308,11 +316,12 @@ class Synth:
     def _harmonic(self, span: int, harmonics: np.ndarray, amplitude: np.ndarray, mix: np.ndarray) -> None:
         """Phase-continuous additive synthesis of voices 0..span-1, amplitudes ramped from the last block's,
         panned; writes `mix`."""
-        amps, turn = self._amps[:span], self._turn[:span]
+        amps, turn, turn32 = self._amps[:span], self._turn[:span], self._turn32[:span]
         np.multiply(harmonics, amplitude, out=amps[:, 1])
-        np.multiply(amps, turn[:, None], out=self._weights[:span], casting="same_kind")
+        np.multiply(amps, turn32[:, None], out=self._weights[:span])
         amps[:, 0] = amps[:, 1]
         turn *= self._spin[:span]
+        np.copyto(turn32, turn, casting="same_kind")
         waves = self._waves[:span]
         np.matmul(self._flat[:span], self._rows[:span], out=waves)
         for v, offset in self._starting.items():  # only in its first block, from amplitude 0
@@ -331,10 +340,12 @@ class Synth:
             return mix
         self._frame = 1 - self._frame
         frame = self._frames[self._frame]
-        np.dot(band_gains, self._bands, out=self._bin_gains[:, 0])
-        self._rng.standard_normal(out=self._normal, dtype=np.float32)
-        self._normal *= self._bin_gains
-        np.fft.irfft(self._spectrum, n=2 * self.block, out=frame)
+        np.dot(band_gains, self._bands, out=self._part_gains)
+        draws = self._draws
+        self._rng.random(out=draws, dtype=np.float32)
+        draws -= 0.5
+        draws *= self._part_gains
+        cv2.dft(draws, frame, flags=INVERSE_DFT)
         frame *= self._window
         mix += frame[:, :self.block]
         self._tail_live = True
