@@ -145,7 +145,8 @@ class Synth:
                        for name, width in (("f0_hz", 1), ("loudness", 1), ("timbre", len(TIMBRE_AXES)))}
         self._loudness = self._feeds["loudness"][:, 0]
         self._results = [np.zeros((voices, width), dtype=np.float32) for width in (HARMONICS, NOISE_BANDS, 1)]
-        self._bindings: dict[int, ort.IOBinding] = {}  # per row count, bound to the buffers above
+        # Per row count: an IO binding of the buffers above and views of their result rows
+        self._bindings: dict[int, tuple[ort.IOBinding, list[np.ndarray]]] = {}
         self._bound = isinstance(decoder, Session)
 
     # --- notes ---------------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Synth:
             if len(active) < span:  # a free voice's row is silent already (loudness 0); make sure
                 noise = noise[active]
             gains = noise[0] if len(noise) == 1 else np.sqrt(np.square(noise).sum(axis=0))
-            self._noise(gains if gains.max() > NOISE_GATE else None, mix)
+            self._noise(gains if cv2.norm(gains, cv2.NORM_INF) > NOISE_GATE else None, mix)
         else:
             mix.fill(0.0)
             if self._tail_live:
@@ -282,7 +283,7 @@ class Synth:
             self._gain = gain
         self._retire(active)
         self.blocks += 1
-        if max(out.max(), -out.min()) > LIMIT_KNEE:
+        if cv2.norm(out, cv2.NORM_INF) > LIMIT_KNEE:  # a tenth of numpy's max and min
             out = soft_limit(out)
         return out
 
@@ -299,19 +300,21 @@ class Synth:
         feeds["timbre"][:span] = timbre
         self.decodes += 1
         if self._bound:
-            self._decoder.run_bound(self._bindings.get(span) or self._bind(span))
-            return [result[:span] for result in self._results]
+            binding, results = self._bindings.get(span) or self._bind(span)
+            self._decoder.run_bound(binding)
+            return results
         return self._decoder.run(self._outputs, {name: buffer[:span] for name, buffer in feeds.items()})
 
-    def _bind(self, rows: int) -> ort.IOBinding:
-        """An IO binding of the first `rows` rows of the feed and result buffers (they never move)."""
+    def _bind(self, rows: int) -> tuple[ort.IOBinding, list[np.ndarray]]:
+        """An IO binding of the first `rows` rows of the feed and result buffers (they never move), and views of
+        those result rows."""
         binding = self._decoder.io_binding()
         for name, buffer in self._feeds.items():
             binding.bind_input(name, "cpu", 0, np.float32, [rows, buffer.shape[1]], buffer.ctypes.data)
         for name, buffer in zip(self._outputs, self._results):
             binding.bind_output(name, "cpu", 0, np.float32, [rows, buffer.shape[1]], buffer.ctypes.data)
-        self._bindings[rows] = binding
-        return binding
+        self._bindings[rows] = binding, [result[:rows] for result in self._results]
+        return self._bindings[rows]
 
     def _harmonic(self, span: int, harmonics: np.ndarray, amplitude: np.ndarray, mix: np.ndarray) -> None:
         """Phase-continuous additive synthesis of voices 0..span-1, amplitudes ramped from the last block's,
