@@ -42,9 +42,10 @@ RELEASE_S = 0.5  # time to fall 80 dB, after which the voice is silent and free
 SILENT = 1e-4
 LIMIT_KNEE = 0.8  # the output is exact below this and bends smoothly towards +-1 above it
 LEVEL = 2.0  # so gain 0.5 puts one full-velocity voice near -12 dBFS, leaving the limiter for chords
-# Breath noise is skipped while every band gain (all voices together) is at most this: noise of at most -80 dBFS
-# RMS at full gain (times LEVEL). Breath -1 gives ~1e-5 per voice (the decoder's floor, build_synth.NOISE_FLOOR).
-NOISE_GATE = 5e-5
+# Breath noise is skipped while every band gain (all voices together) is at most this: noise of at most -74 dBFS
+# RMS at full gain (times LEVEL). Breath -1 gives the decoder's floor, 0.1-2e-5 per voice at full loudness (its
+# target is build_synth.NOISE_FLOOR), ~88 dB under the voice's own harmonics.
+NOISE_GATE = 1e-4
 
 INVERSE_DFT = cv2.DFT_INVERSE | cv2.DFT_ROWS | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE  # per row, as numpy's irfft
 
@@ -72,7 +73,7 @@ class Synth:
         self.samplerate, self.block, self.voices = samplerate, block, voices
         dt = block / samplerate
         self._attack_step = dt / ATTACK_S
-        self._decay = np.exp(-dt / DECAY_S)
+        self._decay = float(np.exp(-dt / DECAY_S))  # Python floats: the envelope loop runs on them
         self._release = 10.0 ** (-4.0 * dt / RELEASE_S)
         self._rng = np.random.default_rng(seed)
         self.blocks = 0  # blocks rendered so far
