@@ -19,6 +19,8 @@ block, fades in across the block as any block's noise does.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import onnxruntime as ort
@@ -215,7 +217,7 @@ class Synth:
         self._turn[v], self._turn32[v] = 1.0, 1.0
         self._spin[v] = np.exp(self._ik * (step * self.block))
         self._amps[v] = 0.0
-        top = int(np.count_nonzero(self._k * f0 < self.samplerate / 2))  # harmonics below Nyquist
+        top = min(HARMONICS, math.ceil(self.samplerate / 2 / f0) - 1)  # harmonics below Nyquist: k f0 < rate / 2
         # k w n in turns, reduced to -1/2..1/2 in float64 (k n is exact), then sin and cos in float32: numpy's
         # float32 sin is vectorised, its float64 one is not (a tenth of the time for the 64 x 128 table)
         turns = self._kn[:top] * (f0 / self.samplerate)
@@ -229,8 +231,8 @@ class Synth:
         np.multiply(rising, self._falling, out=falling)
         rising *= self._ramp
         table[:, top:] = 0.0
-        angle = (np.clip((note - 60) / 48.0, -0.3, 0.3) + 1.0) * np.pi / 4  # low notes a little left
-        self._pan[v] = np.cos(angle), np.sin(angle)
+        angle = (min(max((note - 60) / 48.0, -0.3), 0.3) + 1.0) * math.pi / 4  # low notes a little left
+        self._pan[v] = math.cos(angle), math.sin(angle)
 
     def _envelopes(self, active: list[int]) -> None:
         """Advance the sounding voices' envelopes one block (control rate)."""
