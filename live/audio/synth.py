@@ -5,16 +5,18 @@ and 65 noise band gains (one batched ONNX run); numpy then renders the block. Ha
 linearly across the block and the noise is overlap-added, so control-rate steps never click. Not thread-safe:
 one thread calls note_on, note_off and render.
 
-Built for speed (`live bench` measures it): voices 0..last sounding
-are processed as one range of views (new notes take the lowest free voice; a free voice in the range is silent and
-adds exact zeros), so no per-block gathers or allocations of voice state; the decoder runs into preallocated
-buffers (ONNX Runtime IO binding); a voice's harmonics come from a table of cos/sin(k w n) made when its note
-starts (f0 is fixed per note), so a block costs 2 x 64 trigonometric calls and two vector-matrix products per
-voice instead of 8192 sines; the noise bands are a precomputed interpolation matrix. A silent synth does no DSP.
+Built for speed (`live bench --only synth` measures it): voices 0..last sounding are processed as one range of
+views (new notes take the lowest free voice; a free voice in the range is silent and adds exact zeros), so no
+per-block gathers or allocations of voice state; the decoder runs into preallocated buffers (ONNX Runtime IO
+binding); a voice's harmonics come from a table of its sin/cos(k w n), already weighted by the amplitude ramp,
+made when its note starts (f0 is fixed per note), so the whole block of every voice is one batched matrix product;
+the phase advances as a per-voice rotation, not trigonometry; the breath noise is one real inverse DFT per block
+(OpenCV's) and is skipped while the breath gives none. A silent synth does no DSP.
 
 A note can start inside a block (`note_on(..., offset=)`): its harmonics stay silent up to that sample and ramp in
-from there (a preallocated ramp per offset), so an event's time survives the block grid; its breath noise, made per
-block, fades in across the block as any block's noise does.
+from there, so an event's time survives the block grid; its breath noise, made per block, fades in across the
+block as any block's noise does. More notes than voices: the new note takes the oldest released voice, else the
+oldest held one, which fades out over one block first (no click), so `sounding` never exceeds `voices`.
 """
 
 from __future__ import annotations
@@ -93,11 +95,11 @@ class Synth:
         self._pan = np.zeros((voices, 2), dtype=np.float32)  # constant-power L/R gains
 
         k = np.arange(1, HARMONICS + 1, dtype=np.float64)
-        self._k, self._ik = k, 1j * k
-        self._n = np.arange(1, block + 1, dtype=np.float64)
-        self._ramp = (self._n / block).astype(np.float32)  # 1/block .. 1: interpolation weight of the new value
+        n = np.arange(1, block + 1, dtype=np.float64)
+        self._ik = 1j * k
+        self._ramp = (n / block).astype(np.float32)  # 1/block .. 1: interpolation weight of the new value
         self._falling = 1.0 - self._ramp  # and of the old one (both exact in float32)
-        self._kn = np.multiply.outer(k, self._n)  # k n: harmonic number times sample number
+        self._kn = np.multiply.outer(k, n)  # k n: harmonic number times sample number
         self._phases = np.zeros((HARMONICS, block), dtype=np.float32)  # scratch: a starting note's k w n
         self._gain = np.float32(0.0)
         # Harmonic k at sample n of a block that starts at phase p, its amplitude ramped from a to b:
@@ -120,8 +122,8 @@ class Synth:
         # 0, so only the r_n half of the table counts) is multiplied by ramp_o / r_n, ramp_o rising from 0 at
         # sample o to 1 at the block's end. Per voice starting this block: that factor.
         starts = np.arange(block, dtype=np.float64)[:, None]
-        onsets = np.clip((self._n - starts) / (block - starts), 0.0, 1.0)
-        self._late_starts = (onsets / (self._n / block)).astype(np.float32)  # row o: ramp_o / r_n
+        onsets = np.clip((n - starts) / (block - starts), 0.0, 1.0)
+        self._late_starts = (onsets / (n / block)).astype(np.float32)  # row o: ramp_o / r_n
         self._starting: dict[int, int] = {}  # voice -> start offset (> 0) in the next block
         self._mix = np.zeros((2, block), dtype=np.float32)
 
