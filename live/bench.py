@@ -14,6 +14,7 @@ a GPU is 60 fps with p99 <= 16.7 ms; where there is no GPU the same code runs on
 Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1, 8 and 16 held notes
 with the timbre moving every block (so every block really runs the decoder): the full render (decoder + DSP) and
 the decoder alone, per block, as the median of runs of SYNTH_RUN blocks; real time x = block duration / time.
+Then beyond the voice count: 16 voices held and a new note every block, each stealing the oldest voice.
 Machines here are shared and noisy, so compare the ratios of one run rather than absolute numbers across runs.
 
 Control (`--control`), OSC over UDP loopback: a separate sender process paces "/bench/t d <its perf_counter>" at
