@@ -14,6 +14,7 @@ a GPU is 60 fps with p99 <= 16.7 ms; where there is no GPU the same code runs on
 Synth, the show's decoder in the engine's own Synth (one ORT thread, as `live run` opens it), 1, 8 and 16 held notes
 with the timbre moving every block (so every block really runs the decoder): the full render (decoder + DSP) and
 the decoder alone, per block, as the median of runs of SYNTH_RUN blocks; real time x = block duration / time.
+Then beyond the voice count: 16 voices held and a new note every block, each stealing the oldest voice.
 Machines here are shared and noisy, so compare the ratios of one run rather than absolute numbers across runs.
 
 Control (`--control`), OSC over UDP loopback: a separate sender process paces "/bench/t d <its perf_counter>" at
@@ -176,6 +177,18 @@ def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
             "realtime_x": round(block_us / full, 1), "decoder_realtime_x": round(block_us / decoder, 1),
             "decoder_runs_per_block": round(runs_per_block, 3),
             "block_cpu_us": round(full_cpu, 2), "decoder_cpu_us": round(decoder_cpu, 2)}
+    # Beyond the voice count: all voices held and a new note every block, each stealing the oldest voice (which
+    # fades for a block, then starts the note). A note comes back after its voice was stolen: never a retrigger.
+    voices = SYNTH_VOICES[-1]
+    synth = Synth(session, rate, block, voices=voices)
+    cycle = [40 + 2 * n for n in range(2 * voices)]
+    for i in range(2 * voices):
+        synth.note_on(cycle[i], 0.8)
+        synth.render(0.5, timbres[i % len(timbres)])
+    steal, steal_cpu = per_block_us(lambda i: (synth.note_on(cycle[i % len(cycle)], 0.8),
+                                               synth.render(0.5, timbres[i % len(timbres)])), seconds)
+    result["stealing"] = {"voices": voices, "sounding": synth.sounding, "block_us": round(steal, 2),
+                          "realtime_x": round(block_us / steal, 1), "block_cpu_us": round(steal_cpu, 2)}
     one, many = result["voices_1"], result[f"voices_{SYNTH_VOICES[-1]}"]
     print_(f"\nsynth: {manifest.name}, {block}-sample blocks at {rate} Hz ({block_us:.1f} µs), CPU, 1 thread; "
            f"median of {SYNTH_RUN}-block runs, {seconds:g} s each")
@@ -186,6 +199,8 @@ def synth_bench(show: Show, seconds: float, print_: Callable[[str], None] = prin
                f"{r['realtime_x']:>20.0f}x / {r['decoder_realtime_x']:.0f}x")
     print_(f"  {many['voices']} voices cost {many['block_us'] / one['block_us']:.2f}x one voice (decoder "
            f"{many['decoder_us'] / one['decoder_us']:.2f}x): {many['decoder_runs_per_block']:g} decoder run per block")
+    print_(f"  {voices} voices held and a new note every block, each stealing the oldest: "
+           f"{steal:.1f} µs ({block_us / steal:.0f}x real time), CPU {steal_cpu:.1f} µs")
     print_("  this thread's CPU time per block (the wall time less what other processes took): "
            + ", ".join(f"{result[k]['voices']} voice(s) {result[k]['block_cpu_us']:.1f} µs "
                        f"(decoder {result[k]['decoder_cpu_us']:.1f} µs)" for k in (f"voices_{v}" for v in SYNTH_VOICES)))

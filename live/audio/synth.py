@@ -5,20 +5,25 @@ and 65 noise band gains (one batched ONNX run); numpy then renders the block. Ha
 linearly across the block and the noise is overlap-added, so control-rate steps never click. Not thread-safe:
 one thread calls note_on, note_off and render.
 
-Built for speed (`live bench` measures it): voices 0..last sounding
-are processed as one range of views (new notes take the lowest free voice; a free voice in the range is silent and
-adds exact zeros), so no per-block gathers or allocations of voice state; the decoder runs into preallocated
-buffers (ONNX Runtime IO binding); a voice's harmonics come from a table of cos/sin(k w n) made when its note
-starts (f0 is fixed per note), so a block costs 2 x 64 trigonometric calls and two vector-matrix products per
-voice instead of 8192 sines; the noise bands are a precomputed interpolation matrix. A silent synth does no DSP.
+Built for speed (`live bench --only synth` measures it): voices 0..last sounding are processed as one range of
+views (new notes take the lowest free voice; a free voice in the range is silent and adds exact zeros), so no
+per-block gathers or allocations of voice state; the decoder runs into preallocated buffers (ONNX Runtime IO
+binding); a voice's harmonics come from a table of its sin/cos(k w n), already weighted by the amplitude ramp,
+made when its note starts (f0 is fixed per note), so the whole block of every voice is one batched matrix product;
+the phase advances as a per-voice rotation, not trigonometry; the breath noise is one real inverse DFT per block
+(OpenCV's) and is skipped while the breath gives none. A silent synth does no DSP.
 
 A note can start inside a block (`note_on(..., offset=)`): its harmonics stay silent up to that sample and ramp in
-from there (a preallocated ramp per offset), so an event's time survives the block grid; its breath noise, made per
-block, fades in across the block as any block's noise does.
+from there, so an event's time survives the block grid; its breath noise, made per block, fades in across the
+block as any block's noise does. More notes than voices: the new note takes the oldest released voice, else the
+oldest held one, which fades out over one block first (no click), so `sounding` never exceeds `voices`.
 """
 
 from __future__ import annotations
 
+import math
+
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -41,6 +46,12 @@ RELEASE_S = 0.5  # time to fall 80 dB, after which the voice is silent and free
 SILENT = 1e-4
 LIMIT_KNEE = 0.8  # the output is exact below this and bends smoothly towards +-1 above it
 LEVEL = 2.0  # so gain 0.5 puts one full-velocity voice near -12 dBFS, leaving the limiter for chords
+# Breath noise is skipped while every band gain (all voices together) is at most this: noise of at most -74 dBFS
+# RMS at full gain (times LEVEL). Breath -1 gives the decoder's floor, 0.1-2e-5 per voice at full loudness (its
+# target is build_synth.NOISE_FLOOR), ~88 dB under the voice's own harmonics.
+NOISE_GATE = 1e-4
+
+INVERSE_DFT = cv2.DFT_INVERSE | cv2.DFT_ROWS | cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE  # per row, as numpy's irfft
 
 IDLE, ATTACK, HOLD, RELEASE, STEAL = range(5)  # HOLD: decaying to and holding the sustain level
 
@@ -66,43 +77,54 @@ class Synth:
         self.samplerate, self.block, self.voices = samplerate, block, voices
         dt = block / samplerate
         self._attack_step = dt / ATTACK_S
-        self._decay = np.exp(-dt / DECAY_S)
+        self._decay = float(np.exp(-dt / DECAY_S))  # Python floats: the envelope loop runs on them
         self._release = 10.0 ** (-4.0 * dt / RELEASE_S)
         self._rng = np.random.default_rng(seed)
         self.blocks = 0  # blocks rendered so far
         self.decodes = 0  # decoder runs so far: one per block with sound, however many voices
 
-        self.note = np.full(voices, -1)
-        self.stage = np.full(voices, IDLE)
-        self.velocity = np.zeros(voices)
-        self.level = np.zeros(voices)  # a free voice's is 0, so its loudness, amplitudes and sound are exactly 0
-        self._age = np.zeros(voices, dtype=np.int64)  # note-on order, for stealing the oldest
+        # Per-voice control state as Python lists: the envelope loop reads and writes single voices every block,
+        # and a list element costs a tenth of a numpy scalar's access.
+        self.note = [-1] * voices
+        self.stage = [IDLE] * voices
+        self.velocity = [0.0] * voices
+        self.level = [0.0] * voices  # a free voice's is 0, so its loudness, amplitudes and sound are exactly 0
+        self._age = [0] * voices  # note-on order, for stealing the oldest
         self._count = 0
         self._pending: list[tuple[int, float] | None] = [None] * voices  # note waiting for a stolen voice
-        self._advance = np.zeros(voices)  # phase advance per block, radians
-        self._phase = np.zeros(voices)  # fundamental phase at the end of the last block, radians
         self._pan = np.zeros((voices, 2), dtype=np.float32)  # constant-power L/R gains
-        self._amp = np.zeros((voices, HARMONICS), dtype=np.float32)  # harmonic amplitudes at the last block end
 
-        self._k = np.arange(1, HARMONICS + 1, dtype=np.float64)
-        self._n = np.arange(1, block + 1, dtype=np.float64)
-        self._ramp = (self._n / block).astype(np.float32)  # 1/block .. 1: interpolation weight of the new value
-        # Row o: the ramp of a note that starts at sample o of its first block (row 0 is the plain ramp).
-        starts = np.arange(block, dtype=np.float64)[:, None]
-        self._onsets = np.clip((self._n - starts) / (block - starts), 0.0, 1.0).astype(np.float32)
-        self._ramps = np.tile(self._ramp, (voices, 1))  # this block's ramp per voice
+        k = np.arange(1, HARMONICS + 1, dtype=np.float64)
+        n = np.arange(1, block + 1, dtype=np.float64)
+        self._ik = 1j * k
+        self._ramp = (n / block).astype(np.float32)  # 1/block .. 1: interpolation weight of the new value
+        self._falling = 1.0 - self._ramp  # and of the old one (both exact in float32)
+        self._kn = np.multiply.outer(k, n)  # k n: harmonic number times sample number
+        self._phases = np.zeros((HARMONICS, block), dtype=np.float32)  # scratch: a starting note's k w n
         self._gain = np.float32(0.0)
-        # Harmonic k at sample n of a block that starts at phase p: sin(k p + k w n) = cos(k p) sin(k w n) +
-        # sin(k p) cos(k w n). The sin/cos(k w n) table is fixed while the note lasts (zero rows at and above
-        # Nyquist), so a voice's block is two vector-matrix products: the last block's amplitudes, and the change.
-        # Weights are a * exp(i k p) as complex64, whose float32 view (re, im, re, im, ...) meets the table's rows
-        # (sin(w n), cos(w n), sin(2 w n), ...).
-        self._ik = 1j * self._k
-        self._table = np.zeros((voices, HARMONICS, 2, block), dtype=np.float32)  # per voice and k: sin, cos rows
-        self._rows = self._table.reshape(voices, 2 * HARMONICS, block)
-        self._weights = np.zeros((voices, 2, HARMONICS), dtype=np.complex64)  # (old, change) x k
-        self._change = np.zeros((voices, HARMONICS), dtype=np.float32)
-        self._waves = np.zeros((voices, 2, block), dtype=np.float32)  # the weights' products with the table
+        # Harmonic k at sample n of a block that starts at phase p, its amplitude ramped from a to b:
+        # ((1 - r_n) a + r_n b) sin(k p + k w n), and sin(k p + k w n) = cos(k p) sin(k w n) + sin(k p) cos(k w n).
+        # A voice's table holds (1 - r_n) sin/cos(k w n) and r_n sin/cos(k w n), fixed while its note lasts (f0
+        # is fixed per note; zero rows at and above Nyquist), so its whole block is one vector-matrix product of
+        # the weights (a, b) * exp(i k p), and all voices' blocks are one batched matmul (numpy hands each to
+        # BLAS; a loop of per-voice products cost twice as much at 16 voices). The weights are complex64, whose
+        # float32 view (re, im, re, im, ...) meets the table's rows (sin(w n), cos(w n), sin(2 w n), ...).
+        self._table = np.zeros((voices, 2, HARMONICS, 2, block), dtype=np.float32)  # (a, b) x k x (sin, cos)
+        self._rows = self._table.reshape(voices, 4 * HARMONICS, block)
+        self._amps = np.zeros((voices, 2, HARMONICS), dtype=np.float32)  # (last block's end, this block's end)
+        self._weights = np.zeros((voices, 2, HARMONICS), dtype=np.complex64)
+        self._flat = self._weights.view(np.float32).reshape(voices, 1, 4 * HARMONICS)
+        self._turn = np.ones((voices, HARMONICS), dtype=np.complex128)  # exp(i k p) at this block's start,
+        self._turn32 = np.ones((voices, HARMONICS), dtype=np.complex64)  # and as complex64 (half the multiply)
+        self._spin = np.ones((voices, HARMONICS), dtype=np.complex128)  # exp(i k w block): one block's turn
+        self._waves = np.zeros((voices, 1, block), dtype=np.float32)
+        # A note that starts at sample o of its first block ramps in from there: its first block (from amplitude
+        # 0, so only the r_n half of the table counts) is multiplied by ramp_o / r_n, ramp_o rising from 0 at
+        # sample o to 1 at the block's end. Per voice starting this block: that factor.
+        starts = np.arange(block, dtype=np.float64)[:, None]
+        onsets = np.clip((n - starts) / (block - starts), 0.0, 1.0)
+        self._late_starts = (onsets / (n / block)).astype(np.float32)  # row o: ramp_o / r_n
+        self._starting: dict[int, int] = {}  # voice -> start offset (> 0) in the next block
         self._mix = np.zeros((2, block), dtype=np.float32)
 
         frame = 2 * block  # noise frames of two blocks, hop one block, sine window: constant variance
@@ -111,13 +133,17 @@ class Synth:
         position = np.linspace(0.0, NOISE_BANDS - 1, bins)
         lo = np.minimum(position.astype(int), NOISE_BANDS - 2)
         frac = (position - lo).astype(np.float32)
-        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear), times the
-        bands[lo, np.arange(bins)] = 1 - frac  # scale that gives white noise of gain g an RMS of g
+        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear)
+        bands[lo, np.arange(bins)] = 1 - frac
         bands[lo + 1, np.arange(bins)] += frac
-        self._bands = bands * np.float32(np.sqrt(frame / 2.0))
-        self._bin_gains = np.zeros(bins, dtype=np.float32)
-        self._normal = np.zeros((2, 2, bins), dtype=np.float32)  # (real, imaginary) x channel x bin
-        self._spectrum = np.zeros((2, bins), dtype=np.complex64)
+        # A frame's spectrum is laid out as OpenCV's real inverse DFT takes it (3x faster than numpy's irfft here):
+        # Re 0, Re 1, Im 1, ..., Re N/2, so each bin's gain appears once per part. Each part is a uniform draw with
+        # unit variance (mean 0.5 and sqrt(12) removed): 129 such bins sum to Gaussian noise, at a quarter of the
+        # cost of normal draws. The scale gives white noise of band gain g an RMS of g.
+        parts = np.concatenate([[0], np.repeat(np.arange(1, bins - 1), 2), [bins - 1]])
+        self._bands = bands[:, parts] * np.float32(np.sqrt(frame / 2.0) * np.sqrt(12.0))
+        self._part_gains = np.zeros(frame, dtype=np.float32)
+        self._draws = np.zeros((2, frame), dtype=np.float32)  # per channel: this frame's spectrum
         self._frames = np.zeros((2, 2, frame), dtype=np.float32)  # this block's noise frame and the last one's
         self._frame = 0  # which of the two is the last one
         self._tail_live = False  # the last frame's second half is not silent
@@ -125,8 +151,11 @@ class Synth:
         # Decoder rows are voices: f0 is written when a note starts, loudness and timbre every block.
         self._feeds = {name: np.zeros((voices, width), dtype=np.float32)
                        for name, width in (("f0_hz", 1), ("loudness", 1), ("timbre", len(TIMBRE_AXES)))}
+        self._loudness = self._feeds["loudness"][:, 0]
         self._results = [np.zeros((voices, width), dtype=np.float32) for width in (HARMONICS, NOISE_BANDS, 1)]
-        self._bindings: dict[int, ort.IOBinding] = {}  # per row count, bound to the buffers above
+        # Per row count: an IO binding of the buffers above and views of their result rows
+        self._bindings: dict[int, tuple[ort.IOBinding, list[np.ndarray]]] = {}
+        self._bound = isinstance(decoder, Session)
 
     # --- notes ---------------------------------------------------------------------------------------------
 
@@ -137,65 +166,75 @@ class Synth:
         if velocity <= 0.0:
             self.note_off(note)
             return
-        same = np.flatnonzero((self.note == note) & (self.stage != STEAL) & (self.stage != IDLE))
-        if same.size:  # retrigger from the current level: no phase reset, no click
-            v = int(same[0])
-            self.stage[v], self.velocity[v] = ATTACK, velocity
-            self._count += 1
-            self._age[v] = self._count
-            return
-        idle = np.flatnonzero(self.stage == IDLE)
-        if idle.size:
-            self._start(int(idle[0]), note, velocity, min(max(offset, 0), self.block - 1))
+        stage = self.stage
+        for v in range(self.voices):
+            if self.note[v] == note and stage[v] not in (STEAL, IDLE):  # retrigger from the current level:
+                stage[v], self.velocity[v] = ATTACK, velocity  # no phase reset, no click
+                self._count += 1
+                self._age[v] = self._count
+                return
+        if IDLE in stage:
+            self._start(stage.index(IDLE), note, velocity, min(max(offset, 0), self.block - 1))
             return
         v = self._oldest()
-        self.stage[v], self._pending[v] = STEAL, (note, velocity)  # fade out this block, start the next
+        stage[v], self._pending[v] = STEAL, (note, velocity)  # fade out this block, start the next
 
     def note_off(self, note: int) -> None:
-        for v in np.flatnonzero(self.note == note):
-            if self.stage[v] in (ATTACK, HOLD):
+        for v in range(self.voices):
+            if self.note[v] == note and self.stage[v] in (ATTACK, HOLD):
                 self.stage[v] = RELEASE
-        for v, pending in enumerate(self._pending):
+            pending = self._pending[v]
             if pending is not None and pending[0] == note:
                 self._pending[v] = None
 
     def all_notes_off(self) -> None:
         """Release every note and forget stolen-voice notes waiting to start (panic)."""
         self._pending = [None] * self.voices
-        for v in np.flatnonzero((self.stage == ATTACK) | (self.stage == HOLD)):
-            self.stage[v] = RELEASE
+        self.stage = [RELEASE if s in (ATTACK, HOLD) else s for s in self.stage]
 
     @property
     def sounding(self) -> int:
         """How many voices are making sound (including releases)."""
-        return int(np.count_nonzero(self.stage != IDLE))
+        return self.voices - self.stage.count(IDLE)
 
     def _oldest(self) -> int:
-        candidates = np.flatnonzero(self.stage == RELEASE)
-        if not candidates.size:
-            candidates = np.flatnonzero(self.stage != STEAL)
-        if not candidates.size:
-            candidates = np.arange(self.voices)
-        return int(candidates[np.argmin(self._age[candidates])])
+        """The voice to steal: the oldest released one, else the oldest not already being stolen."""
+        for wanted in ((RELEASE,), (ATTACK, HOLD)):
+            candidates = [v for v in range(self.voices) if self.stage[v] in wanted]
+            if candidates:
+                return min(candidates, key=self._age.__getitem__)
+        return min(range(self.voices), key=self._age.__getitem__)
 
     def _start(self, v: int, note: int, velocity: float, offset: int = 0) -> None:
         f0 = midi_hz(note)
-        self._ramps[v] = self._onsets[offset]
         self.note[v], self.stage[v], self.velocity[v], self.level[v] = note, ATTACK, velocity, 0.0
         self._count += 1
         self._age[v] = self._count
         self._feeds["f0_hz"][v] = f0
+        if offset:
+            self._starting[v] = offset
+        else:
+            self._starting.pop(v, None)
         step = 2.0 * np.pi * f0 / self.samplerate  # phase advance per sample
-        self._advance[v], self._phase[v] = step * self.block, 0.0
-        self._amp[v] = 0.0
-        top = int(np.count_nonzero(self._k * f0 < self.samplerate / 2))  # harmonics below Nyquist
-        angle = np.multiply.outer(self._k[:top] * step, self._n)  # k w n
+        self._turn[v], self._turn32[v] = 1.0, 1.0
+        self._spin[v] = np.exp(self._ik * (step * self.block))
+        self._amps[v] = 0.0
+        top = min(HARMONICS, math.ceil(self.samplerate / 2 / f0) - 1)  # harmonics below Nyquist: k f0 < rate / 2
+        # k w n in turns, reduced to -1/2..1/2 in float64 (k n is exact), then sin and cos in float32: numpy's
+        # float32 sin is vectorised, its float64 one is not (a tenth of the time for the 64 x 128 table)
+        turns = self._kn[:top] * (f0 / self.samplerate)
+        turns -= np.rint(turns)
+        phases = self._phases[:top]
+        np.multiply(turns, 2.0 * np.pi, out=phases, casting="same_kind")
         table = self._table[v]
-        table[:top, 0] = np.sin(angle)
-        table[:top, 1] = np.cos(angle)
-        table[top:] = 0.0
-        angle = (np.clip((note - 60) / 48.0, -0.3, 0.3) + 1.0) * np.pi / 4  # low notes a little left
-        self._pan[v] = np.cos(angle), np.sin(angle)
+        rising, falling = table[1, :top], table[0, :top]  # r_n and (1 - r_n) times (sin, cos)(k w n)
+        np.sin(phases, out=rising[:, 0])
+        np.cos(phases, out=rising[:, 1])
+        np.multiply(rising, self._falling, out=falling)
+        rising *= self._ramp
+        table[:, top:] = 0.0
+        angle = (min(max((note - 60) / 48.0, -0.3), 0.3) + 1.0) * math.pi / 4  # low notes a little left
+        self._pan[v] = math.cos(angle), math.sin(angle)
 
     def _envelopes(self, active: list[int]) -> None:
         """Advance the sounding voices' envelopes one block (control rate)."""
@@ -218,13 +257,14 @@ class Synth:
 
         Either way the voice's level was 0 for this block, so its amplitudes are now exactly 0: a free voice
         inside the rendered range adds nothing."""
+        stage = self.stage
         for v in active:
-            if self.stage[v] == RELEASE and self.level[v] == 0.0:
-                self.stage[v], self.note[v] = IDLE, -1
-            elif self.stage[v] == STEAL:
+            if stage[v] == RELEASE and self.level[v] == 0.0:
+                stage[v], self.note[v] = IDLE, -1
+            elif stage[v] == STEAL:
                 pending, self._pending[v] = self._pending[v], None
                 if pending is None:
-                    self.stage[v], self.note[v] = IDLE, -1
+                    stage[v], self.note[v] = IDLE, -1
                 else:
                     self._start(v, *pending)
 
@@ -232,16 +272,18 @@ class Synth:
 
     def render(self, gain: float, timbre: np.ndarray) -> np.ndarray:
         """The next block, (block, 2) float32 in -1..1; gain (and, through the decoder, timbre) ramps across it."""
-        active = np.flatnonzero(self.stage != IDLE).tolist()
-        self._envelopes(active)
+        stage = self.stage
+        active = [v for v in range(self.voices) if stage[v] != IDLE]
         mix = self._mix
         if active:
+            self._envelopes(active)
             span = active[-1] + 1  # voices 0..span-1; the free ones among them are silent
             harmonics, noise, amplitude = self._decode(span, timbre)
-            self._harmonic(span, active, harmonics, amplitude, mix)
+            self._harmonic(span, harmonics, amplitude, mix)
             if len(active) < span:  # a free voice's row is silent already (loudness 0); make sure
                 noise = noise[active]
-            self._noise(noise[0] if len(noise) == 1 else np.sqrt(np.square(noise).sum(axis=0)), mix)
+            gains = noise[0] if len(noise) == 1 else np.sqrt(np.square(noise).sum(axis=0))
+            self._noise(gains if cv2.norm(gains, cv2.NORM_INF) > NOISE_GATE else None, mix)
         else:
             mix.fill(0.0)
             if self._tail_live:
@@ -255,64 +297,54 @@ class Synth:
             self._gain = gain
         self._retire(active)
         self.blocks += 1
-        if max(out.max(), -out.min()) > LIMIT_KNEE:
+        if cv2.norm(out, cv2.NORM_INF) > LIMIT_KNEE:  # a tenth of numpy's max and min
             out = soft_limit(out)
         return out
 
     def decode(self, timbre: np.ndarray) -> list[np.ndarray]:
         """The decoder's outputs (harmonics, noise, amplitude) for voices 0..last sounding at `timbre`, as render
         runs it (one batched run), advancing nothing; views valid until the next run. [] when no voice sounds."""
-        active = np.flatnonzero(self.stage != IDLE)
-        return self._decode(int(active[-1]) + 1, timbre) if active.size else []
+        active = [v for v in range(self.voices) if self.stage[v] != IDLE]
+        return self._decode(active[-1] + 1, timbre) if active else []
 
     def _decode(self, span: int, timbre: np.ndarray) -> list[np.ndarray]:
         """One decoder run for voices 0..span-1, into preallocated buffers; returns views of their rows."""
         feeds = self._feeds
-        np.multiply(self.velocity[:span], self.level[:span], out=feeds["loudness"][:span, 0], casting="same_kind")
+        self._loudness[:span] = [v * l for v, l in zip(self.velocity[:span], self.level[:span])]
         feeds["timbre"][:span] = timbre
         self.decodes += 1
-        if isinstance(self._decoder, Session):
-            self._decoder.run_bound(self._bindings.get(span) or self._bind(span))
-            return [result[:span] for result in self._results]
+        if self._bound:
+            binding, results = self._bindings.get(span) or self._bind(span)
+            self._decoder.run_bound(binding)
+            return results
         return self._decoder.run(self._outputs, {name: buffer[:span] for name, buffer in feeds.items()})
 
-    def _bind(self, rows: int) -> ort.IOBinding:
-        """An IO binding of the first `rows` rows of the feed and result buffers (they never move)."""
+    def _bind(self, rows: int) -> tuple[ort.IOBinding, list[np.ndarray]]:
+        """An IO binding of the first `rows` rows of the feed and result buffers (they never move), and views of
+        those result rows."""
         binding = self._decoder.io_binding()
         for name, buffer in self._feeds.items():
             binding.bind_input(name, "cpu", 0, np.float32, [rows, buffer.shape[1]], buffer.ctypes.data)
         for name, buffer in zip(self._outputs, self._results):
             binding.bind_output(name, "cpu", 0, np.float32, [rows, buffer.shape[1]], buffer.ctypes.data)
-        self._bindings[rows] = binding
-        return binding
+        self._bindings[rows] = binding, [result[:rows] for result in self._results]
+        return self._bindings[rows]
 
-    def _harmonic(self, span: int, active: list[int], harmonics: np.ndarray, amplitude: np.ndarray,
-                  mix: np.ndarray) -> None:
+    def _harmonic(self, span: int, harmonics: np.ndarray, amplitude: np.ndarray, mix: np.ndarray) -> None:
         """Phase-continuous additive synthesis of voices 0..span-1, amplitudes ramped from the last block's,
         panned; writes `mix`."""
-        old, change = self._amp[:span], self._change[:span]
-        new = harmonics * amplitude
-        np.subtract(new, old, out=change)
-        turn = np.exp(np.multiply.outer(self._phase[:span], self._ik))  # exp(i k p)
-        weights = self._weights[:span]
-        np.multiply(old, turn, out=weights[:, 0], casting="same_kind")
-        np.multiply(change, turn, out=weights[:, 1], casting="same_kind")
-        old[...] = new
-        flat, table, waves = weights.view(np.float32), self._rows, self._waves[:span]
-        if len(active) < span:
-            waves.fill(0.0)  # free voices in the range: silent
-        for v in active:  # vector x matrix: no packing, unlike a matrix product
-            np.dot(flat[v, 0], table[v], out=waves[v, 0])
-            np.dot(flat[v, 1], table[v], out=waves[v, 1])
-        voice, ramps = waves[:, 0], self._ramps[:span]
-        change = waves[:, 1]
-        change *= ramps
-        voice += change
-        ramps[...] = self._ramp  # a note's start offset applies to its first block only
-        np.matmul(self._pan[:span].T, voice, out=mix)
-        phase = self._phase[:span]
-        phase += self._advance[:span]
-        np.mod(phase, 2.0 * np.pi, out=phase)
+        amps, turn, turn32 = self._amps[:span], self._turn[:span], self._turn32[:span]
+        np.multiply(harmonics, amplitude, out=amps[:, 1])
+        np.multiply(amps, turn32[:, None], out=self._weights[:span])
+        amps[:, 0] = amps[:, 1]
+        turn *= self._spin[:span]
+        np.copyto(turn32, turn, casting="same_kind")
+        waves = self._waves[:span]
+        np.matmul(self._flat[:span], self._rows[:span], out=waves)
+        for v, offset in self._starting.items():  # only in its first block, from amplitude 0
+            waves[v, 0] *= self._late_starts[offset]
+        self._starting.clear()
+        np.matmul(self._pan[:span].T, waves[:, 0], out=mix)
 
     def _noise(self, band_gains: np.ndarray | None, mix: np.ndarray) -> np.ndarray:
         """Stereo noise shaped by the band gains, added to `mix`: random-phase spectra, inverse FFT, windowed
@@ -325,11 +357,12 @@ class Synth:
             return mix
         self._frame = 1 - self._frame
         frame = self._frames[self._frame]
-        np.dot(band_gains, self._bands, out=self._bin_gains)
-        self._rng.standard_normal(out=self._normal, dtype=np.float32)
-        np.multiply(self._normal[0], self._bin_gains, out=self._spectrum.real)
-        np.multiply(self._normal[1], self._bin_gains, out=self._spectrum.imag)
-        np.fft.irfft(self._spectrum, n=2 * self.block, out=frame)
+        np.dot(band_gains, self._bands, out=self._part_gains)
+        draws = self._draws
+        self._rng.random(out=draws, dtype=np.float32)
+        draws -= 0.5
+        draws *= self._part_gains
+        cv2.dft(draws, frame, flags=INVERSE_DFT)
         frame *= self._window
         mix += frame[:, :self.block]
         self._tail_live = True
