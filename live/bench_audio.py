@@ -425,7 +425,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
     show's window (with the HUD) on a private Xvfb when Xvfb is installed; else the show records instead."""
     tools = _tools(display)
     name = f"live-bench-{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WAYLAND_DISPLAY", None)
     results: dict = {"show": str(show_path), "seconds": seconds, "period": PERIOD, "samplerate": RATE,
                      "reference": REFERENCE, "phases": {}}
