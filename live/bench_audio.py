@@ -11,16 +11,23 @@ line and /live/status, and JACK ports. In each phase:
 - late cycles from jackd's own log (`-v`): `JackTimedDriver::Process XRun` is the server's timer missing;
   `client = NAME was not finished, state = Triggered` means the host did not wake that client in time,
   `state = Running` that it woke but its code did not finish (shared/real-parts.md). Split into ours (the show's
-  clients), the reference's, and the bench's own (its capture and probe clients);
+  audio client, its MIDI clients), the reference's, and the bench's own (its probe's clients);
 - starved blocks, device xruns, lead and render p99 from the show's /live/status (queried once a second);
 - control -> onset: a probe process plays a short note every ~0.3 s, alternately over OSC (`/synth/note`) and JACK
-  MIDI, stamping each send with time.monotonic() (CLOCK_MONOTONIC); a capture process, a JACK client wired to the
-  show's output ports, stamps every block with jack_frames_to_time(), which is in microseconds of jack_get_time().
-  The capture process checks that clock against time.monotonic() by tightly bracketed reads and the difference is
-  taken out. The onset is the first sample after the send that rises above three times what sounded in the 20 ms
-  before it (the previous note's tail) and above an absolute floor: with the synth's 10 ms linear attack and an
-  880 Hz note this is well under a millisecond after the note begins. It is the onset in the JACK graph: a real
-  card adds its own output latency.
+  MIDI, stamping each send with time.monotonic(), and records the show's output ports as a JACK client, stamping
+  each block with jack_frames_to_time() of its cycle's first frame. A note is sent only once the one before has
+  sounded, so a late note is never taken for the next one's onset. jack_get_time() is not time.monotonic(): JACK 1.9
+  reads CLOCK_MONOTONIC_RAW (here 250 ms apart after 5 h up, drifting with NTP's slew), so the probe measures the
+  difference by the tightest of 200 jack_get_time() reads bracketed by two time.monotonic_ns() reads, at its start
+  and end, and converts with it. Checked per block against time.monotonic() in the probe's callback: a converted
+  cycle start comes just before the callback wakes (median tens of µs), except on this VM sometimes up to
+  milliseconds after it (after the dummy driver's timer xruns); then the callback's wake time is taken instead, and
+  `clock.after_wake_share` says how often.
+  The onset is the first sample after the send above three times the level of the 20 ms before it (the last note's
+  tail) and above a floor: with the synth's 10 ms linear attack and an 880 Hz note, well under a millisecond after
+  the note begins. It is the time in the JACK graph (the sample's cycle start + its offset); a card adds its own
+  output latency. A note whose blocks the recording missed (the probe's Python callback was late) is left out.
+- `--hog`: a pure-Python busy loop per core at normal priority, in the hog phases.
 
 Machines here are shared and noisy: compare ours with the reference of the same run, not numbers across runs.
 """
@@ -29,7 +36,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import os
 import re
 import shutil
@@ -61,7 +67,7 @@ PROBE_HOLD_S = 0.05  # a probe note's length; its tail has fallen ~40 dB by the 
 PROBE_NOTE, PROBE_VELOCITY = 81, 0.8  # A5, 880 Hz: a short period, so the first loud sample comes early
 PROBE_WARMUP_S = 1.0  # the show looks for the probe's MIDI port every 0.25 s
 ONSET_FLOOR = 1e-3  # a sample above this and above 3x the tail before the send is the onset
-ONSET_WINDOW_S = 0.25  # an onset later than this after its send counts as not found
+ONSET_WINDOW_S = 1.0  # an onset later than this after its send (or after the next send) is not found
 TAIL_S = 0.02
 START_TIMEOUT_S = 180.0  # the show loads its models before it plays
 JACK_START_TIMEOUT_S = 10.0
@@ -298,19 +304,18 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
               folder: Path) -> dict:
     """One phase: the helpers for it started, the show's status polled, every helper's result gathered."""
     hogs = [children.helper("hog", seconds + 1) for _ in range(os.cpu_count() or 1)] if phase.hog else []
-    capture_file, probe_file = folder / f"{phase.name}-capture.npz", folder / f"{phase.name}-probe.json"
-    capture = children.helper("capture", seconds + 1, capture_file, stdout=subprocess.PIPE, text=True)
-    ready = capture.stdout.readline().strip()
+    recording = folder / f"{phase.name}.npz"
+    probe = children.helper("probe", port, seconds, recording, stdout=subprocess.PIPE, text=True)
+    ready = probe.stdout.readline().strip()
     while ready.startswith("Jack: "):  # jackd -v makes every client chatter on its stdout
-        ready = capture.stdout.readline().strip()
+        ready = probe.stdout.readline().strip()
     if not ready.startswith("ready"):
         raise LiveError(f"the bench's JACK capture client found no show output ports ({ready or 'it exited'})",
                         "the show did not open JACK's 'system' device: see its lines above")
-    TimedLines(capture.stdout, keep=10)  # drained: its chatter must never fill the pipe
-    ours = {port.split(":", 1)[0] for port in ready.split()[1:]}
+    TimedLines(probe.stdout, keep=10)  # drained: its chatter must never fill the pipe
+    ours = {name.split(":", 1)[0] for name in ready.split()[1:]}
     storm = children.helper("storm", port, STORM_RATE, seconds, stdout=subprocess.PIPE, text=True) \
         if phase.storm else None
-    probe = children.helper("probe", port, seconds, probe_file)
     start = time.monotonic()
     first = query_status(port)
     samples = [first] if first else []
@@ -320,10 +325,10 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
         if status:
             samples.append(status)
     end = time.monotonic()
-    for proc in (probe, capture, storm, *hogs):
+    for proc in (probe, storm, *hogs):
         if proc is not None:
             try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
+                proc.wait(timeout=STOP_TIMEOUT_S + ONSET_WINDOW_S)
             except subprocess.TimeoutExpired:
                 children.stop(proc)
     log = parse_jack_log(jack_log.between(start, end + 0.1))
@@ -337,10 +342,8 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
         if len(samples) >= 2:
             received = samples[-1]["osc"].get("packets", 0) - samples[0]["osc"].get("packets", 0)
             result["storm_received_per_s"] = round(received / max(end - start, 1e-9), 0)
-    onsets = onset_latencies(capture_file, probe_file)
-    result.update(onsets)
-    for name in (capture_file, probe_file):
-        name.unlink(missing_ok=True)
+    result.update(onset_latencies(recording))
+    recording.unlink(missing_ok=True)
     return result
 
 
@@ -360,41 +363,42 @@ def show_figures(samples: list[dict]) -> dict:
             "audio_status": audio[-1]["line"]}
 
 
-def onset_latencies(capture_file: Path, probe_file: Path) -> dict:
-    """Send -> onset in the JACK graph for every probe note, per kind (osc, midi)."""
-    probe = json.loads(probe_file.read_text())
-    data = np.load(capture_file)
-    blocks, frames = data["audio"], data["frames"]
+def onset_latencies(recording: Path) -> dict:
+    """Send -> onset in the JACK graph for every probe note, per kind (osc, midi), from the probe's recording."""
+    data = np.load(recording)
+    blocks, frames, notes = data["audio"], data["frames"], data["notes"]
     clocks = data["clocks"]  # (monotonic s, jack - monotonic µs, bracket µs) at the start and the end
     jack_s = data["usecs"].astype(np.float64) / 1e6
-    starts = jack_s - np.interp(jack_s, clocks[:, 0] + clocks[:, 1] / 1e6, clocks[:, 1]) / 1e6  # monotonic s
+    converted = jack_s - np.interp(jack_s, clocks[:, 0] + clocks[:, 1] / 1e6, clocks[:, 1]) / 1e6  # monotonic s
+    wake_ms = (data["woke"] - converted) * 1000  # cycle start (converted) -> the callback: small and >= 0 ...
+    starts = np.minimum(converted, data["woke"])  # ... but not always (see `clock`): a cycle starts by its callback
     found: dict[str, list[float]] = {"osc": [], "midi": []}
     unmeasured = 0
-    for kind, sent in probe["notes"]:
-        latency = _onset_after(blocks, frames, starts, sent)
-        if latency is None:
-            unmeasured += 1
-        elif latency == latency:  # NaN: the capture missed a block around it
-            found[kind].append(latency * 1000)
-    wake_ms = (data["woke"] - starts) * 1000  # cycle start (converted) -> the capture's callback: small, >= 0
+    for i, (is_midi, sent) in enumerate(notes):
+        until = min(sent + ONSET_WINDOW_S, notes[i + 1][1] if i + 1 < len(notes) else np.inf)
+        latency = _onset_after(blocks, frames, starts, sent, until)
+        if latency is None or latency != latency:  # NaN: the recording missed a block around it
+            unmeasured += latency is not None
+            continue
+        found["midi" if is_midi else "osc"].append(latency * 1000)
     result: dict = {"clock": {"jack_minus_monotonic_ms": [round(float(c) / 1000, 3) for c in clocks[:, 1]],
                               "bracket_us": round(float(clocks[:, 2].max()), 2),
                               "wake_ms": {"min": round(float(wake_ms.min()), 3) if len(wake_ms) else None,
-                                          "p50": round(float(np.median(wake_ms)), 3) if len(wake_ms) else None}},
-                    "capture_gaps": int(np.count_nonzero(np.diff(frames) != PERIOD)) if len(frames) else 0,
-                    "onset_unmeasured": unmeasured}
+                                          "p50": round(float(np.median(wake_ms)), 3) if len(wake_ms) else None},
+                              "after_wake_share": round(float(np.mean(wake_ms < 0)), 4) if len(wake_ms) else None},
+                    "capture_gaps": int(np.count_nonzero(np.diff(frames) != PERIOD)),
+                    "onset_unmeasured": unmeasured, "midi_connected": bool(data["midi"])}
     for kind, latencies in found.items():
-        sent = sum(1 for k, _ in probe["notes"] if k == kind)
-        result[f"{kind}_onset_ms"] = latency_figures(latencies, sent)
-    result["midi_connected"] = probe.get("midi", False)
+        result[f"{kind}_onset_ms"] = latency_figures(latencies, int(np.sum(notes[:, 0] == (kind == "midi"))))
     return result
 
 
-def _onset_after(blocks: np.ndarray, frames: np.ndarray, starts: np.ndarray, sent: float) -> float | None:
-    """Seconds from `sent` to the first sample above the onset threshold; NaN if the capture has a gap there, None
-    if nothing sounded within ONSET_WINDOW_S."""
+def _onset_after(blocks: np.ndarray, frames: np.ndarray, starts: np.ndarray, sent: float,
+                 until: float) -> float | None:
+    """Seconds from `sent` to the first sample above the onset threshold, looked for until `until`; NaN if the
+    recording has a gap there, None if nothing sounded."""
     period = PERIOD / RATE
-    chosen = np.flatnonzero((starts + period > sent - TAIL_S) & (starts < sent + ONSET_WINDOW_S))
+    chosen = np.flatnonzero((starts + period > sent - TAIL_S) & (starts < until))
     if len(chosen) == 0:
         return None
     if np.any(np.diff(frames[chosen]) != PERIOD):
@@ -403,7 +407,7 @@ def _onset_after(blocks: np.ndarray, frames: np.ndarray, starts: np.ndarray, sen
     times = (starts[chosen][:, None] + np.arange(PERIOD)[None, :] / RATE).ravel()
     tail = level[(times >= sent - TAIL_S) & (times < sent)]
     threshold = max(ONSET_FLOOR, 3.0 * float(tail.max()) if len(tail) else 0.0)
-    after = np.flatnonzero((times >= sent) & (level > threshold))
+    after = np.flatnonzero((times >= sent) & (times < until) & (level > threshold))
     return float(times[after[0]] - sent) if len(after) else None
 
 
@@ -541,53 +545,18 @@ def _storm(port: str, rate: str, seconds: str) -> None:
 
 
 def _probe(port: str, seconds: str, out: str) -> None:
-    """Short notes, alternately over OSC and JACK MIDI, each send stamped with time.monotonic(); writes
-    {"notes": [[kind, sent], ...], "midi": whether the MIDI port opened} to `out`."""
+    """A JACK client recording the show's outputs (summed), each block stamped with its cycle's first frame and
+    jack_frames_to_time() of it (µs of jack_get_time), that plays short notes into the show, alternately over OSC
+    and JACK MIDI, each send stamped with time.monotonic(). A note is sent only once the one before has sounded
+    (or ONSET_WINDOW_S passed), so a late note is never taken for the next one's onset. Also measures how
+    jack_get_time() differs from time.monotonic() at the start and the end. Prints "ready PORT..." once wired;
+    saves everything to `out` (.npz)."""
     import random
 
+    import jack
     import rtmidi
 
     from live.control.osc_codec import encode_message
-
-    on, off = encode_message("/synth/note", [PROBE_NOTE, PROBE_VELOCITY]), encode_message("/synth/note",
-                                                                                          [PROBE_NOTE, 0.0])
-    velocity = round(PROBE_VELOCITY * 127)
-    target, duration = ("127.0.0.1", int(port)), float(seconds)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{BENCH_CLIENTS}probe")
-        midi.open_virtual_port("notes")
-    except rtmidi.RtMidiError:
-        midi = None
-    rng, notes, start = random.Random(1), [], time.monotonic()
-    time.sleep(PROBE_WARMUP_S)
-    kind = "osc"
-    while time.monotonic() - start < duration - max(PROBE_EVERY_S):
-        if kind == "osc" or midi is not None:
-            sent = time.monotonic()
-            if kind == "osc":
-                sock.sendto(on, target)
-            else:
-                midi.send_message([0x90, PROBE_NOTE, velocity])
-            notes.append([kind, sent])
-            time.sleep(PROBE_HOLD_S)
-            if kind == "osc":
-                sock.sendto(off, target)
-            else:
-                midi.send_message([0x80, PROBE_NOTE, 0])
-        time.sleep(rng.uniform(*PROBE_EVERY_S) - PROBE_HOLD_S)
-        kind = "midi" if kind == "osc" else "osc"
-    Path(out).write_text(json.dumps({"notes": notes, "midi": midi is not None}))
-    if midi is not None:
-        midi.close_port()
-        del midi
-
-
-def _capture(seconds: str, out: str) -> None:
-    """A JACK client recording the show's outputs (summed) for `seconds`, each block stamped with its frame and
-    jack_frames_to_time() (µs of jack_get_time); also how jack_get_time() differs from time.monotonic(), by the
-    tightest of many bracketed reads. Prints "ready" once wired."""
-    import jack
 
     libjack = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
     libjack.jack_client_open.restype = ctypes.c_void_p
@@ -607,35 +576,78 @@ def _capture(seconds: str, out: str) -> None:
     capacity = int((float(seconds) + 5) * RATE / PERIOD)
     audio = np.zeros((capacity, PERIOD), dtype=np.float32)
     frames, usecs = np.zeros(capacity, dtype=np.int64), np.zeros(capacity, dtype=np.int64)
-    woke = np.zeros(capacity)  # time.monotonic() as each callback began: a check on the clock conversion
+    woke = np.zeros(capacity)  # time.monotonic() in each callback, just after its frame: checks the conversion
     inputs = [client.inports.register(f"in_{i}") for i in range(len(ports))]
     count = [0]
     to_time = libjack.jack_frames_to_time
 
     def process(_: int) -> None:
-        now = time.monotonic()
         i = count[0]
         if i < capacity:
-            woke[i] = now
+            frame = client.last_frame_time  # first: the engine's frame timer moves on at the next cycle
+            woke[i] = time.monotonic()
             row = audio[i]
             row[:] = inputs[0].get_array()
             for port in inputs[1:]:
                 row += port.get_array()
-            frame = client.last_frame_time
             frames[i], usecs[i] = frame, to_time(clock, frame)
             count[0] = i + 1
 
     client.set_process_callback(process)
     clocks = [_clock_offset(libjack.jack_get_time)]
+    offset_s = clocks[0][1] / 1e6
+    osc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target = ("127.0.0.1", int(port))
+    on, off = (encode_message("/synth/note", [PROBE_NOTE, v]) for v in (PROBE_VELOCITY, 0.0))
+    try:
+        midi = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{BENCH_CLIENTS}probe")
+        midi.open_virtual_port("notes")
+    except rtmidi.RtMidiError:
+        midi = None
+    velocity = round(PROBE_VELOCITY * 127)
+
+    def send(kind: str, down: bool) -> None:
+        if kind == "osc":
+            osc.sendto(on if down else off, target)
+        else:
+            midi.send_message([0x90, PROBE_NOTE, velocity] if down else [0x80, PROBE_NOTE, 0])
+
+    def sounded_since(sent: float, floor: float) -> bool:
+        n = count[0]
+        recent = slice(max(n - 32, 0), n)
+        newer = (usecs[recent] / 1e6 - offset_s + PERIOD / RATE) > sent
+        return bool(newer.any() and np.abs(audio[recent][newer]).max() > floor)
+
+    rng, notes = random.Random(1), []
     with client:
         for source, sink in zip(ports, inputs):
             client.connect(source, sink)
         print("ready " + " ".join(p.name for p in ports), flush=True)
-        time.sleep(float(seconds))
+        start = time.monotonic()
+        time.sleep(PROBE_WARMUP_S)
+        kind = "osc"
+        while time.monotonic() - start < float(seconds) - max(PROBE_EVERY_S):
+            if kind == "midi" and midi is None:
+                kind = "osc"
+            n = count[0]
+            tail = float(np.abs(audio[max(n - 8, 0):n]).max()) if n else 0.0
+            sent = time.monotonic()
+            send(kind, True)
+            notes.append((kind == "midi", sent))
+            time.sleep(PROBE_HOLD_S)
+            send(kind, False)
+            while not sounded_since(sent, max(ONSET_FLOOR, 3 * tail)) and time.monotonic() - sent < ONSET_WINDOW_S:
+                time.sleep(0.005)
+            time.sleep(max(sent + rng.uniform(*PROBE_EVERY_S) - time.monotonic(), 0.05))
+            kind = "midi" if kind == "osc" else "osc"
+        time.sleep(ONSET_WINDOW_S)  # the last note's onset
     clocks.append(_clock_offset(libjack.jack_get_time))
     libjack.jack_client_close(clock)
+    if midi is not None:
+        midi.close_port()
     n = count[0]
-    np.savez(out, audio=audio[:n], frames=frames[:n], usecs=usecs[:n], woke=woke[:n], clocks=np.array(clocks))
+    np.savez(out, audio=audio[:n], frames=frames[:n], usecs=usecs[:n], woke=woke[:n], clocks=np.array(clocks),
+             notes=np.array(notes, dtype=np.float64).reshape(-1, 2), midi=midi is not None)
 
 
 def _clock_offset(jack_get_time: Callable[[], int]) -> tuple[float, float, float]:
@@ -658,7 +670,7 @@ def _hog(seconds: str) -> None:
         sum(range(1000))
 
 
-ROLES = {"storm": _storm, "probe": _probe, "capture": _capture, "hog": _hog}
+ROLES = {"storm": _storm, "probe": _probe, "hog": _hog}
 
 if __name__ == "__main__":
     ROLES[sys.argv[1]](*sys.argv[2:])

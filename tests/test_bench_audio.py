@@ -105,10 +105,11 @@ def test_bench_measures_the_vj_show_quiet_and_under_a_storm() -> None:
         assert all(isinstance(late[k], int) and late[k] >= 0 for k in ("server", "graph"))
         assert phase["status_samples"] >= 3 and phase["starved"] >= 0 and phase["device_xruns"] >= 0
         assert 0 < phase["lead_ms"][0] <= phase["lead_ms"][1] < 200 and phase["render_p99_ms"] > 0
-        # the clock check: a converted cycle start comes just before its callback wakes (a missed conversion
-        # between jack_get_time's clock and time.monotonic() is ~0.25 s here)
-        wake = phase["clock"]["wake_ms"]
-        assert -0.2 < wake["min"] and wake["p50"] < 2 * 1000 * PERIOD / RATE, phase["clock"]
+        # jack_get_time() against time.monotonic(): read tightly, and steady over the phase (their rates differ by
+        # NTP's slew, parts per million)
+        clock = phase["clock"]
+        assert clock["bracket_us"] < 100 and abs(clock["jack_minus_monotonic_ms"][1]
+                                                 - clock["jack_minus_monotonic_ms"][0]) < 1.0, clock
         assert phase["midi_connected"]
         for kind in ("osc", "midi"):
             onsets = phase[f"{kind}_onset_ms"]
