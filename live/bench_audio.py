@@ -183,13 +183,13 @@ class Children:
             self.stop(proc)
 
 
-def _tools(xvfb: bool) -> dict[str, str | None]:
+def _tools() -> dict[str, str | None]:
     found = {tool: shutil.which(tool) for tool in ("jackd", "jack_simple_client", "jack_lsp")}
     missing = [tool for tool, path in found.items() if path is None]
     if missing:
         raise LiveError(f"live bench --audio needs {', '.join(missing)}, which is not installed",
                         "install JACK with its example clients: `make test`, or apt-get install jackd2")
-    found["Xvfb"] = shutil.which("Xvfb") if xvfb else None
+    found["Xvfb"] = shutil.which("Xvfb")  # optional: without it the show records instead of showing its window
     return found
 
 
@@ -423,11 +423,12 @@ def latency_figures(latencies_ms: list[float], sent: int) -> dict:
 # ------------------------------------------------------------------------------------------------ the bench
 
 def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
-                print_: Callable[[str], None] = print, display: bool = True) -> dict:
+                print_: Callable[[str], None] = print) -> dict:
     """Play the show on a JACK server of the bench's own and measure each phase; prints a table and returns
-    `{"show", "seconds", "period", "samplerate", "display", "phases": {name: {...}}, "summary"}`. `display`: the
-    show's window (with the HUD) on a private Xvfb when Xvfb is installed; else the show records instead."""
-    tools = _tools(display)
+    `{"show", "seconds", "period", "samplerate", "reference", "display", "phases": {name: {...}}, "summary"}`.
+    The show's window (with the HUD) goes to a private Xvfb display where Xvfb is installed; else the show
+    records instead (no HUD drawn)."""
+    tools = _tools()
     name = f"live-bench-{os.getpid()}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WAYLAND_DISPLAY", None)
