@@ -105,8 +105,8 @@ def late_by_owner(log: dict, ours: set[str]) -> dict:
     (Running and any other state: woken, too slow)."""
     owners = {key: {"host": 0, "code": 0, "clients": []} for key in ("ours", "show_midi", "reference", "bench")}
     for name, states in log["clients"].items():
-        owner = owners["ours" if name in ours else "reference" if name == REFERENCE
-                       else "bench" if name.startswith(BENCH_CLIENTS) else "show_midi"]
+        owner = owners["bench" if name.startswith(BENCH_CLIENTS) else "reference" if name == REFERENCE
+                       else "ours" if name in ours else "show_midi"]
         owner["host"] += states.get("Triggered", 0)
         owner["code"] += sum(n for state, n in states.items() if state != "Triggered")
         owner["clients"].append(name)
@@ -305,15 +305,15 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
     """One phase: the helpers for it started, the show's status polled, every helper's result gathered."""
     hogs = [children.helper("hog", seconds + 1) for _ in range(os.cpu_count() or 1)] if phase.hog else []
     recording = folder / f"{phase.name}.npz"
-    probe = children.helper("probe", port, seconds, recording, stdout=subprocess.PIPE, text=True)
-    ready = probe.stdout.readline().strip()
-    while ready.startswith("Jack: "):  # jackd -v makes every client chatter on its stdout
-        ready = probe.stdout.readline().strip()
-    if not ready.startswith("ready"):
-        raise LiveError(f"the bench's JACK capture client found no show output ports ({ready or 'it exited'})",
+    read, write = os.pipe()  # its own line: jackd -v makes every JACK client chatter on stdout, unflushed C stdio
+    probe = children.helper("probe", port, seconds, recording, write, pass_fds=(write,))
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        ready = pipe.readline().split()
+    if ready[:1] != ["ready"]:
+        raise LiveError(f"the bench's JACK capture client found no show output ports ({' '.join(ready) or 'it exited'})",
                         "the show did not open JACK's 'system' device: see its lines above")
-    TimedLines(probe.stdout, keep=10)  # drained: its chatter must never fill the pipe
-    ours = {name.split(":", 1)[0] for name in ready.split()[1:]}
+    ours = {name.split(":", 1)[0] for name in ready[1:]}
     storm = children.helper("storm", port, STORM_RATE, seconds, stdout=subprocess.PIPE, text=True) \
         if phase.storm else None
     start = time.monotonic()
@@ -465,7 +465,8 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
             results["phases"][phase.name] = run_phase(phase, children, jack_log, port, seconds, folder)
         children.stop(show)
         said.wait(2.0)
-        results["summary"] = said.find("Played ") or ""
+        summary = said.find("Played ") or ""
+        results["summary"] = summary[summary.find("Played "):]  # JACK's unflushed chatter may precede it
     print_table(results, print_)
     return results
 
@@ -545,13 +546,13 @@ def _storm(port: str, rate: str, seconds: str) -> None:
     print(sent, time.monotonic() - start)
 
 
-def _probe(port: str, seconds: str, out: str) -> None:
+def _probe(port: str, seconds: str, out: str, ready_fd: str) -> None:
     """A JACK client recording the show's outputs (summed), each block stamped with its cycle's first frame and
     jack_frames_to_time() of it (µs of jack_get_time), that plays short notes into the show, alternately over OSC
     and JACK MIDI, each send stamped with time.monotonic(). A note is sent only once the one before has sounded
     (or ONSET_WINDOW_S passed), so a late note is never taken for the next one's onset. Also measures how
-    jack_get_time() differs from time.monotonic() at the start and the end. Prints "ready PORT..." once wired;
-    saves everything to `out` (.npz)."""
+    jack_get_time() differs from time.monotonic() at the start and the end. Writes "ready PORT..." (or why not) to
+    the pipe `ready_fd` once wired; saves everything to `out` (.npz)."""
     import random
 
     import jack
@@ -571,8 +572,10 @@ def _probe(port: str, seconds: str, out: str) -> None:
     client = jack.Client(f"{BENCH_CLIENTS}capture", no_start_server=True)
     ports = [p for p in client.get_ports(is_audio=True, is_output=True)
              if not p.name.startswith(("system:", f"{REFERENCE}:", BENCH_CLIENTS))]
+    ready = os.fdopen(int(ready_fd), "w")
     if not ports or not clock:
-        print("no show ports" if not ports else "no clock client", flush=True)
+        ready.write("no show ports\n" if not ports else "no clock client\n")
+        ready.close()
         return
     capacity = int((float(seconds) + 5) * RATE / PERIOD)
     audio = np.zeros((capacity, PERIOD), dtype=np.float32)
@@ -623,7 +626,8 @@ def _probe(port: str, seconds: str, out: str) -> None:
     with client:
         for source, sink in zip(ports, inputs):
             client.connect(source, sink)
-        print("ready " + " ".join(p.name for p in ports), flush=True)
+        ready.write("ready " + " ".join(p.name for p in ports) + "\n")
+        ready.close()
         start = time.monotonic()
         time.sleep(PROBE_WARMUP_S)
         kind = "osc"
