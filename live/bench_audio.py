@@ -23,8 +23,9 @@ line and /live/status, and JACK ports. In each phase:
   cycle start comes just before the callback wakes (median tens of µs), except on this VM sometimes up to
   milliseconds after it (after the dummy driver's timer xruns); then the callback's wake time is taken instead, and
   `clock.after_wake_share` says how often.
-  The onset is the first sample after the send above three times the level of the 20 ms before it (the last note's
-  tail) and above a floor: with the synth's 10 ms linear attack and an 880 Hz note, well under a millisecond after
+  The onset is the first sample after the send above three times the level of the last 20 ms of sound before it (the
+  last note's tail; a starved device's zeros skipped, so the tail resuming after them is not taken for an onset)
+  and above a floor: with the synth's 10 ms linear attack and an 880 Hz note, well under a millisecond after
   the note begins. It is the time in the JACK graph (the sample's cycle start + its offset); a card adds its own
   output latency. A note whose blocks the recording missed (the probe's Python callback was late) is left out.
 - `--hog`: a pure-Python busy loop per core at normal priority, in the hog phases.
@@ -68,7 +69,8 @@ PROBE_NOTE, PROBE_VELOCITY = 81, 0.8  # A5, 880 Hz: a short period, so the first
 PROBE_WARMUP_S = 1.0  # the show looks for the probe's MIDI port every 0.25 s
 ONSET_FLOOR = 1e-3  # a sample above this and above 3x the tail before the send is the onset
 ONSET_WINDOW_S = 1.0  # an onset later than this after its send (or after the next send) is not found
-TAIL_S = 0.02
+TAIL_S = 0.02  # the onset threshold is three times the loudest of this much sound before the send ...
+LOOKBACK_S = 0.2  # ... found this far back at most (a starved device's zeros are skipped)
 START_TIMEOUT_S = 180.0  # the show loads its models before it plays
 JACK_START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
@@ -396,17 +398,21 @@ def onset_latencies(recording: Path) -> dict:
 def _onset_after(blocks: np.ndarray, frames: np.ndarray, starts: np.ndarray, sent: float,
                  until: float) -> float | None:
     """Seconds from `sent` to the first sample above the onset threshold, looked for until `until`; NaN if the
-    recording has a gap there, None if nothing sounded."""
+    recording has a gap there, None if nothing sounded.
+
+    The threshold is three times the loudest of the last TAIL_S of sound before the send (the previous note's
+    tail), skipping exact zeros: a starved device plays zeros, and the tail resuming after them is not an onset."""
     period = PERIOD / RATE
-    chosen = np.flatnonzero((starts + period > sent - TAIL_S) & (starts < until))
-    if len(chosen) == 0:
+    chosen = np.flatnonzero((starts + period > sent - LOOKBACK_S) & (starts < until))
+    near = chosen[starts[chosen] + period > sent - TAIL_S]
+    if len(near) == 0:
         return None
-    if np.any(np.diff(frames[chosen]) != PERIOD):
+    if np.any(np.diff(frames[near]) != PERIOD):
         return float("nan")
     level = np.abs(blocks[chosen]).ravel()
     times = (starts[chosen][:, None] + np.arange(PERIOD)[None, :] / RATE).ravel()
-    tail = level[(times >= sent - TAIL_S) & (times < sent)]
-    threshold = max(ONSET_FLOOR, 3.0 * float(tail.max()) if len(tail) else 0.0)
+    before = level[(times < sent) & (level > 0)][-int(TAIL_S * RATE):]
+    threshold = max(ONSET_FLOOR, 3.0 * float(before.max()) if len(before) else 0.0)
     after = np.flatnonzero((times >= sent) & (times < until) & (level > threshold))
     return float(times[after[0]] - sent) if len(after) else None
 
@@ -450,7 +456,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
         port = _free_port()
         show_file = bench_show(show_path, folder, port)
         show = children.start([sys.executable, "-m", "live", *args[:1], str(show_file), *args[1:]],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=folder)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = TimedLines(show.stdout, keep=400, skip="Jack: ")  # -v makes JACK's clients chatter too
         _wait_playing(show, said)
         audio_line = said.find("Audio:") or ""

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jack
+import numpy as np
 import pytest
 
 from live.bench_audio import (PERIOD, RATE, REFERENCE, Children, audio_bench, late_by_owner, parse_jack_log,
@@ -88,9 +89,10 @@ def test_a_client_too_slow_for_its_cycles_is_counted_as_its_own_fault(tmp_path: 
         children.close()
     forced = cycles[0] // 25
     assert cycles[0] > 0.5 * 2.0 * RATE / PERIOD  # it ran: about 750 cycles in 2 s
-    assert log["clients"]["live-test-slow"].get("Running", 0) >= forced // 2, (forced, log)
+    assert log["clients"].get("live-test-slow", {}).get("Running", 0) >= forced // 2, (forced, log)
     counts = [n for states in log["clients"].values() for n in states.values()]
-    assert max(counts) <= log["graph"] <= sum(counts)
+    # one a line apart: a late cycle's two lines can straddle the start of the window
+    assert max(counts) - 1 <= log["graph"] <= sum(counts) + 1, log
 
 
 def test_bench_measures_the_vj_show_quiet_and_under_a_storm() -> None:
@@ -130,3 +132,22 @@ def test_missing_jack_tools_are_one_line_with_the_fix(tmp_path: Path, monkeypatc
     with pytest.raises(LiveError) as raised:
         audio_bench(VJ_SHOW, seconds=1.0)
     assert "jackd" in raised.value.what and "make test" in raised.value.fix
+
+
+def test_the_onset_is_the_new_note_not_the_tail_resuming_after_a_starved_gap() -> None:
+    """A released note's 880 Hz tail, then 34 ms of zeros (a starved device) around the send, the tail resuming
+    4 ms after the send, and the new note's 10 ms linear attack 20 ms after it: the onset is the note's."""
+    from live.bench_audio import _onset_after
+
+    t = np.arange(200 * PERIOD) / RATE
+    audio = 0.05 * np.exp(-18 * t) * np.sin(2 * np.pi * 880 * t)
+    sent, onset = 0.3, 0.32
+    audio[(t > sent - 0.03) & (t < sent + 0.004)] = 0.0
+    rising = t >= onset
+    audio[rising] += np.minimum((t[rising] - onset) / 0.01, 1.0) * 0.5 * np.sin(2 * np.pi * 880 * (t[rising] - onset) + 1)
+    frames = np.arange(200) * PERIOD
+    latency = _onset_after(audio.reshape(200, PERIOD), frames, frames / RATE, sent, sent + 1.0)
+    assert latency == pytest.approx(onset - sent, abs=0.0005)
+    gapped = np.delete(frames, 115)  # the recording missed the block just after the send
+    assert np.isnan(_onset_after(np.delete(audio.reshape(200, PERIOD), 115, axis=0), gapped, gapped / RATE, sent,
+                                 sent + 1.0))
