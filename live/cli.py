@@ -16,6 +16,8 @@ from pathlib import Path
 from live.errors import LiveError
 from live.show import DEFAULT_SHOW, load_show
 
+VJ_SHOW = DEFAULT_SHOW.parent / "vj.toml"  # `live bench --audio`'s show: MIDI, a fullscreen window, the synth
+
 
 def _run(args: argparse.Namespace) -> int:
     from live.player import Player
@@ -134,15 +136,24 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.seconds is not None and args.seconds <= 0:
+        raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
+    if args.audio:
+        from live.bench_audio import audio_bench
+
+        result = audio_bench(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+            print(f"Wrote {args.json}")
+        return 0
     from live.bench import bench
 
+    args.show = args.show or str(DEFAULT_SHOW)
     parts = (args.only,) if args.only else ("video", "synth")
     if args.control:
         parts = ((args.only,) if args.only else ()) + ("control",)
     if args.flicker is not None:
         parts = ((args.only,) if args.only else ()) + ("flicker",)
-    if args.seconds is not None and args.seconds <= 0:
-        raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
     if args.fuzz_packets < 0:
         raise LiveError(f"--fuzz-packets {args.fuzz_packets}: cannot be negative", "give a count, e.g. 100000")
     result = bench(load_show(args.show), seconds=args.seconds, print_=print, parts=parts,
@@ -224,7 +235,8 @@ def parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure video model, pipeline and naive-loop speed and latency, and the "
                                          "synth's cost per block")
-    bench.add_argument("show", nargs="?", default=str(DEFAULT_SHOW))
+    bench.add_argument("show", nargs="?", help=f"show file (default {DEFAULT_SHOW.name}; with --audio "
+                                               f"{VJ_SHOW.name})")
     bench.add_argument("--seconds", type=float, default=None,
                        help="seconds per video measurement; each of the four synth measurements takes a quarter "
                             "(default 5)")
@@ -238,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--flicker", nargs="*", metavar="MODEL.json",
                        help="measure flicker instead (with --only: as well): warp error on a moving clip for every "
                             "style of these style models (default: the show's), teacher, tier and stabilized")
+    bench.add_argument("--audio", action="store_true",
+                       help="measure the show's sound instead: late cycles (ours vs jack_simple_client), starved "
+                            "blocks, xruns, lead, render p99, OSC/MIDI note -> onset, quiet and under an OSC storm, "
+                            "on a JACK server of its own; --seconds per phase (default 60)")
+    bench.add_argument("--hog", action="store_true", help="with --audio: also with a busy neighbour (a CPU hog "
+                                                          "per core), alone and with the storm")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")
