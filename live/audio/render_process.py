@@ -22,6 +22,7 @@ Hand-off (live/audio/shm_ring.py: shared memory, one writer and one reader each,
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -40,8 +41,8 @@ from live.audio.shm_ring import SeqlockFloats, ShmRing
 from live.errors import LiveError
 
 LEAD_BLOCKS = (2, 3, 8)  # the lead's floor, start and ceiling, in blocks: 5.3, 8 and 21 ms at 128/48 kHz
-QUIET_S = 20.0  # the lead shrinks by a block after this long without a close call
-EVENT_MARGIN_S = 0.001  # a note plays this long after the lead (the child reads notes just before each render, so
+QUIET_S = 10.0  # the lead shrinks by a block after this long without a close call
+EVENT_MARGIN_S = 0.0005  # a note plays this long after the lead (the child reads notes just before each render, so
 #                         the lead alone covers the wait for the next render; this covers the hand-off)
 RING_FRAMES = 4096  # the device ring, a power of two well above the highest lead
 EVENT_CAPACITY = 512  # note records in flight
@@ -240,6 +241,12 @@ def main(config: dict, conn: Connection) -> None:
         except OSError:  # the show is gone already
             pass
         sys.exit(1)
+    # No cycle collector in here: a full collection over everything numpy, ONNX Runtime and PortAudio brought in
+    # stops the loop for milliseconds at a time it cannot choose, and the loop makes no reference cycles (its
+    # arrays are freed by reference counting). What exists now is frozen out of any later collection.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     renderer.run()
 
 
