@@ -34,11 +34,14 @@ class Server:
     def start(self) -> float:
         """Start it; returns when system:playback_1 is listed, the time it was."""
         self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "128"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + SERVER_UP_S
         while "system:playback_1" not in self.ports():
-            assert self.proc.poll() is None and time.monotonic() < deadline, "jackd did not come up"
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"jackd did not come up: {self.proc.communicate()[0][-2000:]}")
             time.sleep(0.05)
+        self.proc.stdout.close()  # from here on its log is not read: a full pipe must not block it
         return time.monotonic()
 
     def kill(self) -> float:
