@@ -4,6 +4,10 @@ as the controller and another as the device that shows feedback. Nothing is mock
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -11,6 +15,7 @@ import rtmidi
 from pydantic import ValidationError
 
 from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, monitor, unique  # noqa: F401
+from fixtures_audio import JACK_START_TIMEOUT_S
 from fixtures_live import wait_until
 from live.control.midi import MidiControl, MidiMap, MidiSection
 from live.control.midi_map import bend_to_normal, encode_ticks, normal_to_bend, relative_ticks
@@ -389,3 +394,88 @@ def test_buttons_and_pads_fire_trigger_events_on_the_press_only(make, controller
     assert len(go) == 1 and len(tap) == 2  # presses fire, releases do not
     with pytest.raises(LiveError, match="trigger"):
         MidiControl(tree, MidiSection(map=[MidiMap(param="/scene/go", kind="nrpn", number=5)]), api="jack")
+
+
+# A controller in another process (as hardware is): waits for a line on stdin, then plays 30 notes 10 ms apart and
+# says when it sent the last (perf_counter() is CLOCK_MONOTONIC on Linux: the same clock in every process).
+KEYS = """
+import sys, time, rtmidi
+out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, sys.argv[1])
+out.open_virtual_port("keys")
+print("ready", flush=True)
+sys.stdin.readline()
+for note in range(60, 90):
+    out.send_message([0x90, note, 100])
+    time.sleep(0.01)
+print("sent", time.perf_counter(), flush=True)
+sys.stdin.readline()
+out.close_port()
+"""
+
+
+def said(process: subprocess.Popen, word: str) -> list[str] | None:
+    """Read the process's output up to a line that starts with `word` (a verbose jackd makes libjack print lines
+    of its own there too) and return the rest of that line's words; None if the process ends first."""
+    for line in process.stdout:
+        if line.split()[:1] == [word]:
+            return line.split()[1:]
+    return None
+
+
+def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_path, monkeypatch) -> None:
+    """This process holds the GIL for 0.5 s while a controller plays 30 notes. No Python runs in JACK's process
+    thread, so jackd never finds our client's own code unfinished at a cycle's end ('was not finished, state =
+    Running'; a Python callback there waited for the GIL through every cycle of the stall), and rtmidi's queue
+    keeps every note for the midi-in thread: all arrive, in order, as soon as the stall ends."""
+    server, client, keys_name = unique("stall"), unique("lv"), unique("keys")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server)  # our own server, to read its log alone
+    log = tmp_path / "jackd.log"
+    with log.open("w") as out:
+        jackd = subprocess.Popen(["jackd", "-v", "-n", server, "-d", "dummy", "-r", "48000", "-p", "128"],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    keys = None
+    try:
+        assert wait_until(lambda: "system:playback_1" in subprocess.run(
+            ["jack_lsp"], capture_output=True, text=True).stdout, timeout=JACK_START_TIMEOUT_S), log.read_text()
+        keys = subprocess.Popen([sys.executable, "-c", KEYS, keys_name], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert said(keys, "ready") is not None
+        tree = make_tree()
+        notes = tree.listen("/synth/", timed=True)
+        threads = set(threading.enumerate())
+        ctl = MidiControl(tree, MidiSection(inputs=[keys_name]), api="jack", client_name=client)
+        try:
+            ctl.open()
+            assert ctl.stats()["inputs"] == [f"{keys_name}:keys"]
+            time.sleep(0.2)  # the connection takes effect at JACK's next graph change
+            keys.stdin.write("go\n")
+            keys.stdin.flush()
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(1.0)  # no other thread of ours gets the GIL before we let go of it
+            try:
+                stall_end = time.perf_counter() + 0.5
+                while time.perf_counter() < stall_end:
+                    pass
+            finally:
+                sys.setswitchinterval(switch)
+            sent = said(keys, "sent")
+            assert sent is not None and float(sent[0]) < stall_end  # all 30 came while the GIL was held
+            assert wait_until(lambda: len(notes) >= 30), list(notes)
+            got = list(notes)
+            assert [args for _, args, _ in got] == [(n, pytest.approx(100 / 127)) for n in range(60, 90)]
+            times = [at for _, _, at in got]
+            assert times == sorted(times) and times[0] >= stall_end and times[-1] - stall_end < 0.25, times
+            assert ctl.counts["in"] == 30 and ctl.counts["errors"] == 0
+        finally:
+            ctl.close()
+        assert set(threading.enumerate()) - threads == set()  # the midi and midi-in threads are gone
+    finally:
+        if keys is not None:
+            keys.stdin.write("\n")
+            keys.stdin.close()
+            keys.wait(timeout=5)
+        jackd.terminate()  # never SIGKILL: it would leave its shared memory behind
+        jackd.wait(timeout=10)
+    ours = re.compile(rf"client = {re.escape(client)}(-\d+)? was not finished, state = Running")
+    late = [line for line in log.read_text().splitlines() if ours.search(line)]
+    assert late == [], f"{len(late)} late cycles of our own: {late[:3]}"

@@ -1,12 +1,16 @@
 """MIDI control: controllers steer the parameter tree, and the tree's changes come back to their LED rings, motor
 faders and pad lights.
 
-Threads. rtmidi calls live/control/midi_in.py in its own thread for each input port; that only parses and writes
-the tree (or plays a note event, or ticks the tempo clock), so a burst of fader moves never waits on anything
-slow. One `midi` thread does the rest: every `poll_s` it compares the port names it is configured for with the
-ports that exist (so a controller plugged in late, or unplugged and plugged back, connects by itself), and at
-`feedback_hz` at most it sends each mapped value that something else changed (a scene, OSC) to the output ports:
-the latest value only, nothing queues, and values MIDI wrote itself are not echoed (tree.written_by), so no loops.
+Threads. No Python runs in rtmidi's threads: with JACK MIDI, rtmidi reads input in JACK's real-time process thread,
+and a Python callback there must first take the GIL, so any thread of ours that holds it (video, OSC) made our JACK
+clients late (issue 11). Instead rtmidi keeps each input's messages in its own bounded C++ queue, and one `midi-in`
+thread drains every open input with get_message() about every DRAIN_S, passing each message to
+live/control/midi_in.py, which only parses and writes the tree (or plays a note event, or ticks the tempo clock),
+so a burst of fader moves never waits on anything slow. One `midi` thread does the rest: every `poll_s` it compares
+the port names it is configured for with the ports that exist (so a controller plugged in late, or unplugged and
+plugged back, connects by itself), and at `feedback_hz` at most it sends each mapped value that something else
+changed (a scene, OSC) to the output ports: the latest value only, nothing queues, and values MIDI wrote itself are
+not echoed (tree.written_by), so no loops.
 
 Config and value codings: midi_map.py; the mapping in force and MIDI learn: midi_learn.py.
 """
@@ -35,6 +39,11 @@ API = {"default": rtmidi.API_UNSPECIFIED, "alsa": rtmidi.API_LINUX_ALSA, "jack":
        "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
 POLL_S = 0.25  # port scan: a controller pulled and plugged back faster than this would be missed
 VIRTUAL = " (virtual)"  # suffix of the virtual ports' names among the open ports
+DRAIN_S = 0.001  # the midi-in thread's sleep between passes: adds up to ~1 ms to a message's way in
+# rtmidi's per-input queue (it holds one less): ~1 s of a DIN MIDI cable's top rate (~1,000 messages/s), so a stall
+# of the Python side that long loses nothing. When it is full, rtmidi drops the newest message and says so only on
+# stderr ("MidiInJack: message queue limit reached!!"): it gives Python no count of drops.
+QUEUE_LIMIT = 1024
 
 
 class _Output:
@@ -49,8 +58,6 @@ class _Output:
 def _close_port(port: Any) -> None:
     """Close and free one rtmidi object. Call once per object: a second close after delete() crashes rtmidi."""
     try:
-        if isinstance(port, rtmidi.MidiIn):
-            port.cancel_callback()
         port.close_port()
         port.delete()
     except Exception:  # closing a port whose device is gone can fail in the driver; it is gone either way
@@ -94,7 +101,8 @@ class MidiControl:
         self.unavailable = ""
         self._inputs: dict[str, InputPort] = {}
         self._outputs: dict[str, _Output] = {}
-        self._virtual_in: Any = None
+        self._virtual_in: InputPort | None = None
+        self._ports_lock = threading.Lock()  # the midi-in thread reads an input only while no one closes it
         self._listers: dict[str, Any] = {}
         self._missing: dict[str, list[str]] = {"input": [], "output": []}
         self._sources: set[str] = set()  # every "midi:<port>" this module ever wrote as
@@ -102,6 +110,7 @@ class MidiControl:
         self._fb_version = -1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="midi", daemon=True)
+        self._drainer = threading.Thread(target=self._drain, name="midi-in", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -128,6 +137,7 @@ class MidiControl:
         if not (self._listers or self._virtual_in):
             return "MIDI: no ports configured ([midi] inputs, outputs or virtual); MIDI is off"
         self._scan(quiet=True)
+        self._drainer.start()
         self._thread.start()
         real_outputs = [n for n in self._outputs if not n.endswith(VIRTUAL)]
         parts = [f"{kind}s {', '.join(repr(n) for n in names) or 'none'}"
@@ -142,10 +152,11 @@ class MidiControl:
         return "\n".join(lines)
 
     def close(self) -> None:
-        """Stop the thread, save what learn bound, close every port; safe to call twice."""
+        """Stop the threads, save what learn bound, close every port; safe to call twice."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+        for thread in (self._thread, self._drainer):
+            if thread.is_alive():
+                thread.join(timeout=2.0)
         self.cancel_learn()
         self.mapping.save_if_dirty(self._problem)
         self._close_all()
@@ -158,23 +169,24 @@ class MidiControl:
         self.close()
 
     def _close_all(self) -> None:
-        for port in self._inputs.values():
+        with self._ports_lock:
+            inputs = self._open_inputs()
+            self._inputs, self._virtual_in = {}, None
+        for port in inputs:
             _close_port(port.midi_in)
         for out in self._outputs.values():
             _close_port(out.midi_out)
-        for port in [self._virtual_in, *self._listers.values()]:
-            if port is not None:
-                _close_port(port)
-        self._inputs, self._outputs, self._virtual_in, self._listers = {}, {}, None, {}
+        for lister in self._listers.values():
+            _close_port(lister)
+        self._outputs, self._listers = {}, {}
 
     def _open_virtual(self) -> None:
         name = self.section.virtual_name
-        midi_in = self._virtual_in = rtmidi.MidiIn(API[self.api], self.client_name)
-        port = InputPort(name + VIRTUAL, midi_in, f"midi:{name}")
+        midi_in = rtmidi.MidiIn(API[self.api], self.client_name, queue_size_limit=QUEUE_LIMIT)
+        port = self._virtual_in = InputPort(name + VIRTUAL, midi_in, f"midi:{name}")
         self._sources.add(port.source)
         midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
         midi_in.set_error_callback(self._on_error, port.name)
-        midi_in.set_callback(self.receiver.on_message, port)
         midi_out = rtmidi.MidiOut(API[self.api], self.client_name)
         self._outputs[port.name] = _Output(port.name, midi_out)  # closed with the other outputs
         try:
@@ -184,6 +196,33 @@ class MidiControl:
             raise LiveError(f"[midi] virtual: this MIDI system ({self.api}) has no virtual ports",
                             "set [midi] virtual = false and connect through a loopback driver (loopMIDI on "
                             "Windows)") from None
+
+    # --- MIDI in (the midi-in thread) ----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Hand every queued input message to the receiver, port by port in arrival order, then sleep DRAIN_S.
+
+        A message is timed when it is drained (Receiver.on_message reads perf_counter()), at most ~DRAIN_S after
+        it arrived while Python runs freely. rtmidi's delta times are not used to do better: they give the spacing
+        between messages but no absolute time to hang it on, and a stalled drain cannot tell how long its oldest
+        message waited. Polling costs ~1-2 % of one core with nothing coming in (measured beside a JACK server, three
+        inputs); rtmidi offers nothing to block on."""
+        while not self._stop.is_set():
+            try:
+                with self._ports_lock:
+                    for port in self._open_inputs():
+                        for _ in range(QUEUE_LIMIT):  # bounded: one chatty port cannot hold the others back
+                            event = port.midi_in.get_message()
+                            if event is None:
+                                break
+                            self.receiver.on_message(event, port)
+            except Exception as err:  # as in the midi thread: counted and told, the show goes on
+                self._problem(f"MIDI in: {type(err).__name__}: {err}")
+            time.sleep(DRAIN_S)
+
+    def _open_inputs(self) -> list[InputPort]:
+        """Every input to drain: the devices' and the virtual one (call holding _ports_lock)."""
+        return [*self._inputs.values(), *([self._virtual_in] if self._virtual_in is not None else [])]
 
     # --- ports come and go -----------------------------------------------------------------------------------
 
@@ -214,17 +253,19 @@ class MidiControl:
                 self._problem(f"MIDI: cannot list {kind} ports: {err}")
                 continue
             for name in [n for n in opened if n not in names and not n.endswith(VIRTUAL)]:
-                port = opened[name]
-                _close_port(port.midi_in if kind == "input" else port.midi_out)
                 self._notice(f"MIDI: {kind} '{name}' is gone; it reconnects when it comes back")
-                del opened[name]
+                with self._ports_lock:  # out of the midi-in thread's reach before it is closed
+                    port = opened.pop(name)
+                _close_port(port.midi_in if kind == "input" else port.midi_out)
             for name in names:
                 if name not in opened and any(name.lower().startswith(p.lower()) for p in prefixes):
                     try:
-                        opened[name] = self._open_input(name) if kind == "input" else self._open_output(name)
+                        port = self._open_input(name) if kind == "input" else self._open_output(name)
                     except (rtmidi.RtMidiError, ValueError) as err:  # it vanished between listing and opening
                         self._problem(f"MIDI: cannot open {kind} '{name}': {err}; trying again")
                         continue
+                    with self._ports_lock:
+                        opened[name] = port
                     if not quiet:
                         self._notice(f"MIDI: {kind} '{name}' connected")
             missing = [p for p in prefixes if not any(n.lower().startswith(p.lower()) for n in names)]
@@ -251,12 +292,11 @@ class MidiControl:
                 f"  fix: plug the controller in, or set [midi] {kind}s to the start of one of those names")
 
     def _open_input(self, name: str) -> InputPort:
-        midi_in = rtmidi.MidiIn(API[self.api], self.client_name)
+        midi_in = rtmidi.MidiIn(API[self.api], self.client_name, queue_size_limit=QUEUE_LIMIT)
         port = InputPort(name, midi_in, f"midi:{name}")
         try:
             midi_in.ignore_types(sysex=True, timing=False, active_sense=True)  # clock on: MIDI clock in
             midi_in.set_error_callback(self._on_error, name)
-            midi_in.set_callback(self.receiver.on_message, port)
             midi_in.open_port(midi_in.get_ports().index(name), _local_name("in", name))
         except BaseException:
             _close_port(midi_in)
