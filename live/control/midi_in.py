@@ -1,8 +1,9 @@
-"""MIDI in: one message from an rtmidi thread becomes a parameter write, a note event or a clock tick.
+"""MIDI in: one message drained from an rtmidi input becomes a parameter write, a note event or a clock tick.
 
-Runs inside rtmidi's callback, so it only parses and writes the tree (a short lock), never waits or does I/O.
-Per-port parsing state (14-bit MSBs, the NRPN selection, soft-takeover positions) belongs to the port, and each
-port has its own rtmidi thread, so that state needs no lock either.
+Runs in the midi-in thread (live/control/midi.py drains every input's rtmidi queue there, so no Python runs in
+JACK's process thread), so it only parses and writes the tree (a short lock), never waits or does I/O. Per-port
+parsing state (14-bit MSBs, the NRPN selection, soft-takeover positions) belongs to the port, and one thread handles
+every port, so that state needs no lock either.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class TempoClock(Protocol):
 
 
 class Counts:
-    """Counters for the HUD, written from several rtmidi threads."""
+    """Counters for the HUD, written from the midi-in thread."""
 
     KEYS = ("in", "applied", "held", "unmapped", "clock", "errors", "feedback")
 
@@ -43,7 +44,7 @@ class Counts:
 
 
 class InputPort:
-    """One open input port (device or virtual) and the parsing state only its own rtmidi thread touches."""
+    """One open input port (device or virtual) and its parsing state, which only the midi-in thread touches."""
 
     def __init__(self, name: str, midi_in: Any, source: str) -> None:
         self.name, self.midi_in, self.source = name, midi_in, source
@@ -61,7 +62,7 @@ class Receiver:
         self.count, self._problem = counts.add, problem
 
     def on_message(self, event: tuple[list[int], float], port: InputPort) -> None:
-        """rtmidi's callback: (message bytes, delta time), and the port it came in on."""
+        """One drained message: (message bytes, delta time), and the port it came in on."""
         now = time.perf_counter()
         message = event[0]
         try:
