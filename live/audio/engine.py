@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from live.audio import render_process as rp
+from live.audio.arpeggio import Arpeggio
 from live.audio.synth import TIMBRE_AXES
 from live.control.reader import ParamReader
 from live.errors import LiveError
@@ -136,8 +137,6 @@ class AudioEngine:
         """`reader` is the control thread's smoothed, modulated view of `tree` (default: plain values); `say`
         tells the performer, once each, that the device was lost and that it is back. `realtime`: the render
         process asks for SCHED_FIFO (live doctor says whether the system grants it)."""
-        from live.audio.arpeggio import Arpeggio  # noqa: PLC0415 (a bad pattern fails here, before any process)
-
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
@@ -145,7 +144,7 @@ class AudioEngine:
         if pattern:
             Arpeggio(pattern, samplerate)  # a pattern it cannot play is said here, before any process starts
         self.process = rp.RenderProcess(manifest.onnx_path, samplerate, blocksize, voices, pattern, device, realtime)
-        self.tree, self.device_spec = tree, device
+        self.tree = tree
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
         self.reader, self.say = reader or ParamReader(tree), say
