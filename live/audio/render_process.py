@@ -465,8 +465,8 @@ class _Renderer:
             else:
                 # The callback takes a whole period at once, at a time this loop does not know: sleeping until the
                 # ring would have drained evenly can wake just before a callback and then sleep a whole period
-                # more, a period late by its own doing. Short naps wake within a quarter period of each callback.
-                time.sleep(min(queued + self.block - lead, self.block // 4) / self.rate)
+                # more, a period late by its own doing. Naps of half a period wake soon after each callback.
+                time.sleep(min(queued + self.block - lead, self.block // 2) / self.rate)
 
     def _lose(self, mixer: Any) -> None:
         """The stream died: abandon it, say so once, go silent and start looking for the device."""
