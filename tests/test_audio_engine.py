@@ -162,7 +162,7 @@ def test_a_stalled_silent_engine_renders_the_backlog_or_keeps_time_with_silence(
         starved = engine.stats()["starved"]
     finally:
         engine.close()
-    assert starved == 1
+    assert starved >= 1  # the stop, counted (a loaded machine may add a short hiccup of its own, counted too)
     assert len(audio) == pytest.approx(elapsed * RATE, rel=0.03)  # losing the stall would lose 15 % or 65 %
     assert longest_silence(audio) == pytest.approx(silence * RATE, abs=0.05 * RATE)
 
