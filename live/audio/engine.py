@@ -160,7 +160,6 @@ class AudioEngine:
         self._render_s = np.zeros(RENDER_TIMES)  # the last RENDER_TIMES render times (a ring: no allocation)
         self._timed = 0
         self._restarts = 0
-        self._dropped = (0, 0)  # the render process's rings' overflows, kept after close
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -190,8 +189,6 @@ class AudioEngine:
         self._listening = []
         self.process.stop()
         self._collect()
-        if self.process.events is not None:
-            self._dropped = self.process.dropped
         self.process.close()
 
     @property
@@ -275,7 +272,7 @@ class AudioEngine:
         time; `lost_notes` found no room; `lost` and `reopened` count the device going away and coming back;
         `restarts` the render process started again after it died."""
         c = self.process.read_counters()
-        notes_dropped, blocks_dropped = self.process.dropped if self.process.events is not None else self._dropped
+        notes_dropped, blocks_dropped = self.process.dropped
         return {"blocks": int(c[rp.BLOCKS]), "starved": int(c[rp.STARVED]), "xruns": int(c[rp.XRUNS]),
                 "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
                 "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": int(c[rp.LATE_NOTES]),

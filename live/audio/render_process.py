@@ -61,8 +61,20 @@ RT_PRIORITY = 5
 GAIN, TIMBRE, AUTO, BPM = 0, slice(1, 5), 5, 6
 PARAMS = 7
 #: The child's counters, a seqlocked snapshot written once per loop.
-(READY, BLOCKS, STARVED, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED, PLAYING) = range(11)
-COUNTERS = 11
+BLOCKS, STARVED, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED = range(9)
+COUNTERS = 9
+
+
+def shared_blocks(blocksize: int, names: dict[str, str] | None = None
+                  ) -> tuple[ShmRing, ShmRing, SeqlockFloats, SeqlockFloats]:
+    """The four shared-memory blocks, one layout for both sides: new ones (names None: the show's side) or the
+    show's, attached by their names under "events", "tap", "params" and "counters" (the child's side). Events are
+    (time, note, velocity) records; the tap has a block per record: the time its first frame plays, its render
+    seconds, then its frames interleaved left/right; params and counters are the snapshots laid out above."""
+    names = names or {}
+    return (ShmRing(EVENT_CAPACITY, 3, np.float64, name=names.get("events")),
+            ShmRing(TAP_BLOCKS, 2 + 2 * blocksize, np.float64, name=names.get("tap")),
+            SeqlockFloats(PARAMS, name=names.get("params")), SeqlockFloats(COUNTERS, name=names.get("counters")))
 
 
 class RenderProcess:
@@ -92,6 +104,7 @@ class RenderProcess:
         self._snapshot = np.zeros(PARAMS)
         self._snapshot[GAIN], self._snapshot[BPM] = 0.5, 96.0
         self._last = np.zeros(COUNTERS)
+        self._last_dropped = (0, 0)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -100,9 +113,7 @@ class RenderProcess:
         device's name (None: silent). Raises LiveError if it cannot start. Called again after the child died, it
         starts a fresh one on the same memory."""
         if self.params is None:
-            self.events = ShmRing(EVENT_CAPACITY, 3, np.float64)
-            self.tap = ShmRing(TAP_BLOCKS, 2 + 2 * self.blocksize, np.float64)
-            self.params, self.counters = SeqlockFloats(PARAMS), SeqlockFloats(COUNTERS)
+            self.events, self.tap, self.params, self.counters = shared_blocks(self.blocksize)
             self.params.write(self._snapshot)
         assert self.events and self.tap and self.counters
         names = {"events": self.events.name, "tap": self.tap.name, "params": self.params.name,
@@ -137,7 +148,7 @@ class RenderProcess:
     def close(self) -> None:
         """Stop the child (closing the pipe is the signal) and free the shared memory; safe to call twice."""
         self.stop()
-        self._last = self.read_counters()
+        self._last, self._last_dropped = self.read_counters(), self.dropped
         for block in (self.events, self.tap, self.params, self.counters):
             if block is not None:
                 block.close()
@@ -206,8 +217,11 @@ class RenderProcess:
 
     @property
     def dropped(self) -> tuple[int, int]:
-        """(notes dropped by a full event ring, blocks dropped by a show that did not read them)."""
-        return (self.events.overflow if self.events else 0, self.tap.overflow if self.tap else 0)
+        """(notes dropped by a full event ring, blocks dropped by a show that did not read them); the last ones
+        after close()."""
+        if self.events is None or self.tap is None:
+            return self._last_dropped
+        return self.events.overflow, self.tap.overflow
 
 
 def realtime_granted() -> bool:
@@ -291,10 +305,7 @@ class _Renderer:
 
         self.conn = conn
         self.rate, self.block = config["samplerate"], config["blocksize"]
-        self.events = ShmRing(EVENT_CAPACITY, 3, np.float64, name=config["events"])
-        self.tap = ShmRing(TAP_BLOCKS, 2 + 2 * self.block, np.float64, name=config["tap"])
-        self.params = SeqlockFloats(PARAMS, name=config["params"])
-        self.counters = SeqlockFloats(COUNTERS, name=config["counters"])
+        self.events, self.tap, self.params, self.counters = shared_blocks(self.block, config)
         self.synth = Synth(open_session(Path(config["decoder"]), ("cpu",), threads=1), self.rate, self.block,
                            config["voices"])
         self.arpeggio = Arpeggio(config["pattern"] or DEFAULT_PATTERN, self.rate)
@@ -304,7 +315,7 @@ class _Renderer:
         self.counts[REALTIME] = config["realtime"] and _realtime()
         self.pending = np.zeros((PENDING_NOTES, 3))  # notes waiting for their block: when, which, how loud
         self.waiting = 0
-        self.record = np.zeros((1, 2 + 2 * self.block))
+        self.record = np.zeros((1, self.tap.width))
         self.next_at: float | None = None  # when the block after the last one rendered plays
         self.mixer: Any = None  # rtmixer.Mixer while a device plays; set by the retry thread, dropped by the loop
         self.mapping = [1, 2]
@@ -335,7 +346,7 @@ class _Renderer:
             return True
 
     def _publish(self) -> None:
-        self.counts[READY], self.counts[LEAD] = 1, self.lead.frames
+        self.counts[LEAD] = self.lead.frames
         self.counters.write(self.counts)
 
     def _send(self, *message: Any) -> None:
@@ -445,7 +456,6 @@ class _Renderer:
                 retired += action.stats.output_underflows
                 action = None
             self.counts[XRUNS] = retired + (action.stats.output_underflows if action else 0)
-            self.counts[PLAYING] = action is not None
             queued, lead = ring.read_available, self.lead.frames
             if queued + self.block <= lead:
                 # The callback takes a period at a time, so now + queued is late by up to a period: the blocks'
@@ -476,7 +486,6 @@ class _Renderer:
         device, self.device, self.mixer = self.device, None, None
         jack = device.hostapi == devices.JACK_API
         self.counts[LOST] += 1
-        self.counts[PLAYING] = 0
         self._send("device", None)
         self._send("gone", "JACK server gone" if jack else f"output {device.name} gone")
         self._send("say", f"Audio: lost {device.label} ({'the JACK server went away' if jack else 'device gone'}); "
