@@ -12,7 +12,8 @@ line and /live/status, and JACK ports. In each phase:
   `client = NAME was not finished, state = Triggered` means the host did not wake that client in time,
   `state = Running` that it woke but its code did not finish (shared/real-parts.md). Split into ours (the show's
   audio client, its MIDI clients), the reference's, and the bench's own (its probe's clients);
-- starved blocks, device xruns, lead and render p99 from the show's /live/status (queried once a second);
+- starved blocks (ours, and those while the machine held the real-time render process off its CPU), device xruns,
+  lead and render p99 from the show's /live/status (queried once a second);
 - control -> onset: a probe process plays a short note every ~0.3 s, alternately over OSC (`/synth/note`) and JACK
   MIDI, stamping each send with time.monotonic(), and records the show's output ports as a JACK client, stamping
   each block with jack_frames_to_time() of its cycle's first frame. A note is sent only once the one before has
@@ -226,10 +227,11 @@ def start_display(children: Children) -> str:
 
 # ----------------------------------------------------------------------------------------------- the show
 
-def bench_show(show_path: Path, folder: Path, osc_port: int) -> Path:
+def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float | None = None) -> Path:
     """A copy of the show in `folder` as the bench plays it: audio to JACK's "system", OSC on `osc_port` from this
     machine, MIDI over JACK from the probe's port, the HUD on, the arpeggio off (only the probe's notes sound);
-    model paths made absolute. Everything else (video size, model, stages, outputs) is the show's own."""
+    model paths made absolute; `lead` (not None) for [audio] lead. Everything else (video size, model, stages,
+    outputs) is the show's own."""
     import tomli_w
 
     try:
@@ -240,6 +242,8 @@ def bench_show(show_path: Path, folder: Path, osc_port: int) -> Path:
         if isinstance(table.get("model"), str):
             table["model"] = str((show_path.parent / table["model"]).resolve())
     data.setdefault("audio", {}).update(enabled=True, device="system")
+    if lead is not None:
+        data["audio"]["lead"] = lead
     data["osc"] = {**data.get("osc", {}), "enabled": True, "host": "127.0.0.1", "port": osc_port, "allow": []}
     data["oscquery"] = {**data.get("oscquery", {}), "port": 0, "zeroconf": False}
     midi = data.setdefault("midi", {})
@@ -279,11 +283,13 @@ def query_status(port: int, timeout: float = 1.0) -> dict | None:
 
 
 def audio_figures(line: str) -> dict:
-    """The audio part's status line ("audio system 48 kHz; starved 0x (ours), 2 device xruns, lead 16.0 ms,
-    render p99 0.41 ms", maybe more) as numbers; absent figures are left out."""
+    """The audio part's status line ("audio system 48 kHz; starved 0x (ours), 2x held off the CPU by the machine,
+    2 device xruns, lead 16.0 ms (adaptive), render p99 0.41 ms", maybe more) as numbers; absent figures are left
+    out, but for `held`, which the line leaves out while it is 0."""
     patterns = {"starved": r"starved (\d+)x", "xruns": r"(\d+) device xruns", "lead_ms": r"lead ([\d.]+) ms",
                 "render_p99_ms": r"render p99 ([\d.]+) ms"}
     figures = {key: float(m[1]) for key, pattern in patterns.items() if (m := re.search(pattern, line))}
+    figures["held"] = float(m[1]) if (m := re.search(r"(\d+)x held off the CPU", line)) else 0.0
     figures["line"] = line
     return figures
 
@@ -350,15 +356,18 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
 
 
 def show_figures(samples: list[dict]) -> dict:
-    """Starved blocks and device xruns in the phase (last status less the first), the lead's range and the worst
-    render p99 (each sample is over the engine's last 1024 blocks) from the show's /live/status."""
+    """Starved blocks (ours, and held off the CPU by the machine) and device xruns in the phase (last status less
+    the first), the lead's range and the worst render p99 (each sample is over the engine's last 1024 blocks) from
+    the show's /live/status."""
     audio = [s["audio"] for s in samples if "starved" in s["audio"]]
     if len(audio) < 2:
-        return {"starved": None, "device_xruns": None, "lead_ms": None, "render_p99_ms": None, "status_samples": 0,
+        return {"starved": None, "held": None, "device_xruns": None, "lead_ms": None, "render_p99_ms": None,
+                "status_samples": 0,
                 "audio_status": audio[-1]["line"] if audio else ""}
     leads = [a["lead_ms"] for a in audio if "lead_ms" in a]
     p99s = [a["render_p99_ms"] for a in audio if "render_p99_ms" in a]
     return {"starved": int(audio[-1]["starved"] - audio[0]["starved"]),
+            "held": int(audio[-1]["held"] - audio[0]["held"]),
             "device_xruns": int(audio[-1]["xruns"] - audio[0]["xruns"]),
             "lead_ms": [min(leads), max(leads)] if leads else None,
             "render_p99_ms": max(p99s) if p99s else None, "status_samples": len(audio),
@@ -428,10 +437,11 @@ def latency_figures(latencies_ms: list[float], sent: int) -> dict:
 
 # ------------------------------------------------------------------------------------------------ the bench
 
-def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
+def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead: str | float | None = None,
                 print_: Callable[[str], None] = print) -> dict:
     """Play the show on a JACK server of the bench's own and measure each phase; prints a table and returns
     `{"show", "seconds", "period", "samplerate", "reference", "display", "phases": {name: {...}}, "summary"}`.
+    `lead`: the show's [audio] lead for this run ("auto" or milliseconds; None: the show's own).
     The show's window (with the HUD) goes to a private Xvfb display where Xvfb is installed; else the show
     records instead (no HUD drawn)."""
     tools = _tools()
@@ -439,7 +449,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WAYLAND_DISPLAY", None)
     results: dict = {"show": str(show_path), "seconds": seconds, "period": PERIOD, "samplerate": RATE,
-                     "reference": REFERENCE, "phases": {}}
+                     "reference": REFERENCE, "lead": lead, "phases": {}}
     with tempfile.TemporaryDirectory(prefix="live-bench-audio-") as temp, ExitStack() as stack:
         folder = Path(temp)
         children = Children(env, print_)
@@ -454,7 +464,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False,
             args += ["--no-window", "--record", str(folder / "show.mp4")]
         results["display"] = "Xvfb " + env["DISPLAY"] if tools["Xvfb"] else "none (recording; no HUD drawn)"
         port = _free_port()
-        show_file = bench_show(show_path, folder, port)
+        show_file = bench_show(show_path, folder, port, lead)
         show = children.start([sys.executable, "-m", "live", *args[:1], str(show_file), *args[1:]],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = TimedLines(show.stdout, keep=400, skip="Jack: ")  # -v makes JACK's clients chatter too
@@ -506,7 +516,8 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
     def number(value, spec: str) -> str:
         return "?" if value is None else format(value, spec)
 
-    head = (f"  {'phase':<10}{'server':>7}{'ours h/c':>10}{'midi h/c':>10}{'ref h/c':>9}{'bench h/c':>10}{'starved':>8}"
+    head = (f"  {'phase':<10}{'server':>7}{'ours h/c':>10}{'midi h/c':>10}{'ref h/c':>9}{'bench h/c':>10}"
+            f"{'starved':>8}{'held':>5}"
             f"{'xruns':>7}{'lead ms':>12}{'p99 ms':>8}  {'OSC -> onset ms p50/p95/max ±sd (n)':<38}"
             f"{'MIDI -> onset ms':<36}{'storm/s':>8}")
     print_(head)
@@ -517,13 +528,16 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         c = r["late_cycles"]
         print_(f"  {name:<10}{c['server']:>7}{late(c['ours']):>10}{late(c['show_midi']):>10}{late(c['reference']):>9}"
                f"{late(c['bench']):>10}"
-               f"{number(r['starved'], 'd'):>8}{number(r['device_xruns'], 'd'):>7}{lead_text:>12}"
+               f"{number(r['starved'], 'd'):>8}{number(r['held'], 'd'):>5}{number(r['device_xruns'], 'd'):>7}"
+               f"{lead_text:>12}"
                f"{number(r['render_p99_ms'], '.2f'):>8}  {onset(r['osc_onset_ms']):<38}{onset(r['midi_onset_ms']):<36}"
                f"{storm:>8}")
     print_("  late cycles from jackd's log: server = its timer's own xruns; h = host did not wake the client in time "
            "(Triggered), c = its code did not finish (Running); ours = the show's audio client, midi = its MIDI "
            f"clients, ref = {REFERENCE}, bench = the bench's capture and probe clients")
-    print_("  starved, xruns: the show's counters over the phase; lead: its range; p99: the worst render p99 seen "
+    print_("  starved (ours), held (ran dry while the machine held the real-time render process off its CPU for a "
+           "period or more), xruns: the show's counters over the phase; lead: its range; p99: the worst render p99 "
+           "seen "
            "(each over the last 1024 blocks); onset: send (time.monotonic) -> first sample in the JACK graph")
     if results.get("summary"):
         print_(f"  show: {results['summary']}")

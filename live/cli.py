@@ -135,13 +135,24 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if problems and args.strict else 0
 
 
+def _lead(text: str) -> str | float:
+    """--lead: "auto" or milliseconds."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither \"auto\" nor milliseconds (e.g. 5.4)") from None
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
     if args.audio:
         from live.bench_audio import audio_bench
 
-        result = audio_bench(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog)
+        result = audio_bench(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog,
+                             lead=args.lead)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
             print(f"Wrote {args.json}")
@@ -256,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
                             "on a JACK server of its own; --seconds per phase (default 60)")
     bench.add_argument("--hog", action="store_true", help="with --audio: also with a busy neighbour (a CPU hog "
                                                           "per core), alone and with the storm")
+    bench.add_argument("--lead", type=_lead, metavar="MS|auto",
+                       help="with --audio: play with this [audio] lead (default: the show's own)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator, field_validator
 
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
@@ -56,6 +56,17 @@ class AudioSection(_Section):
     voices: int = Field(8, ge=1, le=64)
     pattern: list[int] = Field(default_factory=lambda: [45, 52, 57, 60, 64, 57, 52, 48],
                                description="the arpeggio /synth/auto plays, in eighth notes at the show's tempo")
+    lead: str | float = Field(
+        "auto", description="how far ahead of the device the synth renders: \"auto\" adapts to what the machine "
+                            "holds (2 to 8 blocks); milliseconds fix it, rounded up to whole blocks (less latency, "
+                            "but a machine that stalls longer is heard as a dropout)")
+
+    @field_validator("lead")
+    @classmethod
+    def _lead(cls, value: str | float) -> str | float:
+        if value == "auto" or (isinstance(value, (int, float)) and 0 < value <= 100):
+            return value
+        raise ValueError(f'{value!r} is neither "auto" nor milliseconds in (0, 100], e.g. lead = 5.3')
 
 
 class StylesSection(_Section):

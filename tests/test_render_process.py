@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from live.audio.engine import AudioEngine
-from live.audio.render_process import QUIET_S, Lead
+from live.audio.render_process import QUIET_S, Lead, OffCpu
 from live.audio.shm_ring import SeqlockFloats, ShmRing
 from live.control.osc import OscServer
 from live.params import ParamTree
@@ -286,3 +286,62 @@ def test_doctor_says_real_time_priority_is_granted_to_root() -> None:
     said: list[str] = []
     assert check_realtime(said.append) == []
     assert said == ["Real-time priority: granted (the synth renders at SCHED_FIFO 5)"]
+
+
+def test_off_cpu_time_leaves_out_the_threads_own_work_and_asked_sleep() -> None:
+    """Only time the thread wanted the CPU and did not have it counts: not its own computing, not the naps it
+    asked for. (A sleep it did not declare stands in for the machine holding it off.)"""
+    off_cpu = OffCpu()
+    off_cpu.woke()
+    began = time.perf_counter()
+    while time.perf_counter() - began < 0.03:  # its own work
+        pass
+    off_cpu.sleep(0.02)  # a nap it asked for
+    off_cpu.woke()
+    assert off_cpu.longest < 0.01, off_cpu.longest
+    time.sleep(0.03)  # away, undeclared
+    off_cpu.woke()
+    assert 0.025 <= off_cpu.longest < 0.2, off_cpu.longest
+
+
+#: A real-time thread above the renderer (SCHED_FIFO 6 > RT_PRIORITY 5) busy on CPU 0 for argv[1] seconds: the
+#: machine keeping the render process off its CPU (the renderer is pinned there first). JACK's threads rank higher.
+HOG = textwrap.dedent("""
+    import os, sys, time
+    os.sched_setaffinity(0, {0})
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(6))
+    end = time.perf_counter() + float(sys.argv[1])
+    while time.perf_counter() < end:
+        pass
+""")
+
+
+@pytest.mark.parametrize("realtime, lead_ms", [(True, None), (False, None), (True, 5.3)])
+def test_a_ring_run_dry_while_the_machine_held_the_renderer_is_counted_apart(
+        jack_server: str, synth_decoder: Path, realtime: bool, lead_ms: float | None) -> None:
+    """A higher real-time thread takes the renderer's CPU for 40 ms, longer than any lead it starts with: the ring
+    runs dry. At SCHED_FIFO that is the machine's doing, counted as held, not starved; without real-time priority
+    the show's own threads could have done it, so it counts as starved. The adaptive lead grows after it; a lead
+    the show fixed stays."""
+    if os.geteuid() != 0 or (os.cpu_count() or 1) < 2:
+        pytest.skip("a SCHED_FIFO hog beside JACK needs root and a second CPU")
+    engine = AudioEngine(synth_tree(), synth_decoder.with_suffix(".json"), device="system", realtime=realtime,
+                         lead_ms=lead_ms)
+    try:
+        assert "'system'" in engine.open()
+        time.sleep(0.5)
+        os.sched_setaffinity(engine.process.pid, {0})
+        before = engine.stats()
+        subprocess.run([sys.executable, "-c", HOG, "0.04"], check=True, timeout=30)
+        time.sleep(0.5)
+        after = engine.stats()
+    finally:
+        engine.close()
+    assert after["realtime"] == realtime
+    held, starved = after["held"] - before["held"], after["starved"] - before["starved"]
+    assert (held >= 1 and starved == 0) if realtime else (starved >= 1 and held == 0), (before, after)
+    if lead_ms is None:
+        assert after["lead_ms"] > before["lead_ms"] and not after["lead_fixed"], (before, after)
+    else:
+        assert after["lead_ms"] == before["lead_ms"] == pytest.approx(2 * BLOCK / RATE * 1000, abs=0.01)
+        assert after["lead_fixed"] and "lead 5.3 ms (fixed)" in engine.status()

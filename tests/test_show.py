@@ -94,3 +94,13 @@ def test_errors_in_nested_tables_name_the_table_key_and_line(tmp_path):
     assert f'{path}:5: [controls."/video/blend"] speed: unknown key (allowed: curve,' in text
     assert f"{path}:10: [[cues]] #2 fade:" in text
     assert f"{path}:12: [scenes.intro] /video/blend: should be one of: number," in text
+
+
+def test_audio_lead_is_auto_or_milliseconds(tmp_path):
+    assert load_show(write(tmp_path, "[audio]\n")).audio.lead == "auto"
+    assert load_show(write(tmp_path, "[audio]\nlead = 5.3\n")).audio.lead == 5.3
+    for bad in ("0", '"fast"', "500"):
+        path = write(tmp_path, f"[audio]\nlead = {bad}\n")
+        with pytest.raises(LiveError) as err:
+            load_show(path)
+        assert f"{path}:2" in str(err.value) and "[audio] lead" in str(err.value) and '"auto"' in str(err.value)

@@ -16,6 +16,7 @@ If the show's process stalls, the child plays on; the blocks rendered meanwhile 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -133,17 +134,23 @@ class AudioEngine:
     def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
                  pattern: Sequence[int] = (), reader: ParamReader | None = None,
-                 say: Callable[[str], None] = print, realtime: bool = True) -> None:
+                 say: Callable[[str], None] = print, realtime: bool = True, lead_ms: float | None = None) -> None:
         """`reader` is the control thread's smoothed, modulated view of `tree` (default: plain values); `say`
         tells the performer, once each, that the device was lost and that it is back. `realtime`: the render
-        process asks for SCHED_FIFO (live doctor says whether the system grants it)."""
+        process asks for SCHED_FIFO (live doctor says whether the system grants it). `lead_ms`: None adapts the
+        lead to the machine (rp.LEAD_BLOCKS); a number fixes it, rounded up to whole blocks (the show's
+        [audio] lead)."""
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
                             "set [audio] model to exported_models/synth-decoder.json")
         if pattern:
             Arpeggio(pattern, samplerate)  # a pattern it cannot play is said here, before any process starts
-        self.process = rp.RenderProcess(manifest.onnx_path, samplerate, blocksize, voices, pattern, device, realtime)
+        fixed = None if lead_ms is None else max(math.ceil(lead_ms / 1000 * samplerate / blocksize - 1e-6), 1)
+        blocks = rp.LEAD_BLOCKS if fixed is None else (fixed, fixed, fixed)
+        self.process = rp.RenderProcess(manifest.onnx_path, samplerate, blocksize, voices, pattern, device, realtime,
+                                        blocks)
+        self.lead_fixed = lead_ms is not None
         self.tree = tree
         self.samplerate, self.blocksize = samplerate, blocksize
         self.tap = Tap(int(TAP_SECONDS * samplerate), samplerate, TAP_GAP_BLOCKS * blocksize)
@@ -265,16 +272,19 @@ class AudioEngine:
 
     def stats(self) -> dict[str, Any]:
         """Counters for the summary, /live/status and the HUD, each cause apart: `starved` counts the times the
-        device found the ring empty (ours alone; without a device, the times the renderer fell behind the clock);
-        `xruns` are PortAudio's underflow flags, which also measure the machine and the audio server; `lead_ms` is
-        how far the synth renders ahead now (adaptive); `render_p99_ms` its time per block; `realtime` whether it
-        runs at SCHED_FIFO. `late_notes` started at a block edge because their block was rendered after their
-        time; `lost_notes` found no room; `lost` and `reopened` count the device going away and coming back;
-        `restarts` the render process started again after it died."""
+        device found the ring empty by our doing (without a device, the times the renderer fell behind the clock);
+        `held` the times it ran empty because the machine kept the real-time render process off its CPU for a
+        period or more; `xruns` are PortAudio's underflow flags, which measure the machine and the audio server;
+        `lead_ms` is how far the synth renders ahead now (`lead_fixed`: set by the show, else adaptive);
+        `render_p99_ms` its time per block; `realtime` whether it runs at SCHED_FIFO. `late_notes` started at a
+        block edge because their block was rendered after their time; `lost_notes` found no room; `lost` and
+        `reopened` count the device going away and coming back; `restarts` the render process started again after
+        it died."""
         c = self.process.read_counters()
         notes_dropped, blocks_dropped = self.process.dropped
-        return {"blocks": int(c[rp.BLOCKS]), "starved": int(c[rp.STARVED]), "xruns": int(c[rp.XRUNS]),
-                "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
+        return {"blocks": int(c[rp.BLOCKS]), "starved": int(c[rp.STARVED]), "held": int(c[rp.HELD]),
+                "xruns": int(c[rp.XRUNS]), "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
+                "lead_fixed": self.lead_fixed,
                 "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": int(c[rp.LATE_NOTES]),
                 "lost_notes": int(c[rp.LOST_NOTES]) + notes_dropped, "peak": round(min(self._peak, 1.0), 4),
                 "device": self._device, "tap_dropped": self.tap.dropped + blocks_dropped * self.blocksize,
@@ -312,5 +322,7 @@ class _Notes:
 def counters(stats: dict[str, Any]) -> str:
     """The engine's counters in words, one cause each (for the status line and the show's summary);
     `starved` counts the times the ring ran dry (each a stretch of silence), not blocks."""
-    return (f"starved {stats['starved']}x (ours), {stats['xruns']} device xruns, lead {stats['lead_ms']:.1f} ms, "
-            f"render p99 {stats['render_p99_ms']:.2f} ms")
+    held = f", {stats['held']}x held off the CPU by the machine" if stats["held"] else ""
+    lead = "fixed" if stats["lead_fixed"] else "adaptive"
+    return (f"starved {stats['starved']}x (ours){held}, {stats['xruns']} device xruns, "
+            f"lead {stats['lead_ms']:.1f} ms ({lead}), render p99 {stats['render_p99_ms']:.2f} ms")

@@ -15,7 +15,7 @@ Hand-off (live/audio/shm_ring.py: shared memory, one writer and one reader each,
   is CLOCK_MONOTONIC, the same in both processes); note -1 is panic. A full ring drops the note, counted;
 - sound, child -> show: each rendered block with the time its first frame plays and its render time, for the
   recording tap and the meters; a show that stops reading loses the oldest blocks there, counted, never the sound;
-- counters, child -> show: a seqlocked snapshot (blocks, starved, xruns, lead, ...);
+- counters, child -> show: a seqlocked snapshot (blocks, starved, held, xruns, lead, ...);
 - lines to say and the device's name, child -> show, and the child's lifetime: a pipe. The child polls its end once
   per loop; the show closing it (close()) or dying (the kernel closes it) reads as end-of-file, and the child stops.
 """
@@ -61,8 +61,8 @@ RT_PRIORITY = 5
 GAIN, TIMBRE, AUTO, BPM = 0, slice(1, 5), 5, 6
 PARAMS = 7
 #: The child's counters, a seqlocked snapshot written once per loop.
-BLOCKS, STARVED, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED = range(9)
-COUNTERS = 9
+BLOCKS, STARVED, HELD, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED = range(10)
+COUNTERS = 10
 
 
 def shared_blocks(blocksize: int, names: dict[str, str] | None = None
@@ -90,7 +90,8 @@ class RenderProcess:
                  lead_blocks: tuple[int, int, int] = LEAD_BLOCKS) -> None:
         """`decoder`: the synth decoder's .onnx file. `device`: a devices.resolve spec (None: the default output).
         `realtime`: ask for SCHED_FIFO at RT_PRIORITY (granted to root, or with rtkit or an rtprio limit;
-        counters say whether it was). `lead_blocks`: the adaptive lead's floor, start and ceiling."""
+        counters say whether it was). `lead_blocks`: the adaptive lead's floor, start and ceiling (all three the
+        same: a fixed lead)."""
         self.samplerate, self.blocksize = samplerate, blocksize
         self.config = {"decoder": str(decoder), "samplerate": samplerate, "blocksize": blocksize,
                        "voices": voices, "pattern": tuple(pattern), "device": device, "realtime": realtime,
@@ -294,6 +295,28 @@ class Lead:
         self._since, self._least = now, self.frames
 
 
+class OffCpu:
+    """How long the calling thread wanted the CPU and did not get it: the wall time between two wake-ups less the
+    thread's own CPU time and the sleep it asked for. At SCHED_FIFO above every thread but the audio server's, a long
+    one is the machine's doing; measured on this project's 2-core VM, a hypervisor took the CPU from a SCHED_FIFO
+    thread for up to 9 ms every few seconds under load (its steal time), and thread_time() leaves most of that out."""
+
+    def __init__(self) -> None:
+        self._wall, self._cpu, self._slept = time.perf_counter(), time.thread_time(), 0.0
+        self.longest = 0.0  # the longest stretch off the CPU since the caller last reset it
+
+    def woke(self) -> float:
+        """Account the stretch since the last wake-up; returns perf_counter() now."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self.longest = max(self.longest, wall - self._wall - (cpu - self._cpu) - self._slept)
+        self._wall, self._cpu, self._slept = wall, cpu, 0.0
+        return wall
+
+    def sleep(self, seconds: float) -> None:
+        self._slept = seconds
+        time.sleep(seconds)
+
+
 class _Renderer:
     """The child's loop: keep the device's ring `lead` ahead of its callback (or, with no device, keep time against
     the clock), taking notes and parameters once per block."""
@@ -448,10 +471,13 @@ class _Renderer:
         ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
         action, period, retired = None, self.block / self.rate, int(self.counts[XRUNS])
         self.next_at = None
+        off_cpu = OffCpu()
         while not self._stopped():
-            now = time.perf_counter()
+            now = off_cpu.woke()
             if action is not None and action not in mixer.actions:
-                self.counts[STARVED] += 1
+                # Held off its CPU for a period or more, at real-time priority: only the machine can do that (a
+                # hypervisor taking the virtual CPU away, the kernel, the audio server's own threads).
+                self.counts[HELD if self.counts[REALTIME] and off_cpu.longest >= period else STARVED] += 1
                 self.lead.starved(now)
                 retired += action.stats.output_underflows
                 action = None
@@ -466,6 +492,7 @@ class _Renderer:
                 if action is not None:
                     self.lead.written(queued, now)
                 ring.write(self._render(at))
+                off_cpu.longest = 0.0
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self.mapping)
             elif not mixer.active:
@@ -476,7 +503,7 @@ class _Renderer:
                 # The callback takes a whole period at once, at a time this loop does not know: sleeping until the
                 # ring would have drained evenly can wake just before a callback and then sleep a whole period
                 # more, a period late by its own doing. Naps of half a period wake soon after each callback.
-                time.sleep(min(queued + self.block - lead, self.block // 2) / self.rate)
+                off_cpu.sleep(min(queued + self.block - lead, self.block // 2) / self.rate)
 
     def _lose(self, mixer: Any) -> None:
         """The stream died: abandon it, say so once, go silent and start looking for the device."""
