@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import socket
 import subprocess
@@ -296,19 +297,22 @@ class Lead:
 
 
 class OffCpu:
-    """How long the calling thread wanted the CPU and did not get it: the wall time between two wake-ups less the
-    thread's own CPU time and the sleep it asked for. At SCHED_FIFO above every thread but the audio server's, a long
-    one is the machine's doing; measured on this project's 2-core VM, a hypervisor took the CPU from a SCHED_FIFO
-    thread for up to 9 ms every few seconds under load (its steal time), and thread_time() leaves most of that out."""
+    """When the calling thread last wanted the CPU for `at_least` seconds on end and did not get it: the wall time
+    between two wake-ups less the thread's own CPU time and the sleep it asked for. At SCHED_FIFO above every thread
+    but the audio server's, that is the machine's doing; measured on this project's 2-core VM, a hypervisor took the
+    CPU from a SCHED_FIFO thread for up to 9 ms every few seconds under load (its steal time), and thread_time()
+    leaves most of that out (stolen time it does count makes a stretch look shorter: blamed on us)."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_least: float) -> None:
+        self.at_least = at_least
         self._wall, self._cpu, self._slept = time.perf_counter(), time.thread_time(), 0.0
-        self.longest = 0.0  # the longest stretch off the CPU since the caller last reset it
+        self.last = -math.inf  # perf_counter() when the last such stretch ended
 
     def woke(self) -> float:
         """Account the stretch since the last wake-up; returns perf_counter() now."""
         wall, cpu = time.perf_counter(), time.thread_time()
-        self.longest = max(self.longest, wall - self._wall - (cpu - self._cpu) - self._slept)
+        if wall - self._wall - (cpu - self._cpu) - self._slept >= self.at_least:
+            self.last = wall
         self._wall, self._cpu, self._slept = wall, cpu, 0.0
         return wall
 
@@ -471,13 +475,16 @@ class _Renderer:
         ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
         action, period, retired = None, self.block / self.rate, int(self.counts[XRUNS])
         self.next_at = None
-        off_cpu = OffCpu()
+        off_cpu = OffCpu(period)
         while not self._stopped():
             now = off_cpu.woke()
             if action is not None and action not in mixer.actions:
-                # Held off its CPU for a period or more, at real-time priority: only the machine can do that (a
-                # hypervisor taking the virtual CPU away, the kernel, the audio server's own threads).
-                self.counts[HELD if self.counts[REALTIME] and off_cpu.longest >= period else STARVED] += 1
+                # Held off its CPU for a period or more, at real-time priority, within the time the lead covers
+                # (the ring runs dry up to a lead and a period after a stall: the loop may write a block or two
+                # between): only the machine does that (a hypervisor taking the virtual CPU away, the kernel, the
+                # audio server's own threads).
+                held = now - off_cpu.last <= self.lead.frames / self.rate + period
+                self.counts[HELD if self.counts[REALTIME] and held else STARVED] += 1
                 self.lead.starved(now)
                 retired += action.stats.output_underflows
                 action = None
@@ -492,7 +499,6 @@ class _Renderer:
                 if action is not None:
                     self.lead.written(queued, now)
                 ring.write(self._render(at))
-                off_cpu.longest = 0.0
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self.mapping)
             elif not mixer.active:
