@@ -30,6 +30,8 @@ line and /live/status, and JACK ports. In each phase:
   the note begins. It is the time in the JACK graph (the sample's cycle start + its offset); a card adds its own
   output latency. A note whose blocks the recording missed (the probe's Python callback was late) is left out.
 - `--hog`: a pure-Python busy loop per core at normal priority, in the hog phases.
+- steal: the CPU time a hypervisor took from this machine during the phase (/proc/stat), ms per second over all
+  CPUs: what can hold even a real-time thread off its CPU.
 
 Machines here are shared and noisy: compare ours with the reference of the same run, not numbers across runs.
 """
@@ -303,6 +305,17 @@ class Phase:
     hog: bool
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this (virtual) machine so far, all CPUs together (/proc/stat's steal, in
+    USER_HZ ticks); -1 where there is no such figure."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return -1.0
+
+
 def phases(hog: bool) -> list[Phase]:
     chosen = [Phase("quiet", False, False), Phase("storm", True, False)]
     return chosen + ([Phase("hog", False, True), Phase("storm+hog", True, True)] if hog else [])
@@ -324,7 +337,7 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
     ours = {name.split(":", 1)[0] for name in ready[1:]}
     storm = children.helper("storm", port, STORM_RATE, seconds, stdout=subprocess.PIPE, text=True) \
         if phase.storm else None
-    start = time.monotonic()
+    start, stolen = time.monotonic(), steal_seconds()
     first = query_status(port)
     samples = [first] if first else []
     while time.monotonic() - start < seconds:
@@ -332,7 +345,7 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
         status = query_status(port)
         if status:
             samples.append(status)
-    end = time.monotonic()
+    end, stolen = time.monotonic(), steal_seconds() - stolen if stolen >= 0 else -1.0
     for proc in (probe, storm, *hogs):
         if proc is not None:
             try:
@@ -342,7 +355,8 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
     log = parse_jack_log(jack_log.between(start, end + 0.1))
     result: dict = {"seconds": round(end - start, 2), "storm": phase.storm, "hog": phase.hog,
                     "late_cycles": {"server": log["server"], "graph": log["graph"], **late_by_owner(log, ours)},
-                    "jack_clients": log["clients"]}
+                    "jack_clients": log["clients"],
+                    "steal_ms_per_s": round(stolen * 1000 / max(end - start, 1e-9), 1) if stolen >= 0 else None}
     result.update(show_figures(samples))
     if storm is not None:
         out = storm.stdout.read().split()
@@ -517,7 +531,7 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         return "?" if value is None else format(value, spec)
 
     head = (f"  {'phase':<10}{'server':>7}{'ours h/c':>10}{'midi h/c':>10}{'ref h/c':>9}{'bench h/c':>10}"
-            f"{'starved':>8}{'held':>5}"
+            f"{'starved':>8}{'held':>5}{'steal':>6}"
             f"{'xruns':>7}{'lead ms':>12}{'p99 ms':>8}  {'OSC -> onset ms p50/p95/max ±sd (n)':<38}"
             f"{'MIDI -> onset ms':<36}{'storm/s':>8}")
     print_(head)
@@ -528,7 +542,8 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         c = r["late_cycles"]
         print_(f"  {name:<10}{c['server']:>7}{late(c['ours']):>10}{late(c['show_midi']):>10}{late(c['reference']):>9}"
                f"{late(c['bench']):>10}"
-               f"{number(r['starved'], 'd'):>8}{number(r['held'], 'd'):>5}{number(r['device_xruns'], 'd'):>7}"
+               f"{number(r['starved'], 'd'):>8}{number(r['held'], 'd'):>5}{number(r['steal_ms_per_s'], '.0f'):>6}"
+               f"{number(r['device_xruns'], 'd'):>7}"
                f"{lead_text:>12}"
                f"{number(r['render_p99_ms'], '.2f'):>8}  {onset(r['osc_onset_ms']):<38}{onset(r['midi_onset_ms']):<36}"
                f"{storm:>8}")
@@ -536,7 +551,8 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
            "(Triggered), c = its code did not finish (Running); ours = the show's audio client, midi = its MIDI "
            f"clients, ref = {REFERENCE}, bench = the bench's capture and probe clients")
     print_("  starved (ours), held (ran dry while the machine held the real-time render process off its CPU for a "
-           "period or more), xruns: the show's counters over the phase; lead: its range; p99: the worst render p99 "
+           "period or more), xruns: the show's counters over the phase; steal: ms per s the hypervisor took from "
+           "this machine's CPUs (/proc/stat); lead: its range; p99: the worst render p99 "
            "seen "
            "(each over the last 1024 blocks); onset: send (time.monotonic) -> first sample in the JACK graph")
     if results.get("summary"):

@@ -107,7 +107,7 @@ def test_bench_measures_the_vj_show_quiet_and_under_a_storm() -> None:
         assert all(isinstance(late[k], int) and late[k] >= 0 for k in ("server", "graph"))
         assert phase["status_samples"] >= 3 and phase["starved"] >= 0 and phase["device_xruns"] >= 0
         assert phase["lead_ms"] == [5.3, 5.3] and "(fixed)" in phase["audio_status"] and phase["render_p99_ms"] > 0
-        assert isinstance(phase["held"], int) and phase["held"] >= 0
+        assert isinstance(phase["held"], int) and phase["held"] >= 0 and phase["steal_ms_per_s"] >= 0
         # jack_get_time() against time.monotonic(): read tightly, and steady over the phase (their rates differ by
         # NTP's slew, parts per million)
         clock = phase["clock"]
