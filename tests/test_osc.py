@@ -739,6 +739,7 @@ def test_bench_control_writes_its_json(tmp_path):
     assert frame["p50"] >= frame["pipeline_latency_p50_ms"] * 0.3  # a change cannot beat the model it goes through
     fuzz = control["fuzz"]
     assert fuzz["packets"] == fuzz["received"] == 3000 and fuzz["crashes"] == 0
-    assert fuzz["rejected"] == fuzz["invalid_sent"] > 0 and fuzz["applied"] == fuzz["valid_messages"] > 0
+    assert fuzz["rejected"] == fuzz["invalid_sent"] > 0
+    assert fuzz["applied"] + fuzz["superseded"] == fuzz["valid_messages"] and fuzz["applied"] > 0
     assert "control: OSC over UDP loopback" in result.stdout and "fuzz:" in result.stdout
     assert "video" not in json.loads(out.read_text())  # --control alone measures control only
