@@ -648,7 +648,8 @@ def batches(packets: list[tuple[str, float]]) -> tuple[int, int]:
 
 def test_a_burst_of_writes_keeps_the_newest_value_per_address_and_counts_the_rest():
     srv = open_server(RecordingTree())
-    burst = [("/video/strength" if i % 8 == 0 else "/video/blend", i / 400) for i in range(1, 361)]  # > UDP_BATCH
+    burst = [("/video/strength" if i % 8 == 0 else "/video/blend", i / 400) for i in range(1, 361)]
+    assert len(burst) > UDP_BATCH  # two batches: a batch is bounded, the rest waits in the socket
     try:
         with held(srv), udp_socket() as s:
             for address, value in burst:
@@ -731,8 +732,8 @@ def test_bundles_and_patterns_in_a_burst_are_not_coalesced():
     try:
         with held(srv), udp_socket() as s:
             for kind, value in burst:
-                packet = {"plain": lambda v: msg("/video/blend", v), "bundle": lambda v: bundle_of(1, ("/video/blend", v)),
-                          "pattern": lambda v: msg("/video/blen?", v)}[kind](value)
+                packet = (msg("/video/blend", value) if kind == "plain" else msg("/video/blen?", value)
+                          if kind == "pattern" else bundle_of(1, ("/video/blend", value)))
                 s.sendto(packet, ("127.0.0.1", srv.port))
         assert wait_until(lambda: srv.counts["applied"] + srv.counts["superseded"] == 1 + len(burst))
         last_plain = max(i for i, (kind, _) in enumerate(burst) if kind == "plain")

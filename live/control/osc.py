@@ -4,12 +4,14 @@ Threads, all fixed at open(): one per transport (UDP; TCP with a selectors loop 
 `max_tcp_clients` connections), one scheduler for bundles with a future timetag (a bounded heap, never a sleep in a
 receiver) and one feedback sender polling `tree.version`. Nothing is started per packet or per client, and every
 buffer is bounded: pending bundles, TCP frames and outboxes, senders' rate buckets, the pattern cache, feedback
-clients. UDP is read in batches (one wait, then what is already queued): within a batch a plain write to a
-parameter that a later one to the same address overwrites is skipped (counted `superseded`), so under a storm the
-thread's time goes to the newest values and to the events between them; each datagram carries its kernel arrival
-time, which its immediate events keep. A bundle is all or nothing: its parameter writes go through one `tree.update` (readers never see half of
+clients. A bundle is all or nothing: its parameter writes go through one `tree.update` (readers never see half of
 it), then its events and system messages run in order; if any message in it is unknown or carries a bad value,
 none of it is applied and the packet is counted once under that problem.
+
+UDP is read in batches (one wait, then what is already queued, at most UDP_BATCH): within a batch a plain write to
+a parameter that a later one to the same address overwrites is skipped (counted `superseded`), so under a storm the
+thread's time goes to the newest values and to the events between them, not to a backlog of stale ones. Each
+datagram carries its kernel arrival time, and its immediate events are for then (the synth places a note by it).
 """
 
 from __future__ import annotations
