@@ -679,17 +679,22 @@ def test_a_burst_of_writes_keeps_the_newest_value_per_address_and_counts_the_res
         srv.close()
 
 
-def test_a_refused_newest_value_does_not_supersede_the_one_before_it():
+def test_only_a_valid_newest_write_supersedes_and_refusals_are_counted_as_ever():
     srv = open_server()
+    burst = [msg("/video/style_a", "neon"), msg("/video/style_a", "plaid"),  # the newest is not a choice
+             msg("/video/blend", "loud"), msg("/video/blend", 0.1), msg("/video/blend", 0.25),
+             msg("/video/strength", 0.5), b"/video/strength\0,f\0\0\0\0"]  # the newest is truncated
     try:
         with held(srv), udp_socket() as s:
-            for packet in (msg("/video/style_a", "neon"), msg("/video/style_a", "plaid"),  # not a choice
-                           msg("/video/blend", 0.25), b"/video/blend\0\0\0\0,f\0\0\0\0"):  # truncated
+            for packet in burst:
                 s.sendto(packet, ("127.0.0.1", srv.port))
-        assert wait_until(lambda: srv.counts["packets"] == 5)
-        assert wait_until(lambda: srv.counts["applied"] == 3)
-        assert srv.tree.get("/video/style_a") == "neon" and srv.tree.get("/video/blend") == pytest.approx(0.25)
-        assert (srv.counts["bad_value"], srv.counts["malformed"], srv.counts["superseded"]) == (1, 1, 0)
+        assert wait_until(lambda: srv.counts["packets"] == 1 + len(burst))
+        assert wait_until(lambda: srv.counts["applied"] + srv.counts["superseded"] + srv.counts["rejected"]
+                          == 1 + len(burst))
+        assert srv.tree.get("/video/style_a") == "neon" and srv.tree.get("/video/strength") == pytest.approx(0.5)
+        assert srv.tree.get("/video/blend") == pytest.approx(0.25)
+        counts = srv.stats()
+        assert (counts["applied"], counts["superseded"], counts["bad_value"], counts["malformed"]) == (4, 1, 2, 1)
     finally:
         srv.close()
 

@@ -101,6 +101,13 @@ def _arrival(ancdata: list[tuple[int, int, bytes]], offset: float, read: float) 
     return read
 
 
+def _address_of(data: bytes) -> str | None:
+    """A message's address, read without parsing the rest (None for a bundle): enough to see which datagrams of a
+    batch write the same parameter."""
+    end = data.find(b"\0") if data.startswith(b"/") else -1
+    return data[:end].decode("utf-8", "replace") if end > 0 else None
+
+
 class OscSection(BaseModel):
     """The show's [osc] table."""
 
@@ -391,41 +398,62 @@ class OscServer:
             self._run(packet, _Sender(host, port, transport, reply or (lambda _: None)), at)
 
     def _handle_batch(self, batch: Sequence[tuple[bytes, tuple, float]], reply_to: Callable[[tuple], Reply]) -> None:
-        """Datagrams (data, (host, port), arrival) read together, in arrival order, each screened as by handle().
-        A plain write (one message, one parameter by its exact address) is skipped and counted `superseded` when a
-        later valid one to the same address is in the batch; everything else is handled as by handle(), in order.
-        The later write must itself pass its checks first, so a refused newest value never loses the one before."""
-        planned: list[tuple[Message | Bundle | _Group, _Sender, float, str | None]] = []
-        newest: dict[str, int] = {}  # address -> index in `planned` of its last plain write
+        """Datagrams (data, (host, port), arrival) read together, handled in arrival order as by handle(), except
+        that a plain write (one message setting one parameter by its exact address) is skipped, and counted
+        `superseded`, when a later datagram of the batch writes the same address and passes its checks. Those
+        newest writes are checked first, so a refused one supersedes nothing, and an event waits only for what
+        came before it."""
         senders: dict[tuple, _Sender] = {}
-        for data, address, at in batch:
+
+        def sender_of(address: tuple) -> _Sender:
+            sender = senders.get(address)
+            if sender is None:
+                sender = senders[address] = _Sender(address[0], address[1], "udp", reply_to(address))
+            return sender
+
+        def checked(index: int) -> _Group | None:
+            data, address, _ = batch[index]
             try:
                 packet = self._screen(data, address[0])
                 if packet is None:
+                    return None
+                group = _Group()
+                self._plan_message(packet, group, sender_of(address))
+                return group
+            except _Reject as rejection:
+                self._problem(rejection.kind, rejection.text)
+            except Exception as err:
+                self._internal_error(err)
+            return None
+
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for index, (data, _, _) in enumerate(batch):
+            address = _address_of(data)
+            if address is not None and self._plain_write(address):
+                first.setdefault(address, index)
+                last[address] = index
+        newest = {index: checked(index) for address, index in last.items() if first[address] != index}
+        wins = {address for address, index in last.items() if newest.get(index) is not None}
+        superseded = 0
+        for index, (data, address, at) in enumerate(batch):
+            try:
+                if index in newest:
+                    group = newest[index]
+                    if group is not None:
+                        self._apply(group, sender_of(address))
                     continue
-                sender = senders.get(address)
-                if sender is None:
-                    sender = senders[address] = _Sender(address[0], address[1], "udp", reply_to(address))
-                key = packet.address if isinstance(packet, Message) and self._plain_write(packet.address) else None
-                if key is not None:
-                    group = _Group()
-                    self._plan_message(packet, group, sender)  # checked now: only a valid write supersedes
-                    newest[key], packet = len(planned), group
-                planned.append((packet, sender, at, key))
+                packet = self._screen(data, address[0])
+                if packet is None:
+                    continue
+                if isinstance(packet, Message) and packet.address in wins and index < last[packet.address]:
+                    self._plan_message(packet, _Group(), sender_of(address))  # its refusal is counted as ever
+                    superseded += 1
+                else:
+                    self._run(packet, sender_of(address), at)
             except _Reject as rejection:
                 self._problem(rejection.kind, rejection.text)
             except Exception as err:  # never let one packet end the listener
-                self._internal_error(err)
-        superseded = 0
-        for index, (item, sender, at, key) in enumerate(planned):
-            try:
-                if key is None:
-                    self._run(item, sender, at)
-                elif newest[key] == index:
-                    self._apply(item, sender)
-                else:
-                    superseded += 1
-            except Exception as err:
                 self._internal_error(err)
         if superseded:
             self._count("superseded", superseded)
