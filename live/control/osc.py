@@ -730,6 +730,7 @@ class OscServer:
                     sock.sendto(encode_message(path, values), address)
             return reply
 
+        offset: float | None = None
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_READ)
             while not self._stop.is_set():
@@ -749,10 +750,16 @@ class OscServer:
                             return
                         break  # e.g. an ICMP error surfacing on some platforms: not a reason to stop listening
                     received.append((data, ancdata, address))
-                read = time.perf_counter()
-                offset = time.time() - read  # kernel stamps are wall-clock time; events are perf_counter() time
-                self._handle_batch([(data, address, _arrival(ancdata, offset, read))
-                                    for data, ancdata, address in received], make_reply)
+                # kernel stamps are wall-clock time, events perf_counter() time: their difference, kept only
+                # from reads back to back (another thread run between them would skew every stamp of the batch)
+                before, wall, read = time.perf_counter(), time.time(), time.perf_counter()
+                if offset is None or read - before < 1e-4:
+                    offset = wall - read
+                try:
+                    self._handle_batch([(data, address, _arrival(ancdata, offset, read))
+                                        for data, ancdata, address in received], make_reply)
+                except Exception as err:  # each packet's own failure is caught inside: this is the batch's
+                    self._internal_error(err)
 
     def _schedule_loop(self) -> None:
         """Applies scheduled bundles at their time; waits on a condition, so a new earlier bundle wakes it."""
