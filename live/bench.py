@@ -634,7 +634,8 @@ def send_paced(server, packets, window: int = FUZZ_WINDOW) -> int:
 
 def osc_fuzz(packets: int, seed: int = 0) -> dict:
     """`packets` fuzzed datagrams at a running server (after a tenth as warm-up, not counted in the memory
-    growth); every invalid one must be rejected once, every valid one applied, the server must survive."""
+    growth); every invalid one must be rejected once, every valid one applied or superseded by a newer value, the
+    server must survive."""
     server = OscServer(fuzz_tree(), "127.0.0.1", 0, rate_limit=None)
     server.open()
     fuzzer = OscFuzzer(seed)
@@ -659,7 +660,7 @@ def osc_fuzz(packets: int, seed: int = 0) -> dict:
     stats = server.stats()
     return {"packets": packets, "received": stats["packets"], "invalid_sent": tally["invalid"],
             "rejected": stats["rejected"], "valid_messages": tally["valid_messages"], "applied": stats["applied"],
-            "crashes": stats["errors"] + (0 if alive else 1), "rss_growth_mb": round(rss_growth, 2),
+            "superseded": stats["superseded"], "crashes": stats["errors"] + (0 if alive else 1), "rss_growth_mb": round(rss_growth, 2),
             "packets_per_s": round((packets - warm) / elapsed, 0)}
 
 
@@ -693,13 +694,15 @@ def control_bench(seconds: float, fuzz_packets: int = FUZZ_PACKETS, print_: Call
         "osc_rates": {"target": rate, "sent": round(sent / took, 1), "received": round(stats["packets"] / took, 1),
                       "applied": round(stats["applied"] / took, 1)},
         "osc_sent": sent, "osc_received": stats["packets"], "osc_applied": stats["applied"],
+        "osc_superseded": stats["superseded"],
         "osc_lost": sent - stats["packets"], "osc_rejected": stats["rejected"],
         "osc_to_param_ms": latency, "osc_to_frame_ms": None,
     }
     print_(f"\ncontrol: OSC over UDP loopback, a separate process sending {rate:g} msgs/s for {took:.1f} s")
     rates = result["osc_rates"]
     print_(f"  sent {rates['sent']:.0f}/s, received {rates['received']:.0f}/s, applied {rates['applied']:.0f}/s; "
-           f"{result['osc_lost']} lost in the kernel, {stats['rejected']} rejected")
+           f"{stats['superseded']} superseded by a newer value, {result['osc_lost']} lost in the kernel, "
+           f"{stats['rejected']} rejected")
     if latencies:
         print_(f"  send -> value in the tree's snapshot: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, "
                f"p99 {latency['p99']:.3f} ms, max {latency['max']:.2f} ms")
@@ -709,6 +712,7 @@ def control_bench(seconds: float, fuzz_packets: int = FUZZ_PACKETS, print_: Call
     fuzz = osc_fuzz(fuzz_packets)
     result["fuzz"] = fuzz
     print_(f"  fuzz: {fuzz['packets']} datagrams ({fuzz['invalid_sent']} invalid, {fuzz['valid_messages']} valid "
-           f"messages): {fuzz['rejected']} rejected, {fuzz['applied']} applied, {fuzz['crashes']} crashes, "
+           f"messages): {fuzz['rejected']} rejected, {fuzz['applied']} applied, {fuzz['superseded']} superseded, "
+           f"{fuzz['crashes']} crashes, "
            f"RSS {fuzz['rss_growth_mb']:+.1f} MB, {fuzz['packets_per_s']:.0f} packets/s")
     return result

@@ -48,7 +48,8 @@ def test_fuzzed_datagrams_are_counted_exactly_and_change_nothing_else(server):
     stats = server.stats()
     assert stats["packets"] == sent  # none lost: the sender never runs ahead of the server's counter
     assert stats["rejected"] == tally["invalid"] > PACKETS // 2  # every bad packet counted, once
-    assert stats["applied"] == tally["valid"] > PACKETS // 10  # every good message applied
+    # every good message applied, or skipped for a newer value to its address that came with it
+    assert stats["applied"] + stats["superseded"] == tally["valid"] > PACKETS // 10
     assert stats["messages"] >= tally["valid"]
     for kind in ("malformed", "unknown", "bad_value", "far_future"):
         assert stats[kind] > 0, kind

@@ -7,6 +7,11 @@ buffer is bounded: pending bundles, TCP frames and outboxes, senders' rate bucke
 clients. A bundle is all or nothing: its parameter writes go through one `tree.update` (readers never see half of
 it), then its events and system messages run in order; if any message in it is unknown or carries a bad value,
 none of it is applied and the packet is counted once under that problem.
+
+UDP is read in batches (one wait, then what is already queued, at most UDP_BATCH): within a batch a plain write to
+a parameter that a later one to the same address overwrites is skipped (counted `superseded`), so under a storm the
+thread's time goes to the newest values and to the events between them, not to a backlog of stale ones. Each
+datagram carries its kernel arrival time, and its immediate events are for then (the synth places a note by it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import ipaddress
 import itertools
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -41,6 +48,14 @@ MAX_TCP_OUTBOX = 256 * 1024
 PATTERN_CACHE = 256
 RATE_BUCKETS = 1024
 ALLOW_CACHE = 1024
+#: Datagrams handled as one batch at most; the rest stay queued in the kernel for the next one.
+UDP_BATCH = 256
+#: Linux's kernel receive timestamp: SO_TIMESTAMPNS (and SCM_TIMESTAMPNS, its control message) are 35 in
+#: include/uapi/asm-generic/socket.h (x86, ARM, RISC-V); Python's socket module has no name for them. The message
+#: is a struct timespec (two C longs) of CLOCK_REALTIME: when the datagram reached the machine. Elsewhere None: the
+#: time the read returned stands in.
+SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
+_TIMESPEC = struct.Struct("@ll")
 
 #: A system address handler: (arguments, sender "host:port") -> replies [(address, args)] sent back to the sender.
 SystemHandler = Callable[[tuple, str], "list[tuple[str, list]] | None"]
@@ -63,6 +78,34 @@ def _parse_host_port(entry: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"feedback entry '{entry}' is not host:port (e.g. 192.168.1.20:9001)")
     return host, int(port)
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram's arrival; False where it cannot (the read time stands in)."""
+    if SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrival(ancdata: list[tuple[int, int, bytes]], offset: float, read: float) -> float:
+    """The perf_counter() time a datagram arrived: its kernel stamp (CLOCK_REALTIME) less `offset` (time.time() -
+    time.perf_counter()), never after `read`, the time the read returned, which stands in when there is no stamp."""
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            return min(seconds - offset + nanoseconds * 1e-9, read)
+    return read
+
+
+def _address_of(data: bytes) -> str | None:
+    """A message's address, read without parsing the rest (None for a bundle): enough to see which datagrams of a
+    batch write the same parameter."""
+    end = data.find(b"\0") if data.startswith(b"/") else -1
+    return data[:end].decode("utf-8", "replace") if end > 0 else None
 
 
 class OscSection(BaseModel):
@@ -154,8 +197,9 @@ class OscServer:
     """Receives OSC on UDP host:port (and optionally TCP), writes parameters / emits events in the tree, answers
     system messages under /live/ and sends changed values to feedback clients.
 
-    `counts` holds packets, messages, applied, errors (caught internal exceptions: a bug if ever non-zero), each
-    rejection kind in REJECTIONS and `rejected`, their total; `last_problem` says what the last rejection was."""
+    `counts` holds packets, messages, applied, superseded (UDP writes skipped for a newer one to the same address
+    in the same batch), errors (caught internal exceptions: a bug if ever non-zero), each rejection kind in
+    REJECTIONS and `rejected`, their total; `last_problem` says what the last rejection was."""
 
     def __init__(self, tree: ParamTree, host: str = "127.0.0.1", port: int = 9000, *,
                  tcp_port: int | None = None, tcp_framing: str = "slip", allow: Iterable[str] = (),
@@ -188,8 +232,8 @@ class OscServer:
             "/live/feedback/add": self._feedback_add,
             "/live/feedback/remove": self._feedback_remove,
         }
-        self.counts: dict[str, int] = {"packets": 0, "messages": 0, "applied": 0, "errors": 0,
-                                       **{kind: 0 for kind in REJECTIONS}, "rejected": 0}
+        self.counts: dict[str, int] = {"packets": 0, "messages": 0, "applied": 0, "superseded": 0,
+                                       "errors": 0, **{kind: 0 for kind in REJECTIONS}, "rejected": 0}
         self.last_problem = ""
         self.tcp_ports: dict[str, int] = {}  # framing -> bound port
         self._count_lock = threading.Lock()
@@ -205,6 +249,7 @@ class OscServer:
         self._feedback_lock = threading.Lock()
         self._feedback_fresh = threading.Event()
         self._udp: socket.socket | None = None
+        self._stamped = False  # whether the kernel stamps each datagram's arrival (SO_TIMESTAMPNS)
         self._listeners: list[tuple[socket.socket, str]] = []
         self._conns: dict[socket.socket, _TcpConn] = {}
         self._wake_r: socket.socket | None = None
@@ -235,7 +280,8 @@ class OscServer:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # absorb bursts (kernel may cap it)
             except OSError:
                 pass
-            udp.settimeout(0.2)
+            udp.setblocking(False)  # the receiver waits in a selector; senders never wait on a full buffer
+            self._stamped = _enable_timestamps(udp)
             self.port = udp.getsockname()[1]
             if self.tcp_port is not None:
                 framings = ("length", "slip") if self.tcp_framing == "both" else (self.tcp_framing,)
@@ -330,6 +376,10 @@ class OscServer:
         with self._count_lock:
             self.counts[key] += n
 
+    def _internal_error(self, err: Exception, where: str = "") -> None:
+        self._count("errors")
+        self.last_problem = f"{time.strftime('%H:%M:%S')} internal error{where}: {err!r}"
+
     def _problem(self, kind: str, text: str) -> None:
         with self._count_lock:
             self.counts[kind] += 1
@@ -339,34 +389,111 @@ class OscServer:
     # ------------------------------------------------------------------------------------------ packet entry
 
     def handle(self, data: bytes, host: str = "127.0.0.1", port: int = 0, reply: Reply | None = None,
-               transport: str = "udp") -> None:
+               transport: str = "udp", at: float | None = None) -> None:
         """One packet from host:port: checks, parse, then apply now or schedule; problems are counted, never
-        raised. `reply` sends (address, args) messages back to the sender (default: nowhere)."""
+        raised. `reply` sends (address, args) messages back to the sender (default: nowhere). `at` is the
+        perf_counter() time the packet arrived: its immediate events are for then (default: when handled)."""
+        packet = self._screen(data, host)
+        if packet is not None:
+            self._run(packet, _Sender(host, port, transport, reply or (lambda _: None)), at)
+
+    def _handle_batch(self, batch: Sequence[tuple[bytes, tuple, float]], reply_to: Callable[[tuple], Reply]) -> None:
+        """Datagrams (data, (host, port), arrival) read together, handled in arrival order as by handle(), except
+        that a plain write (one message setting one parameter by its exact address) is skipped, and counted
+        `superseded`, when a later datagram of the batch writes the same address and passes its checks. Those
+        newest writes are checked first, so a refused one supersedes nothing, and an event waits only for what
+        came before it."""
+        senders: dict[tuple, _Sender] = {}
+
+        def sender_of(address: tuple) -> _Sender:
+            sender = senders.get(address)
+            if sender is None:
+                sender = senders[address] = _Sender(address[0], address[1], "udp", reply_to(address))
+            return sender
+
+        def checked(index: int) -> _Group | None:
+            data, address, _ = batch[index]
+            try:
+                packet = self._screen(data, address[0])
+                if packet is None:
+                    return None
+                group = _Group()
+                self._plan_message(packet, group, sender_of(address))
+                return group
+            except _Reject as rejection:
+                self._problem(rejection.kind, rejection.text)
+            except Exception as err:
+                self._internal_error(err)
+            return None
+
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for index, (data, _, _) in enumerate(batch):
+            address = _address_of(data)
+            if address is not None and self._plain_write(address):
+                first.setdefault(address, index)
+                last[address] = index
+        newest = {index: checked(index) for address, index in last.items() if first[address] != index}
+        wins = {address for address, index in last.items() if newest.get(index) is not None}
+        superseded = 0
+        for index, (data, address, at) in enumerate(batch):
+            try:
+                if index in newest:
+                    group = newest[index]
+                    if group is not None:
+                        self._apply(group, sender_of(address))
+                    continue
+                packet = self._screen(data, address[0])
+                if packet is None:
+                    continue
+                if isinstance(packet, Message) and packet.address in wins and index < last[packet.address]:
+                    self._plan_message(packet, _Group(), sender_of(address))  # its refusal is counted as ever
+                    superseded += 1
+                else:
+                    self._run(packet, sender_of(address), at)
+            except _Reject as rejection:
+                self._problem(rejection.kind, rejection.text)
+            except Exception as err:  # never let one packet end the listener
+                self._internal_error(err)
+        if superseded:
+            self._count("superseded", superseded)
+
+    def _plain_write(self, address: str) -> bool:
+        """Whether a message to `address` only sets one parameter, so a newer one to it makes it moot."""
+        tree = self.tree
+        return (address in tree.params and address not in tree.events and not address.startswith("/live/")
+                and not is_pattern(address))
+
+    def _screen(self, data: bytes, host: str) -> Message | Bundle | None:
+        """The checks every packet passes (allow list, size, rate, syntax), each failure counted: the parsed
+        packet, or None."""
         self._count("packets")
         if self.allow and not self._allowed(host):
             self._problem("not_allowed", f"packet from {host}, which is not in [osc] allow")
-            return
+            return None
         if len(data) > self.max_packet:
             self._problem("oversize", f"packet of {len(data)} bytes from {host} (limit {self.max_packet})")
-            return
+            return None
         if self.rate_limit and not self._take(host, 1, check_only=True):
             self._problem("rate_limited", f"{host} sends faster than {self.rate_limit:g} messages/s")
-            return
+            return None
         try:
             packet = parse_packet(data)
         except OscError as err:
             if self.rate_limit:
                 self._take(host, 1)
             self._problem("malformed", f"malformed packet ({len(data)} bytes) from {host}: {err}")
-            return
+            return None
         n = count_messages(packet)
         self._count("messages", n)
         if self.rate_limit and not self._take(host, n):
             self._problem("rate_limited", f"{host} sends faster than {self.rate_limit:g} messages/s")
-            return
-        sender = _Sender(host, port, transport, reply or (lambda _: None))
+            return None
+        return packet
+
+    def _run(self, packet: Message | Bundle, sender: _Sender, at: float | None) -> None:
         try:
-            self._dispatch(packet, sender)
+            self._dispatch(packet, sender, at)
         except _Reject as rejection:
             self._problem(rejection.kind, rejection.text)
 
@@ -409,11 +536,11 @@ class OscServer:
 
     # --------------------------------------------------------------------------------------- plan and apply
 
-    def _dispatch(self, packet: Message | Bundle, sender: _Sender) -> None:
-        """Validate the whole packet into groups by time, then apply the due one and schedule the others; _Reject
-        before anything is applied if any part is bad."""
+    def _dispatch(self, packet: Message | Bundle, sender: _Sender, at: float | None = None) -> None:
+        """Validate the whole packet into groups by time, then apply the due one (its events are for `at`, when
+        the packet arrived) and schedule the others; _Reject before anything is applied if any part is bad."""
         if isinstance(packet, Message):
-            group = _Group()
+            group = _Group(at=at)
             self._plan_message(packet, group, sender)
             self._apply(group, sender)
             return
@@ -445,6 +572,7 @@ class OscServer:
                 merged.writes.update(group.writes)
                 merged.actions.extend(group.actions)
                 merged.messages += group.messages
+            merged.at = at
             self._apply(merged, sender)
 
     def _plan_bundle(self, bundle: Bundle, outer: int, groups: dict[int, _Group], sender: _Sender) -> None:
@@ -590,8 +718,11 @@ class OscServer:
     # ------------------------------------------------------------------------------------------------ threads
 
     def _udp_loop(self) -> None:
+        """One wait of 0.2 s at most (so close() is prompt), then every datagram already queued, without waiting,
+        up to UDP_BATCH, handled as one batch with each one's arrival time."""
         sock = self._udp
         limit = self.max_packet + 1  # one byte more than allowed, so an oversize datagram shows as such
+        ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._stamped else 0
 
         def make_reply(address: tuple) -> Reply:
             def reply(messages: Sequence[tuple[str, Sequence[Any]]]) -> None:
@@ -599,20 +730,36 @@ class OscServer:
                     sock.sendto(encode_message(path, values), address)
             return reply
 
-        while not self._stop.is_set():
-            try:
-                data, address = sock.recvfrom(limit)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                if self._stop.is_set() or sock.fileno() < 0:
-                    return
-                continue  # e.g. an ICMP error surfacing on some platforms: not a reason to stop listening
-            try:
-                self.handle(data, address[0], address[1], make_reply(address), "udp")
-            except Exception as err:  # never let one packet end the listener
-                self._count("errors")
-                self.last_problem = f"{time.strftime('%H:%M:%S')} internal error: {err!r}"
+        offset: float | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                try:
+                    if not selector.select(0.2):
+                        continue
+                except OSError:
+                    return  # the socket is gone: closing
+                received: list[tuple[bytes, list, tuple]] = []
+                while len(received) < UDP_BATCH:
+                    try:
+                        data, ancdata, _, address = sock.recvmsg(limit, ancillary)
+                    except (BlockingIOError, InterruptedError):
+                        break  # nothing more queued
+                    except OSError:
+                        if self._stop.is_set() or sock.fileno() < 0:
+                            return
+                        break  # e.g. an ICMP error surfacing on some platforms: not a reason to stop listening
+                    received.append((data, ancdata, address))
+                # kernel stamps are wall-clock time, events perf_counter() time: their difference, kept only
+                # from reads back to back (another thread run between them would skew every stamp of the batch)
+                before, wall, read = time.perf_counter(), time.time(), time.perf_counter()
+                if offset is None or read - before < 1e-4:
+                    offset = wall - read
+                try:
+                    self._handle_batch([(data, address, _arrival(ancdata, offset, read))
+                                        for data, ancdata, address in received], make_reply)
+                except Exception as err:  # each packet's own failure is caught inside: this is the batch's
+                    self._internal_error(err)
 
     def _schedule_loop(self) -> None:
         """Applies scheduled bundles at their time; waits on a condition, so a new earlier bundle wakes it."""
@@ -629,8 +776,7 @@ class OscServer:
             try:
                 self._apply(group, sender)
             except Exception as err:
-                self._count("errors")
-                self.last_problem = f"{time.strftime('%H:%M:%S')} internal error: {err!r}"
+                self._internal_error(err)
 
     def _feedback_loop(self) -> None:
         """At most feedback_hz rounds a second; each sends every client the parameters that changed since it was
@@ -647,8 +793,7 @@ class OscServer:
                 try:
                     self._send_feedback()
                 except Exception as err:
-                    self._count("errors")
-                    self.last_problem = f"{time.strftime('%H:%M:%S')} internal error in feedback: {err!r}"
+                    self._internal_error(err, " in feedback")
             self._stop.wait(max(period - (time.monotonic() - started), 0.001))
 
     def _send_feedback(self) -> None:
@@ -660,14 +805,13 @@ class OscServer:
             for address, value in snapshot.items():
                 if address in client.last and client.last[address] == value:
                     continue
+                if written_by.get(address) not in client.sources:  # its own move is never echoed (no loop)
+                    out = int(value) if isinstance(value, bool) else value
+                    try:
+                        sock.sendto(encode_message(address, [out]), client.address)
+                    except OSError:
+                        break  # unreachable now, or the send buffer is full: it gets the changes on a later round
                 client.last[address] = value
-                if written_by.get(address) in client.sources:
-                    continue  # its own move: never echoed (no feedback loop)
-                out = int(value) if isinstance(value, bool) else value
-                try:
-                    sock.sendto(encode_message(address, [out]), client.address)
-                except OSError:
-                    break  # unreachable now; it gets the changes on a later round
 
     # ---------------------------------------------------------------------------------------------------- TCP
 
@@ -715,8 +859,7 @@ class OscServer:
                             if mask & selectors.EVENT_WRITE and extra.sock.fileno() >= 0:
                                 self._tcp_flush(extra, selector)
                     except Exception as err:
-                        self._count("errors")
-                        self.last_problem = f"{time.strftime('%H:%M:%S')} internal error in TCP: {err!r}"
+                        self._internal_error(err, " in TCP")
                         if kind == "conn":
                             self._tcp_drop(extra, selector)
                 for conn in list(self._conns.values()):  # replies queued by other threads

@@ -148,7 +148,8 @@ class ControlSurface:
         lines = []
         if self.osc:
             counts = self.osc.stats()
-            lines.append(f"OSC {counts.get('applied', 0)} applied, {counts.get('rejected', 0)} rejected")
+            superseded = f", {counts['superseded']} superseded" if counts.get("superseded") else ""
+            lines.append(f"OSC {counts.get('applied', 0)} applied{superseded}, {counts.get('rejected', 0)} rejected")
             if counts.get("last_problem"):
                 lines.append(f"  {str(counts['last_problem'])[:70]}")
         if self.midi:
