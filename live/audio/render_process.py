@@ -491,9 +491,11 @@ class _Renderer:
             self.counts[XRUNS] = retired + (action.stats.output_underflows if action else 0)
             queued, lead = ring.read_available, self.lead.frames
             if queued + self.block <= lead:
-                # The callback takes a period at a time, so now + queued is late by up to a period: the blocks'
-                # own timeline is kept, within that window (a starved ring or clock drift moves it).
-                estimate = now + queued / self.rate
+                # The callback takes a period at a time, so the block plays up to a period after now + queued: the
+                # blocks' own timeline is kept, within that window (a starved ring or clock drift moves it). A note
+                # therefore sounds its delay (lead + margin) plus up to a period after its time: the same amount
+                # for every note while the timeline holds.
+                estimate = time.perf_counter() + queued / self.rate  # read together: a stall in between skews it
                 at = estimate if self.next_at is None else min(max(self.next_at, estimate - period), estimate)
                 self.next_at = at + period
                 if action is not None:
