@@ -4,6 +4,7 @@ as the controller and another as the device that shows feedback. Nothing is mock
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, m
 from fixtures_audio import JACK_START_TIMEOUT_S
 from fixtures_live import wait_until
 from live.control.midi import MidiControl, MidiMap, MidiSection
+from live.control.midi_in import OFFSET_CREEP, ArrivalClock
 from live.control.midi_map import bend_to_normal, encode_ticks, normal_to_bend, relative_ticks
 from live.control.tempo import Clock
 from live.errors import LiveError
@@ -59,6 +61,10 @@ def deliver(ctl: MidiControl, controller: Controller, *messages: list[int]) -> N
 
 def cc(channel: int, number: int, value: int) -> list[int]:
     return [0xB0 | (channel - 1), number, value]
+
+
+PERIOD_S = 128 / 48000  # the test JACK server's period: MIDI moves between clients once per cycle
+HOLD_S = 0.1  # how long a test keeps the midi-in thread from draining
 
 
 def test_cc_pitch_bend_notes_and_clock_reach_the_tree(make, controller: Controller) -> None:
@@ -479,3 +485,98 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
     ours = re.compile(rf"client = {re.escape(client)}(-\d+)? was not finished, state = Running")
     late = [line for line in log.read_text().splitlines() if ours.search(line)]
     assert late == [], f"{len(late)} late cycles of our own: {late[:3]}"
+
+
+def held_notes(make, controller: Controller, play) -> tuple[list[tuple[int, float]], float, MidiControl]:
+    """Pin the port's arrival clock with messages drained at once, then keep the midi-in thread from draining
+    for HOLD_S (it waits for the port lock as it would for the GIL) while `play()` sends; returns each note with
+    its time as a timed listener gets it, when the hold ended, and the control."""
+    tree = make_tree()
+    notes = tree.listen("/synth/", timed=True)
+    ctl = make(tree, MidiSection(inputs=[controller.client]))
+    ctl.open()
+    controller.settle(0.2)  # the connection open() made takes effect at JACK's next graph change
+    for value in range(3):
+        deliver(ctl, controller, cc(1, 20, value))
+    before = ctl.counts["in"]
+    with ctl._ports_lock:
+        start = time.perf_counter()
+        play()
+        time.sleep(max(0.0, start + HOLD_S - time.perf_counter()))
+        released = time.perf_counter()
+    assert wait_until(lambda: ctl.counts["in"] > before)
+    controller.settle()
+    return [(args[0], at) for _, args, at in notes], released, ctl
+
+
+def test_a_note_that_waits_to_be_drained_keeps_the_time_it_arrived(make, controller: Controller) -> None:
+    sent: list[float] = []
+
+    def play() -> None:
+        sent.append(time.perf_counter())
+        controller.send(0x90, 60, 100)
+
+    notes, released, ctl = held_notes(make, controller, play)
+    [(note, at)] = notes
+    # it arrived at the next JACK cycle after it was sent, ~HOLD_S before it was drained
+    assert note == 60 and sent[0] - 0.001 <= at <= released - HOLD_S / 2, (at - sent[0], released - at)
+    assert ctl.counts["errors"] == 0
+
+
+def test_notes_drained_together_keep_their_spacing(make, controller: Controller) -> None:
+    """Active sensing and SysEx between them count too: rtmidi loses an ignored message's delta time under JACK."""
+    sent: list[float] = []
+
+    def play() -> None:
+        controller.send(0x90, 61, 100)
+        sent.append(time.perf_counter())
+        time.sleep(0.008)
+        controller.send(0xFE)
+        controller.send(0xF0, 0x7D, 0x01, 0x02, 0xF7)
+        time.sleep(max(0.0, sent[0] + 0.02 - time.perf_counter()))
+        controller.send(0x90, 62, 100)
+        sent.append(time.perf_counter())
+
+    notes, released, ctl = held_notes(make, controller, play)
+    assert [note for note, _ in notes] == [61, 62]
+    spacing = notes[1][1] - notes[0][1]
+    assert abs(spacing - (sent[1] - sent[0])) <= PERIOD_S + 0.002, (spacing, sent[1] - sent[0])
+    assert notes[1][1] <= released - HOLD_S / 2
+    assert ctl.counts["in"] == 5 and ctl.counts["errors"] == 0  # the SysEx and active sensing are dropped
+
+
+def replay(drift: float, stamps: list[float], lost: dict[int, float], empties: bool) -> list[tuple[float, float]]:
+    """Feed an ArrivalClock a port whose clock runs `drift` slower than perf_counter() (the offset grows by
+    `drift` per second; negative: faster), messages mostly drained within 1.5 ms, every 10th 0.1 s late (a stall),
+    `lost` deltas gone (index: seconds) as when rtmidi drops a message; `empties`: the drain found the queue empty
+    within 1 ms before each arrival. Returns (error of the time given, drained - time given) per message."""
+    rng = random.Random(11)
+    clock, out, previous = ArrivalClock(), [], 0.0
+    for k, stamp in enumerate(stamps):
+        arrived = 1000.0 + stamp * (1 + drift)  # perf_counter() time, 1000 s after the port's first message
+        drained = arrived + (HOLD_S if k % 10 == 9 else rng.uniform(0.0, 0.0015))
+        if empties:
+            clock.emptied(arrived - rng.uniform(0.0, 0.001))
+        at = clock.arrived(stamp - previous - lost.get(k, 0.0), drained)
+        previous = stamp
+        out.append((at - arrived, drained - at))
+    return out
+
+
+def test_arrival_clock_follows_a_drifting_port_clock() -> None:
+    rng = random.Random(3)
+    stamps = [0.0]
+    while stamps[-1] < 1200:  # 20 minutes of a performer playing every 0.05-0.45 s
+        stamps.append(stamps[-1] + rng.uniform(0.05, 0.45))
+    first = replay(0.0, stamps, {}, True)[0]
+    assert first == (pytest.approx(0.0, abs=0.0016), 0.0)  # the first message is timed when drained
+    for drift in (OFFSET_CREEP / 2, 0.0, -5e-4):  # slower (within the creep), the same, faster (NTP's slew limit)
+        errors = replay(drift, stamps, {}, False)[1:]
+        worst = max(abs(e) for e, _ in errors)
+        assert worst < 0.0016 + OFFSET_CREEP * 0.45, (drift, worst)  # stalled messages too: not 0.1 s late
+        assert min(late for _, late in errors) > -1e-9  # never after it was drained (but for rounding)
+    # the sum lost 0.3 s (a full queue dropped a message) and the port clock drifts faster than the creep: the
+    # empty-queue bound keeps every time within the drain's ~1 ms of the truth
+    errors = replay(3 * OFFSET_CREEP, stamps, {len(stamps) // 2: 0.3}, True)[1:]
+    assert max(abs(e) for e, _ in errors) < 0.0016 + OFFSET_CREEP * 0.45
+    assert max(abs(e) for e, _ in replay(3 * OFFSET_CREEP, stamps, {}, False)[1:]) > 0.05  # without it: lost
