@@ -4,6 +4,7 @@ as the controller and another as the device that shows feedback. Nothing is mock
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, m
 from fixtures_audio import JACK_START_TIMEOUT_S
 from fixtures_live import wait_until
 from live.control.midi import MidiControl, MidiMap, MidiSection
+from live.control.midi_in import OFFSET_CREEP, ArrivalClock
 from live.control.midi_map import bend_to_normal, encode_ticks, normal_to_bend, relative_ticks
 from live.control.tempo import Clock
 from live.errors import LiveError
@@ -59,6 +61,10 @@ def deliver(ctl: MidiControl, controller: Controller, *messages: list[int]) -> N
 
 def cc(channel: int, number: int, value: int) -> list[int]:
     return [0xB0 | (channel - 1), number, value]
+
+
+PERIOD_S = 128 / 48000  # the test JACK server's period: MIDI moves between clients once per cycle
+HOLD_S = 0.1  # how long a test keeps the midi-in thread from draining
 
 
 def test_cc_pitch_bend_notes_and_clock_reach_the_tree(make, controller: Controller) -> None:
@@ -396,18 +402,25 @@ def test_buttons_and_pads_fire_trigger_events_on_the_press_only(make, controller
         MidiControl(tree, MidiSection(map=[MidiMap(param="/scene/go", kind="nrpn", number=5)]), api="jack")
 
 
-# A controller in another process (as hardware is): waits for a line on stdin, then plays 30 notes 10 ms apart and
-# says when it sent the last (perf_counter() is CLOCK_MONOTONIC on Linux: the same clock in every process).
+# A controller in another process (as hardware is): moves a knob for each line on stdin until one says "play" (the
+# first knob the show takes pins the port's arrival clock), then plays 30 notes 10 ms apart and says how many knobs
+# it sent and when it sent the first and the last note (perf_counter() is CLOCK_MONOTONIC on Linux: the same clock
+# in every process).
 KEYS = """
 import sys, time, rtmidi
 out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, sys.argv[1])
 out.open_virtual_port("keys")
 print("ready", flush=True)
-sys.stdin.readline()
+knobs = 0
+while sys.stdin.readline().strip() != "play":
+    out.send_message([0xB0, 20, 1])
+    knobs += 1
+time.sleep(0.05)
+first = time.perf_counter()
 for note in range(60, 90):
     out.send_message([0x90, note, 100])
     time.sleep(0.01)
-print("sent", time.perf_counter(), flush=True)
+print("sent", knobs, first, time.perf_counter(), flush=True)
 sys.stdin.readline()
 out.close_port()
 """
@@ -426,7 +439,8 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
     """This process holds the GIL for 0.5 s while a controller plays 30 notes. No Python runs in JACK's process
     thread, so jackd never finds our client's own code unfinished at a cycle's end ('was not finished, state =
     Running'; a Python callback there waited for the GIL through every cycle of the stall), and rtmidi's queue
-    keeps every note for the midi-in thread: all arrive, in order, as soon as the stall ends."""
+    keeps every note for the midi-in thread: all arrive, in order, as soon as the stall ends, each with the time it
+    was played."""
     server, client, keys_name = unique("stall"), unique("lv"), unique("keys")
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server)  # our own server, to read its log alone
     log = tmp_path / "jackd.log"
@@ -437,7 +451,8 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
     try:
         assert wait_until(lambda: "system:playback_1" in subprocess.run(
             ["jack_lsp"], capture_output=True, text=True).stdout, timeout=JACK_START_TIMEOUT_S), log.read_text()
-        keys = subprocess.Popen([sys.executable, "-c", KEYS, keys_name], stdin=subprocess.PIPE,
+        # bounded: on a busy machine its JACK client was once seen never to open, and said() would wait forever
+        keys = subprocess.Popen(["timeout", "30", sys.executable, "-c", KEYS, keys_name], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         assert said(keys, "ready") is not None
         tree = make_tree()
@@ -447,8 +462,12 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
         try:
             ctl.open()
             assert ctl.stats()["inputs"] == [f"{keys_name}:keys"]
-            time.sleep(0.2)  # the connection takes effect at JACK's next graph change
-            keys.stdin.write("go\n")
+            for _ in range(20):  # the connection takes effect at JACK's next graph change: a knob says it has
+                keys.stdin.write("knob\n")
+                keys.stdin.flush()
+                if wait_until(lambda: ctl.counts["in"] >= 1, timeout=0.25):
+                    break
+            keys.stdin.write("play\n")  # the notes start 50 ms from now
             keys.stdin.flush()
             switch = sys.getswitchinterval()
             sys.setswitchinterval(1.0)  # no other thread of ours gets the GIL before we let go of it
@@ -459,13 +478,16 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
             finally:
                 sys.setswitchinterval(switch)
             sent = said(keys, "sent")
-            assert sent is not None and float(sent[0]) < stall_end  # all 30 came while the GIL was held
+            assert sent is not None and float(sent[2]) < stall_end  # all 30 came while the GIL was held
             assert wait_until(lambda: len(notes) >= 30), list(notes)
             got = list(notes)
             assert [args for _, args, _ in got] == [(n, pytest.approx(100 / 127)) for n in range(60, 90)]
-            times = [at for _, _, at in got]
-            assert times == sorted(times) and times[0] >= stall_end and times[-1] - stall_end < 0.25, times
-            assert ctl.counts["in"] == 30 and ctl.counts["errors"] == 0
+            times = [at for _, _, at in got]  # drained after stall_end, timed when played
+            first, last = float(sent[1]), float(sent[2])
+            assert first - 0.001 <= times[0] and times[-1] < min(last + 0.05, stall_end), (
+                [t - first for t in times], last - first, stall_end - first)
+            assert all(b - a > 0.01 - PERIOD_S - 0.002 for a, b in zip(times, times[1:])), times  # 10 ms apart
+            assert ctl.counts["in"] == int(sent[0]) + 30 and ctl.counts["errors"] == 0
         finally:
             ctl.close()
         assert set(threading.enumerate()) - threads == set()  # the midi and midi-in threads are gone
@@ -479,3 +501,100 @@ def test_a_python_stall_neither_makes_our_jack_client_late_nor_loses_notes(tmp_p
     ours = re.compile(rf"client = {re.escape(client)}(-\d+)? was not finished, state = Running")
     late = [line for line in log.read_text().splitlines() if ours.search(line)]
     assert late == [], f"{len(late)} late cycles of our own: {late[:3]}"
+
+
+def held_notes(make, controller: Controller, play) -> tuple[list[tuple[int, float]], float, MidiControl]:
+    """Pin the port's arrival clock with messages drained at once, then keep the midi-in thread from draining
+    for HOLD_S (it waits for the port lock as it would for the GIL) while `play()` sends; returns each note with
+    its time as a timed listener gets it, when the hold ended, and the control."""
+    tree = make_tree()
+    notes = tree.listen("/synth/", timed=True)
+    ctl = make(tree, MidiSection(inputs=[controller.client]))
+    ctl.open()
+    controller.settle(0.2)  # the connection open() made takes effect at JACK's next graph change
+    for value in range(3):
+        deliver(ctl, controller, cc(1, 20, value))
+    before = ctl.counts["in"]
+    with ctl._ports_lock:
+        start = time.perf_counter()
+        play()
+        time.sleep(max(0.0, start + HOLD_S - time.perf_counter()))
+        released = time.perf_counter()
+    assert wait_until(lambda: ctl.counts["in"] > before)
+    controller.settle()
+    return [(args[0], at) for _, args, at in notes], released, ctl
+
+
+def test_a_note_that_waits_to_be_drained_keeps_the_time_it_arrived(make, controller: Controller) -> None:
+    sent: list[float] = []
+
+    def play() -> None:
+        sent.append(time.perf_counter())
+        controller.send(0x90, 60, 100)
+
+    notes, released, ctl = held_notes(make, controller, play)
+    [(note, at)] = notes
+    # it arrived at the next JACK cycle after it was sent, ~HOLD_S before it was drained
+    assert note == 60 and sent[0] - 0.001 <= at <= released - HOLD_S / 2, (at - sent[0], released - at)
+    assert ctl.counts["errors"] == 0
+
+
+def test_notes_drained_together_keep_their_spacing(make, controller: Controller) -> None:
+    """Active sensing and SysEx between them count too: rtmidi loses an ignored message's delta time under JACK."""
+    sent: list[float] = []
+
+    def play() -> None:
+        controller.send(0x90, 61, 100)
+        sent.append(time.perf_counter())
+        time.sleep(0.008)
+        controller.send(0xFE)
+        controller.send(0xF0, 0x7D, 0x01, 0x02, 0xF7)
+        time.sleep(max(0.0, sent[0] + 0.02 - time.perf_counter()))
+        controller.send(0x90, 62, 100)
+        sent.append(time.perf_counter())
+
+    notes, released, ctl = held_notes(make, controller, play)
+    assert [note for note, _ in notes] == [61, 62]
+    spacing = notes[1][1] - notes[0][1]
+    assert abs(spacing - (sent[1] - sent[0])) <= PERIOD_S + 0.002, (spacing, sent[1] - sent[0])
+    assert notes[1][1] <= released - HOLD_S / 2
+    assert ctl.counts["in"] == 5 and ctl.counts["errors"] == 0  # the SysEx and active sensing are dropped
+
+
+def replay(drift: float, stamps: list[float], lost: dict[int, float], empties: bool) -> list[tuple[float, float]]:
+    """Feed an ArrivalClock a port whose clock runs `drift` slower than perf_counter() (the offset grows by
+    `drift` per second; negative: faster), messages mostly drained within 1.5 ms, every 10th 0.1 s late (a stall),
+    `lost` deltas gone (index: seconds) as when rtmidi drops a message; `empties`: the drain found the queue empty
+    within 1 ms before each arrival. Returns (error of the time given, drained - time given) per message."""
+    rng = random.Random(11)
+    clock, out, previous = ArrivalClock(), [], 0.0
+    for k, stamp in enumerate(stamps):
+        arrived = 1000.0 + stamp * (1 + drift)  # perf_counter() time, 1000 s after the port's first message
+        drained = arrived + (HOLD_S if k % 10 == 9 else rng.uniform(0.0, 0.0015))
+        if empties:
+            clock.emptied(arrived - rng.uniform(0.0, 0.001))
+        at = clock.arrived(stamp - previous - lost.get(k, 0.0), drained)
+        previous = stamp
+        out.append((at - arrived, drained - at))
+    return out
+
+
+def test_arrival_clock_follows_a_drifting_port_clock() -> None:
+    rng = random.Random(3)
+    stamps = [0.0]
+    while stamps[-1] < 1200:  # 20 minutes of a performer playing every 0.05-0.45 s
+        stamps.append(stamps[-1] + rng.uniform(0.05, 0.45))
+    first = replay(0.0, stamps, {}, True)[0]
+    assert first == (pytest.approx(0.0, abs=0.0016), 0.0)  # the first message is timed when drained
+    # a port clock 50 ppm slower than perf_counter() (an NTP frequency correction), the same, 500 ppm faster (the
+    # most NTP slews): followed with no help from the empty-queue bound
+    for drift in (5e-5, 0.0, -5e-4):
+        errors = replay(drift, stamps, {}, False)[1:]
+        worst = max(abs(e) for e, _ in errors)
+        assert worst < 0.0016 + OFFSET_CREEP * 0.45, (drift, worst)  # stalled messages too: not 0.1 s late
+        assert min(late for _, late in errors) > -1e-9  # never after it was drained (but for rounding)
+    # the sum lost 0.3 s (a full queue dropped a message) and the port clock is 300 ppm slower, more than the
+    # creep follows: the empty-queue bound keeps every time within the drain's ~1 ms of the truth
+    errors = replay(3e-4, stamps, {len(stamps) // 2: 0.3}, True)[1:]
+    assert max(abs(e) for e, _ in errors) < 0.0016 + OFFSET_CREEP * 0.45
+    assert max(abs(e) for e, _ in replay(3e-4, stamps, {}, False)[1:]) > 0.05  # without it: lost

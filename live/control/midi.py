@@ -39,7 +39,7 @@ API = {"default": rtmidi.API_UNSPECIFIED, "alsa": rtmidi.API_LINUX_ALSA, "jack":
        "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
 POLL_S = 0.25  # port scan: a controller pulled and plugged back faster than this would be missed
 VIRTUAL = " (virtual)"  # suffix of the virtual ports' names among the open ports
-DRAIN_S = 0.001  # the midi-in thread's sleep between passes: adds up to ~1 ms to a message's way in
+DRAIN_S = 0.001  # the midi-in thread's sleep between passes: a message waits up to ~1 ms to be handed on
 # rtmidi's per-input queue (it holds one less): ~1 s of a DIN MIDI cable's top rate (~1,000 messages/s), so a stall
 # of the Python side that long loses nothing. When it is full, rtmidi drops the newest message and says so only on
 # stderr ("MidiInJack: message queue limit reached!!"): it gives Python no count of drops.
@@ -185,7 +185,7 @@ class MidiControl:
         midi_in = rtmidi.MidiIn(API[self.api], self.client_name, queue_size_limit=QUEUE_LIMIT)
         port = self._virtual_in = InputPort(name + VIRTUAL, midi_in, f"midi:{name}")
         self._sources.add(port.source)
-        midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
+        midi_in.ignore_types(sysex=False, timing=False, active_sense=False)  # every delta time: midi_in.DROPPED
         midi_in.set_error_callback(self._on_error, port.name)
         midi_out = rtmidi.MidiOut(API[self.api], self.client_name)
         self._outputs[port.name] = _Output(port.name, midi_out)  # closed with the other outputs
@@ -202,20 +202,23 @@ class MidiControl:
     def _drain(self) -> None:
         """Hand every queued input message to the receiver, port by port in arrival order, then sleep DRAIN_S.
 
-        A message is timed when it is drained (Receiver.on_message reads perf_counter()), at most ~DRAIN_S after
-        it arrived while Python runs freely. rtmidi's delta times are not used to do better: they give the spacing
-        between messages but no absolute time to hang it on, and a stalled drain cannot tell how long its oldest
-        message waited. Polling costs ~1-2 % of one core with nothing coming in (measured beside a JACK server, three
-        inputs); rtmidi offers nothing to block on."""
+        Each message is handed on with the time it was drained, and the port's ArrivalClock (midi_in.py) turns
+        that and rtmidi's delta time into the time it arrived: a note that sat in the queue while this thread slept
+        or waited for the GIL (video, an OSC burst) is still placed when it was played, so the synth's constant
+        delay stays constant (a note timed when drained sounded up to the wait late). Each pass also tells the clock
+        when it found a port's queue empty: whatever is drained later arrived after that. Polling costs ~1-2 % of one
+        core with nothing coming in (measured beside a JACK server, three inputs); rtmidi offers nothing to block on."""
         while not self._stop.is_set():
             try:
                 with self._ports_lock:
                     for port in self._open_inputs():
+                        checked = time.perf_counter()
                         for _ in range(QUEUE_LIMIT):  # bounded: one chatty port cannot hold the others back
                             event = port.midi_in.get_message()
                             if event is None:
+                                port.arrival.emptied(checked)
                                 break
-                            self.receiver.on_message(event, port)
+                            self.receiver.on_message(event, port, time.perf_counter())
             except Exception as err:  # as in the midi thread: counted and told, the show goes on
                 self._problem(f"MIDI in: {type(err).__name__}: {err}")
             time.sleep(DRAIN_S)
@@ -295,7 +298,7 @@ class MidiControl:
         midi_in = rtmidi.MidiIn(API[self.api], self.client_name, queue_size_limit=QUEUE_LIMIT)
         port = InputPort(name, midi_in, f"midi:{name}")
         try:
-            midi_in.ignore_types(sysex=True, timing=False, active_sense=True)  # clock on: MIDI clock in
+            midi_in.ignore_types(sysex=False, timing=False, active_sense=False)  # every delta time: midi_in.DROPPED
             midi_in.set_error_callback(self._on_error, name)
             midi_in.open_port(midi_in.get_ports().index(name), _local_name("in", name))
         except BaseException:

@@ -9,7 +9,6 @@ every port, so that state needs no lock either.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +18,12 @@ from live.params import ParamTree
 
 #: Soft-takeover tolerance in controller travel: within one step of the value counts as "there".
 TOL_7BIT, TOL_14BIT = 1 / 127, 1 / 1024
+#: How fast ArrivalClock lets its offset grow with no message to pin it (s per s of perf_counter() time): a port's
+#: clock and perf_counter() may drift apart (NTP slews the latter); faster drifts are caught by the empty-queue bound.
+OFFSET_CREEP = 1e-4
+#: Messages the receiver drops unseen: SysEx and active sensing. rtmidi delivers them all the same, because with
+#: JACK it loses the delta time of a message it ignores (measured: 0.4 s of 0.6 s went missing between two notes).
+DROPPED = (0xF0, 0xFE)
 
 
 class TempoClock(Protocol):
@@ -43,11 +48,51 @@ class Counts:
             self.values[key] += 1
 
 
+class ArrivalClock:
+    """When each message of one input port arrived, in perf_counter() time, though it may be drained much later.
+
+    rtmidi stamps each message with the time since the port's previous one, read from the port's own clock in the
+    MIDI system's thread (JACK's jack_get_time() in its process callback, the ALSA sequencer's event time), which
+    Python's stalls do not delay. Their running sum is the port's clock; what is missing is its offset to
+    perf_counter(). A message is never drained before it arrived, so `drained - stamp` bounds the offset from above,
+    and the smallest bound seen is the estimate: one message drained promptly pins it, and every later message,
+    however long it waited behind the GIL or a busy drain, is timed `stamp + offset`, never later than drained. The
+    estimate may grow by OFFSET_CREEP per second, so a port clock slower than perf_counter() is followed (a faster
+    one lowers the bound by itself). From below, a message drained after the port's queue was found empty at time t
+    arrived after t: that catches a sum that lost time (rtmidi drops a message, and its delta, when its queue is
+    full). The first message is timed when drained. A fresh clock for every (re)opened port.
+    """
+
+    def __init__(self) -> None:
+        self.stamp = 0.0  # the port's clock: the sum of every delta so far
+        self.offset: float | None = None  # perf_counter() minus the port's clock
+        self._drained = 0.0  # when the previous message was drained
+        self._after = float("-inf")  # the port's queue was found empty after this: what comes next arrived later
+
+    def emptied(self, checked: float) -> None:
+        """The port's queue was found empty by a look that began at `checked` (perf_counter())."""
+        self._after = checked
+
+    def arrived(self, delta: float, drained: float) -> float:
+        """The perf_counter() time a message arrived, from its rtmidi delta time and when it was drained."""
+        self.stamp += delta
+        bound = drained - self.stamp
+        if self.offset is None:
+            offset = bound
+        else:
+            offset = min(self.offset + OFFSET_CREEP * (drained - self._drained), bound)
+        self.offset = max(offset, self._after - self.stamp)
+        self._drained = drained
+        return self.stamp + self.offset
+
+
 class InputPort:
-    """One open input port (device or virtual) and its parsing state, which only the midi-in thread touches."""
+    """One open input port (device or virtual), its arrival clock and its parsing state, which only the midi-in
+    thread touches."""
 
     def __init__(self, name: str, midi_in: Any, source: str) -> None:
         self.name, self.midi_in, self.source = name, midi_in, source
+        self.arrival = ArrivalClock()
         self.msb14: dict[tuple[int, int], int] = {}  # (channel, CC 0..31) -> last MSB of a 14-bit pair
         self.nrpn: dict[int, list] = {}  # channel -> [select MSB, select LSB, is RPN, data MSB]
         self.takeover: dict[MidiMap, list] = {}  # map -> [last control position, control owns the value]
@@ -61,35 +106,38 @@ class Receiver:
         self.tree, self.section, self.mapping, self.clock = tree, section, mapping, clock
         self.count, self._problem = counts.add, problem
 
-    def on_message(self, event: tuple[list[int], float], port: InputPort) -> None:
-        """One drained message: (message bytes, delta time), and the port it came in on."""
-        now = time.perf_counter()
+    def on_message(self, event: tuple[list[int], float], port: InputPort, drained: float) -> None:
+        """One message: (message bytes, rtmidi delta time), the port it came in on and the perf_counter() time it
+        was drained. Notes and clock ticks carry the time it arrived (the port's ArrivalClock)."""
         message = event[0]
+        at = port.arrival.arrived(event[1], drained)
+        if message[0] in DROPPED:
+            return
         try:
-            self._handle(port, message, now)
+            self._handle(port, message, at)
         except Exception as err:  # a bad value, or a parameter a reloaded show removed: counted, never raised
             self._problem(f"MIDI from '{port.name}': {bytes(message).hex(' ')}: {type(err).__name__}: {err}")
 
-    def _handle(self, port: InputPort, message: list[int], now: float) -> None:
+    def _handle(self, port: InputPort, message: list[int], at: float) -> None:
         status = message[0]
         self.count("in")
         if status >= 0xF0:
             if self.clock is not None and status in (0xF8, 0xFA, 0xFB, 0xFC):
                 if status == 0xF8:
-                    self.clock.midi_clock(now)
+                    self.clock.midi_clock(at)
                 elif status == 0xFC:
                     self.clock.midi_stop()
                 else:
-                    self.clock.midi_start(now)  # start and continue: the master's next tick is beat 0
+                    self.clock.midi_start(at)  # start and continue: the master's next tick is beat 0
                 self.count("clock")
             return
         kind, channel = status & 0xF0, (status & 0x0F) + 1
         if len(message) < 3:
             self.count("unmapped")  # program change, channel pressure
         elif kind in (0x80, 0x90):
-            self._note(port, channel, message[1], message[2] if kind == 0x90 else 0)
+            self._note(port, channel, message[1], message[2] if kind == 0x90 else 0, at)
         elif kind == 0xB0:
-            self._cc(port, channel, message[1], message[2], now)
+            self._cc(port, channel, message[1], message[2], at)
         elif kind == 0xE0:
             if self.mapping.armed:
                 self.mapping.saw("pitchbend", channel, 0)
@@ -98,14 +146,14 @@ class Receiver:
         else:
             self.count("unmapped")
 
-    def _note(self, port: InputPort, channel: int, note: int, velocity: int) -> None:
+    def _note(self, port: InputPort, channel: int, note: int, velocity: int, at: float) -> None:
         if self.mapping.armed and velocity:
             self.mapping.saw("note", channel, note)
         maps = self.mapping.find("note", channel, note)
         if maps:  # a pad mapped to a parameter does not also play the synth
             for m in maps:
                 if m.param in self.tree.events:  # a trigger (/scene/go, /tempo/tap): the tree fires it on the
-                    self.tree.emit(m.param, velocity)  # press and ignores the release (velocity 0)
+                    self.tree.emit(m.param, velocity, at=at)  # press and ignores the release (velocity 0)
                     continue
                 if m.resolved_mode == "toggle":
                     if not velocity:
@@ -117,12 +165,12 @@ class Receiver:
                 self.tree.set_normal(m.param, position, port.source)
             self.count("applied")
         elif self.section.notes and self.section.channel in (None, channel):
-            self.tree.emit(self.section.notes, note, velocity / 127)
+            self.tree.emit(self.section.notes, note, velocity / 127, at=at)
             self.count("applied")
         else:
             self.count("unmapped")
 
-    def _cc(self, port: InputPort, channel: int, number: int, value: int, now: float) -> None:
+    def _cc(self, port: InputPort, channel: int, number: int, value: int, at: float) -> None:
         nrpn = port.nrpn.setdefault(channel, [None, None, None, 0])
         if number in (99, 98, 101, 100):  # (N)RPN parameter select: state only
             nrpn[0 if number in (99, 101) else 1] = value
@@ -132,7 +180,7 @@ class Receiver:
             self._nrpn_data(port, channel, number, value, nrpn)
             return
         if self.mapping.armed:
-            self.mapping.saw_cc(port, channel, number, now)
+            self.mapping.saw_cc(port, channel, number, at)
         handled = False
         if number < 32:
             port.msb14[(channel, number)] = value  # kept even unmapped: learn may bind the pair on its LSB
