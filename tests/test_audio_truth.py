@@ -153,8 +153,8 @@ def test_render_p99_measures_the_synth_thread(synth_decoder: Path) -> None:
     assert synth.sounding == 8
     assert stats["render_p99_ms"] >= 0.5 * 1000 * float(np.median(times)), (stats, np.median(times))
     line = Summary(3.1, 0, 0, {"p50": 0.0, "p95": 0.0}, stats).line()
-    found = re.search(r"audio \(silent, no device\): starved (\d+)x \(ours\), (\d+) device xruns, lead ([\d.]+) ms \(adaptive\), "
-                      r"render p99 ([\d.]+) ms", line)
+    found = re.search(r"audio \(silent, no device\): starved (\d+)x \(ours\), (\d+) device xruns, "
+                      r"lead ([\d.]+) ms \(adaptive\), render p99 ([\d.]+) ms", line)
     assert found, line
     assert (int(found[1]), int(found[2])) == (stats["starved"], stats["xruns"])
     assert float(found[3]) == pytest.approx(stats["lead_ms"], abs=0.05)
