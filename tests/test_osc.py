@@ -2,6 +2,7 @@
 oscdump) as well as hand-built packets for what they cannot send."""
 
 import json
+import os
 import shutil
 import socket
 import struct
@@ -887,3 +888,23 @@ def test_bench_control_writes_its_json(tmp_path):
     assert fuzz["applied"] + fuzz["superseded"] == fuzz["valid_messages"] and fuzz["applied"] > 0
     assert "control: OSC over UDP loopback" in result.stdout and "fuzz:" in result.stdout
     assert "video" not in json.loads(out.read_text())  # --control alone measures control only
+
+
+def test_the_udp_thread_is_favoured_by_the_scheduler(server) -> None:
+    """The thread reading the performer's OSC runs at CONTROL_NICE where the system allows it (root here and in CI),
+    so busy programs at normal priority do not keep notes waiting; the rest of the show keeps its priority."""
+    from live.control.priority import CONTROL_NICE
+
+    if os.geteuid() != 0:
+        pytest.skip("a negative nice value needs CAP_SYS_NICE")
+    thread = next(t for t in threading.enumerate() if t.name == "osc-udp")
+
+    def nice(tid: int) -> int:
+        with open(f"/proc/self/task/{tid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+    deadline = time.monotonic() + 5
+    while nice(thread.native_id) != CONTROL_NICE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert nice(thread.native_id) == CONTROL_NICE
+    assert nice(threading.get_native_id()) == 0

@@ -30,6 +30,7 @@ import rtmidi
 from live.control.midi_in import Counts, InputPort, Receiver, TempoClock
 from live.control.midi_learn import Mapping
 from live.control.midi_map import MidiMap, MidiSection, feedback_messages
+from live.control.priority import favour_this_thread
 from live.errors import LiveError
 from live.params import ParamTree
 
@@ -207,7 +208,9 @@ class MidiControl:
         or waited for the GIL (video, an OSC burst) is still placed when it was played, so the synth's constant
         delay stays constant (a note timed when drained sounded up to the wait late). Each pass also tells the clock
         when it found a port's queue empty: whatever is drained later arrived after that. Polling costs ~1-2 % of one
-        core with nothing coming in (measured beside a JACK server, three inputs); rtmidi offers nothing to block on."""
+        core with nothing coming in (measured beside a JACK server, three inputs); rtmidi offers nothing to block on.
+        Favoured by the scheduler where allowed (priority.py)."""
+        favour_this_thread()
         while not self._stop.is_set():
             try:
                 with self._ports_lock:

@@ -37,6 +37,7 @@ from live.control.osc_codec import (IMMEDIATELY, AddressPattern, Bundle, FrameTo
                                     OscError, SlipDecoder, check_complete, count_messages, encode_message,
                                     is_pattern, length_encode, ntp_to_unix, parse_packet, slip_encode,
                                     slip_unescape)
+from live.control.priority import favour_this_thread
 from live.errors import LiveError
 from live.params import ParamTree
 
@@ -719,7 +720,9 @@ class OscServer:
 
     def _udp_loop(self) -> None:
         """One wait of 0.2 s at most (so close() is prompt), then every datagram already queued, without waiting,
-        up to UDP_BATCH, handled as one batch with each one's arrival time."""
+        up to UDP_BATCH, handled as one batch with each one's arrival time. Favoured by the scheduler where
+        allowed (priority.py)."""
+        favour_this_thread()
         sock = self._udp
         limit = self.max_packet + 1  # one byte more than allowed, so an oversize datagram shows as such
         ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._stamped else 0
