@@ -99,6 +99,67 @@ def test_notes_start_at_their_sample_inside_the_block(synth_decoder: Path) -> No
     assert stats["late_notes"] == 0 and stats["lost_notes"] == 0
 
 
+def test_a_note_played_now_sounds_after_the_note_delay_whatever_the_lead(synth_decoder: Path) -> None:
+    """Notes sent as they happen (not ahead) start the note delay (two blocks and a margin) after their time, at
+    their own sample, while the synth renders a fixed 21 ms ahead: the render process goes back to the blocks it
+    has already rendered and renders them again with the note (counted as redone). Before, a note waited out the
+    whole lead and a block more."""
+    tree = synth_tree()
+    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="no-such-card", lead_ms=21.3)
+    engine.open()
+    times = []
+    try:
+        time.sleep(0.1)
+        start, first = engine.read_tap()
+        chunks = [first]
+        for i in range(4):
+            time.sleep(SPACING_S + i * 0.00037)  # a different place in the block each time
+            when = time.perf_counter()
+            tree.emit(NOTE, 60 + i, 0.8, at=when)
+            tree.emit(NOTE, 60 + i, 0.0, at=when + 0.02)
+            times.append(when)
+            chunks.append(engine.read_tap()[1])  # the tap keeps 2 s
+        time.sleep(0.3)
+        audio = np.concatenate([*chunks, engine.read_tap()[1]])
+        stats = engine.stats()
+    finally:
+        engine.close()
+    assert stats["lead_ms"] == pytest.approx(8 * BLOCK / RATE * 1000, abs=0.01) and stats["lead_fixed"]
+    assert engine.event_delay < 0.35 * stats["lead_ms"] / 1000
+    wanted = [start + round((t + engine.event_delay - engine.tap.time_at(start)) * RATE) for t in times]
+    heard = onsets(audio, start)
+    assert len(heard) == len(wanted), (heard, wanted)
+    exact = [abs(h - w) <= 2 for h, w in zip(heard, wanted)]
+    # a note the machine kept from the render process past its margin is counted late, never silently moved
+    assert sum(exact) >= 3 and stats["late_notes"] == len(exact) - sum(exact), (heard, wanted, stats)
+    assert stats["redone"] >= 4 * 5 and stats["lost_notes"] == 0, stats
+
+
+def test_a_storm_of_notes_renders_at_most_one_block_again_per_block_played(synth_decoder: Path) -> None:
+    """Going back costs renders: a storm of notes (about 1,500 a second, each for an already rendered block) gets
+    at most one block rendered again per block played, after a burst of two leads; the notes past that start in the
+    next new block, counted late, and the sound never starves."""
+    tree = synth_tree()
+    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="no-such-card", lead_ms=21.3)
+    engine.open()
+    try:
+        time.sleep(0.2)
+        before, sent = engine.stats(), 0
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            tree.emit(NOTE, 40 + sent % 40, 0.5 * (sent % 2))  # on and off
+            sent += 1
+            time.sleep(0.0005)
+        time.sleep(0.1)
+        after = engine.stats()
+    finally:
+        engine.close()
+    played, redone = after["blocks"] - before["blocks"], after["redone"] - before["redone"]
+    assert sent > 500 and played > 300
+    assert played / 2 < redone <= played + 2 * 8, (played, redone)
+    assert after["late_notes"] > 0 and after["starved"] == 0 and after["lost_notes"] == 0, after
+
+
 def test_an_osc_bundle_plays_at_its_timetag(synth_decoder: Path) -> None:
     """A real OSC client's bundle, timetagged 0.25 s ahead: the note sounds at the timetag plus the engine's
     constant event delay, to a few samples, whatever the scheduler's and the synth thread's wake-up jitter."""

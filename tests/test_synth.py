@@ -369,3 +369,36 @@ def test_panic_releases_every_note_and_cancels_waiting_ones(decoder) -> None:
     assert np.abs(tail[-4800:]).max() < 1e-4  # silent after the release, and the stolen note never started
     synth.note_on(60, 0.9)  # and it plays again afterwards
     assert np.abs(play(synth, 0.1)).max() > 0.01
+
+
+def test_going_back_renders_the_same_blocks_again(decoder) -> None:
+    """The render process renders ahead and, when a note arrives for a block it already rendered, goes back
+    (restore) and renders from there again: the same notes then give the same samples, also where a note stole a
+    voice and replaced its table in between (breath off: the noise's draws are new each time)."""
+    synth = Synth(decoder, RATE, BLOCK, voices=2)
+    synth.note_on(60, 0.8)
+    synth.note_on(64, 0.7)
+    play(synth, 0.02)
+    synth.note_off(60)
+    state = synth.save()
+
+    def ahead(notes: dict[int, tuple[int, float, int]]) -> np.ndarray:
+        blocks = []
+        for b in range(8):
+            if b in notes:
+                synth.note_on(*notes[b])
+            blocks.append(synth.render(0.5, PURE))
+        return np.concatenate(blocks)
+
+    stealing = {1: (67, 0.9, 40), 4: (72, 0.6, 5)}  # the released voice is stolen, then the held one
+    first = ahead(stealing)
+    assert synth.note == [67, 72]
+    synth.restore(state)
+    assert synth.note == [60, 64]
+    plain = ahead({})  # going back to before the notes: the old voices play on, their tables made again
+    np.testing.assert_array_equal(plain[:BLOCK], first[:BLOCK])
+    assert np.abs(plain[2 * BLOCK:] - first[2 * BLOCK:]).max() > 0.01
+    synth.restore(state)
+    np.testing.assert_array_equal(ahead(stealing), first)
+    synth.restore(state)
+    np.testing.assert_array_equal(ahead({}), plain)

@@ -24,6 +24,13 @@ class Arpeggio:
         self._index = 0
         self.playing: int | None = None
 
+    def save(self) -> tuple:
+        """Where the pattern is, for the render process going back to a block it renders again."""
+        return self._due, self._index, self.playing
+
+    def restore(self, state: tuple) -> None:
+        self._due, self._index, self.playing = state
+
     def advance(self, synth: Synth, on: bool, frames: int, bpm: float) -> None:
         """Play the steps due within the next `frames` at `bpm`; when switched off, release the sounding note."""
         if not on:

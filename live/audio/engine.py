@@ -206,9 +206,8 @@ class AudioEngine:
 
     @property
     def event_delay(self) -> float:
-        """How long after its time a note plays: the lead and a margin, a constant delay while the lead holds, so
-        notes keep their spacing to the sample instead of snapping to blocks."""
-        return self.lead_frames / self.samplerate + rp.EVENT_MARGIN_S
+        """How long after its time a note plays: two blocks and a margin, whatever the lead (rp.note_delay)."""
+        return rp.note_delay(self.blocksize, self.samplerate)
 
     # --- the control thread ----------------------------------------------------------------------------------
 
@@ -276,8 +275,10 @@ class AudioEngine:
         `held` the times it ran empty because the machine kept the real-time render process off its CPU for a
         period or more; `xruns` are PortAudio's underflow flags, which measure the machine and the audio server;
         `lead_ms` is how far the synth renders ahead now (`lead_fixed`: set by the show, else adaptive);
-        `render_p99_ms` its time per block; `realtime` whether it runs at SCHED_FIFO. `late_notes` started at a
-        block edge because their block was rendered after their time; `lost_notes` found no room; `lost` and
+        `render_p99_ms` its time per block; `realtime` whether it runs at SCHED_FIFO. `late_notes` came too late for
+        their block and started at the first block that could still change; `redone` counts blocks rendered again
+        because a note arrived for them after they were rendered (the cost of a lead that does not delay notes);
+        `lost_notes` found no room; `lost` and
         `reopened` count the device going away and coming back; `restarts` the render process started again after
         it died."""
         c = self.process.read_counters()
@@ -286,6 +287,7 @@ class AudioEngine:
                 "xruns": int(c[rp.XRUNS]), "lead_ms": round(self.lead_frames / self.samplerate * 1000, 2),
                 "lead_fixed": self.lead_fixed,
                 "render_p99_ms": round(self.render_p99_ms(), 3), "late_notes": int(c[rp.LATE_NOTES]),
+                "redone": int(c[rp.REDONE]),
                 "lost_notes": int(c[rp.LOST_NOTES]) + notes_dropped, "peak": round(min(self._peak, 1.0), 4),
                 "device": self._device, "tap_dropped": self.tap.dropped + blocks_dropped * self.blocksize,
                 "lost": int(c[rp.LOST]), "reopened": int(c[rp.REOPENED]), "realtime": bool(c[rp.REALTIME]),

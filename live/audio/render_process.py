@@ -26,12 +26,14 @@ import gc
 import json
 import math
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,10 @@ from live.errors import LiveError
 
 LEAD_BLOCKS = (2, 3, 8)  # the lead's floor, start and ceiling, in blocks: 5.3, 8 and 21 ms at 128/48 kHz
 QUIET_S = 10.0  # the lead shrinks by a block after this long without a close call
-EVENT_MARGIN_S = 0.0005  # a note plays this long after the lead (the child reads notes just before each render, so
-#                         the lead alone covers the wait for the next render; this covers the hand-off)
+NOTE_MARGIN_S = 0.001  # the hand-off of a note from the show's OSC or MIDI thread to the render process
 RING_FRAMES = 4096  # the device ring, a power of two well above the highest lead
 EVENT_CAPACITY = 512  # note records in flight
+REDO_BURST = 2  # leads' worth of blocks the child may render again at once for late-arriving notes
 PENDING_NOTES = 256  # future-dated notes the child holds (more are lost, counted)
 TAP_BLOCKS = 1024  # blocks the show may leave unread (2.7 s at 128/48 kHz) before the oldest are dropped
 CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
@@ -62,8 +64,17 @@ RT_PRIORITY = 5
 GAIN, TIMBRE, AUTO, BPM = 0, slice(1, 5), 5, 6
 PARAMS = 7
 #: The child's counters, a seqlocked snapshot written once per loop.
-BLOCKS, STARVED, HELD, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED = range(10)
-COUNTERS = 10
+BLOCKS, STARVED, HELD, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED, REDONE = range(11)
+COUNTERS = 11
+
+
+def note_delay(blocksize: int, samplerate: int) -> float:
+    """How long after its time every note plays, whatever the lead: two blocks and the hand-off margin.
+
+    The render process can change every block the device has not reached but the next one (the callback may be
+    reading that one already), so a note arriving just after a callback can start two blocks on at the earliest.
+    A constant delay keeps notes' spacing to the sample instead of snapping them to blocks."""
+    return 2 * blocksize / samplerate + NOTE_MARGIN_S
 
 
 def shared_blocks(blocksize: int, names: dict[str, str] | None = None
@@ -102,6 +113,7 @@ class RenderProcess:
         self.params: SeqlockFloats | None = None
         self.counters: SeqlockFloats | None = None
         self._conn: Connection | None = None
+        self._wake: int | None = None  # an eventfd: a note written tells the child at once
         self.process: subprocess.Popen | None = None
         self._snapshot = np.zeros(PARAMS)
         self._snapshot[GAIN], self._snapshot[BPM] = 0.5, 96.0
@@ -117,9 +129,10 @@ class RenderProcess:
         if self.params is None:
             self.events, self.tap, self.params, self.counters = shared_blocks(self.blocksize)
             self.params.write(self._snapshot)
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         assert self.events and self.tap and self.counters
         names = {"events": self.events.name, "tap": self.tap.name, "params": self.params.name,
-                 "counters": self.counters.name}
+                 "counters": self.counters.name, "wake_fd": self._wake}
         for attempt in (1, 2):  # libjack has crashed a client starting beside another that was closing
             kind, said = self._spawn({**self.config, **names})
             if kind == "opened":
@@ -136,7 +149,8 @@ class RenderProcess:
         # A plain interpreter running this module, not multiprocessing's spawn: spawn would import the show's
         # __main__ again in the child (a user's script, pytest), and a fork would copy the show's threads' locks.
         command = [sys.executable, "-m", __name__, json.dumps(config), str(theirs.fileno())]
-        self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(), config["wake_fd"]),
+                                        stdin=subprocess.DEVNULL)
         theirs.close()  # only the child holds that end now: its end-of-file is this process's end
         self._conn = Connection(mine.detach())
         if not self._conn.poll(START_TIMEOUT_S):
@@ -155,6 +169,9 @@ class RenderProcess:
             if block is not None:
                 block.close()
         self.events = self.tap = self.params = self.counters = None
+        if self._wake is not None:
+            os.close(self._wake)
+            self._wake = None
 
     def stop(self) -> None:
         """Stop the child in bounded time, keeping the shared memory (a restart reuses it)."""
@@ -187,12 +204,18 @@ class RenderProcess:
             self.params.write(snapshot)
 
     def note(self, note: int, velocity: float, at: float) -> bool:
-        """A note (velocity 0 releases it) for perf_counter() time `at`, which it plays at plus the lead; False
+        """A note (velocity 0 releases it) for perf_counter() time `at`, which plays note_delay() later; False
         if the ring was full or the child is not running (counted in the ring's overflow)."""
-        return self.events is not None and self.events.write(np.array([[at, note, velocity]])) == 1
+        if self.events is None or self.events.write(np.array([[at, note, velocity]])) != 1:
+            return False
+        try:
+            os.eventfd_write(self._wake, 1)  # never blocks: a counter that would overflow already wakes the child
+        except BlockingIOError:
+            pass
+        return True
 
     def panic(self, at: float) -> bool:
-        """All notes off, as soon as the child reads it."""
+        """All notes off at `at` plus note_delay(), and the notes not rendered yet never start."""
         return self.note(PANIC_NOTE, 0.0, at)
 
     # --- child -> show ---------------------------------------------------------------------------------------
@@ -301,10 +324,11 @@ class OffCpu:
     between two wake-ups less the thread's own CPU time and the sleep it asked for. At SCHED_FIFO above every thread
     but the audio server's, that is the machine's doing; measured on this project's 2-core VM, a hypervisor took the
     CPU from a SCHED_FIFO thread for up to 9 ms every few seconds under load (its steal time), and thread_time()
-    leaves most of that out (stolen time it does count makes a stretch look shorter: blamed on us)."""
+    leaves most of that out (stolen time it does count makes a stretch look shorter: blamed on us). `nap` sleeps
+    (it may return early)."""
 
-    def __init__(self, at_least: float) -> None:
-        self.at_least = at_least
+    def __init__(self, at_least: float, nap: Callable[[float], Any] = time.sleep) -> None:
+        self.at_least, self.nap = at_least, nap
         self._wall, self._cpu, self._slept = time.perf_counter(), time.thread_time(), 0.0
         self.last = -math.inf  # perf_counter() when the last such stretch ended
 
@@ -318,12 +342,55 @@ class OffCpu:
 
     def sleep(self, seconds: float) -> None:
         self._slept = seconds
-        time.sleep(seconds)
+        self.nap(seconds)
+
+
+class ReadClock:
+    """When the device reads each frame, from when the loop sees its ring's read position move.
+
+    The device's callback reads a block at a time, at moments the loop does not see: frame f is read at origin +
+    f / rate. A loop that wakes at `now` and finds the position moved from `seen` (at its wake-up before, `last`)
+    to `reader` knows two things: the block before `reader` was read by now (origin <= now - (reader - block) /
+    rate) and frame `seen` was not read before `last` (origin >= last - seen / rate). Between those bounds the
+    origin holds, rising by DRIFT_S_PER_S so a device clock slower than this one is followed; the upper bound
+    pulls it down to the earliest reads (a wake-up just after a callback), the lower one lifts it past a stretch
+    the device skipped (the whole process stopped, a server that dropped cycles). Until the first read it is the
+    latest the first read can be: the callback's next period."""
+
+    DRIFT_S_PER_S = 1e-4  # a sound card's clock is within 100 ppm of the system's
+
+    def __init__(self, rate: int, block: int) -> None:
+        self.rate, self.block = rate, block
+        self.origin, self._seen, self._at, self._last = 0.0, -1, 0.0, 0.0
+
+    def restart(self, reader: int, now: float) -> float:
+        """The device starts (again) reading at frame `reader`, within a period from `now`."""
+        self.origin = now + (self.block - reader) / self.rate
+        self._seen, self._at, self._last = reader, now, now
+        return self.origin
+
+    def saw(self, reader: int, now: float) -> float:
+        """The read position is `reader` at `now`; returns the origin."""
+        if reader > self._seen:
+            crept = max(self.origin + (now - self._at) * self.DRIFT_S_PER_S, self._last - self._seen / self.rate)
+            self.origin = min(crept, now - (reader - self.block) / self.rate)
+            self._seen, self._at = reader, now
+        self._last = now
+        return self.origin
 
 
 class _Renderer:
     """The child's loop: keep the device's ring `lead` ahead of its callback (or, with no device, keep time against
-    the clock), taking notes and parameters once per block."""
+    the clock), taking parameters at each block and notes as they arrive.
+
+    Every block is rendered into one stream of frames: `position` is where the next block starts, `origin` the
+    perf_counter() time frame 0 plays (the device's read time, or the clock's). A note plays note_delay() after its
+    time, at its own frame, whatever the lead: when that frame is in a block already rendered but not yet reached by
+    the device (the lead's blocks but the next one, which the callback may be reading), the loop goes back to that
+    block (the synth's saved state) and renders it and the ones after it again, each written over its old place in
+    the ring. So the lead protects the sound from stalls without delaying the notes. A block becomes final once the
+    device reaches it: then it goes to the show's tap.
+    """
 
     def __init__(self, config: dict, conn: Connection) -> None:
         from live.audio.arpeggio import DEFAULT_PATTERN, Arpeggio  # noqa: PLC0415 (child-side imports only)
@@ -333,17 +400,27 @@ class _Renderer:
         self.conn = conn
         self.rate, self.block = config["samplerate"], config["blocksize"]
         self.events, self.tap, self.params, self.counters = shared_blocks(self.block, config)
+        self.wake = config["wake_fd"]
         self.synth = Synth(open_session(Path(config["decoder"]), ("cpu",), threads=1), self.rate, self.block,
                            config["voices"])
         self.arpeggio = Arpeggio(config["pattern"] or DEFAULT_PATTERN, self.rate)
         self.lead = Lead(self.block, *config["lead_blocks"])
+        self.delay = note_delay(self.block, self.rate)
         self.device_spec = config["device"]
         self.counts = self.counters.read()  # a restarted child goes on counting where the one before stopped
         self.counts[REALTIME] = config["realtime"] and _realtime()
-        self.pending = np.zeros((PENDING_NOTES, 3))  # notes waiting for their block: when, which, how loud
+        # Notes waiting to start or in blocks that may still change: the frame each starts at, which note, how
+        # loud, and the frame it asked for (a later one: it came too late for that)
+        self.pending = np.zeros((PENDING_NOTES, 4))
         self.waiting = 0
         self.record = np.zeros((1, self.tap.width))
-        self.next_at: float | None = None  # when the block after the last one rendered plays
+        self.position = 0
+        self.origin = time.perf_counter()
+        # Rendered blocks the device has not reached: (first frame, synth and arpeggio state before it, block,
+        # render seconds), in order
+        self.queued: deque[tuple[int, tuple, np.ndarray, float]] = deque()
+        self.rewrite: Callable[[int, np.ndarray], None] = lambda start, block: None  # a block rendered again
+        self.credit = REDO_BURST * self.lead.ceiling // self.block  # blocks it may render again now (_go_back)
         self.mixer: Any = None  # rtmixer.Mixer while a device plays; set by the retry thread, dropped by the loop
         self.mapping = [1, 2]
         self.device: Any = None
@@ -382,54 +459,116 @@ class _Renderer:
         except OSError:  # the show is gone: the loop stops at its next poll
             pass
 
-    # --- one block ---------------------------------------------------------------------------------------------
+    def _nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`; a note from the show (its eventfd) ends the nap at once."""
+        if select.select([self.wake], [], [], max(seconds, 0.0))[0]:
+            try:
+                os.eventfd_read(self.wake)
+            except BlockingIOError:
+                pass
 
-    def _render(self, at: float) -> np.ndarray:
-        """One block that plays at perf_counter() time `at`: take the notes and the parameters, render, and hand the
-        block with its time and render time to the show's tap."""
+    # --- the stream --------------------------------------------------------------------------------------------
+
+    def _render(self) -> np.ndarray:
+        """The block at `position`: take the parameters and start the notes due in it, render, and queue it."""
         began = time.perf_counter()
         values = self.params.read()
-        self._take_notes()
-        self._start_notes(at)
+        state = self.synth.save(), self.arpeggio.save()
+        self._start_notes(self.position)
         self.arpeggio.advance(self.synth, bool(values[AUTO]), self.block, float(values[BPM]))
         block = self.synth.render(float(values[GAIN]), values[TIMBRE].astype(np.float32))
-        record = self.record[0]
-        record[0], record[2:] = at, block.reshape(-1)
-        record[1] = time.perf_counter() - began
-        self.tap.write(self.record)
-        self.counts[BLOCKS] += 1
-        self._publish()
+        self.queued.append((self.position, state, block, time.perf_counter() - began))
+        self.position += self.block
         return block
 
-    def _take_notes(self) -> None:
-        """Move new note records into the pending list, each due at its time plus the lead (a constant delay while
-        the lead holds, so notes keep their spacing to the sample); panic clears everything at once."""
-        delay = self.lead.frames / self.rate + EVENT_MARGIN_S
-        for when, note, velocity in self.events.read():
-            if note == PANIC_NOTE:
-                self.waiting = 0
-                self.synth.all_notes_off()
-            elif self.waiting == PENDING_NOTES:
-                self.counts[LOST_NOTES] += 1
-            else:
-                self.pending[self.waiting] = when + delay, note, velocity
-                self.waiting += 1
-
-    def _start_notes(self, at: float) -> None:
-        """Start the waiting notes due before this block ends, each at its sample inside the block (a note already
-        past is late: it starts at the block's first sample and is counted); the others keep waiting."""
+    def _settle(self, reader: int) -> None:
+        """The device reads frame `reader` next: the blocks from there on that it may be reading now are final.
+        Each goes to the show's tap, with the time its first frame plays and its render time; the notes in them
+        are done."""
+        while self.queued and self.queued[0][0] < reader + self.block:
+            start, _, block, seconds = self.queued.popleft()
+            record = self.record[0]
+            record[0], record[1], record[2:] = self.origin + start / self.rate, seconds, block.reshape(-1)
+            self.tap.write(self.record)
+            self.counts[BLOCKS] += 1
+            self.credit = min(self.credit + 1, REDO_BURST * self.lead.ceiling // self.block)
+        first = self.queued[0][0] if self.queued else self.position
         kept = 0
         for i in range(self.waiting):
-            due, note, velocity = self.pending[i]
-            offset = round((due - at) * self.rate)
-            if offset >= self.block:
+            frame, note, _, asked = self.pending[i]
+            if frame >= first:
                 self.pending[kept] = self.pending[i]
                 kept += 1
-                continue
-            if offset < 0:
+            elif frame != asked and note != PANIC_NOTE:
                 self.counts[LATE_NOTES] += 1
-            self.synth.note_on(int(note), float(velocity), max(offset, 0))
         self.waiting = kept
+        self._publish()
+
+    def _take_notes(self) -> None:
+        """New note records into the pending list at their frames (their time plus the note delay). Notes for
+        blocks already rendered send the loop back to the earliest of them; a note too late for every block that
+        can still change starts at the first that can (late: counted once its block is final). Panic also drops
+        the notes not rendered yet."""
+        first = self.queued[0][0] if self.queued else self.position  # the first frame that can still change
+        batch: list[tuple[int, float, float, int]] = []
+        for when, note, velocity in self.events.read():
+            frame = round((when + self.delay - self.origin) * self.rate)
+            if note == PANIC_NOTE:
+                self._drop_from(self.position)
+                batch = [b for b in batch if b[0] < self.position]
+            batch.append((max(frame, first), note, velocity, frame))
+        room = PENDING_NOTES - self.waiting
+        self.counts[LOST_NOTES] += max(len(batch) - room, 0)
+        batch = batch[:room]
+        if not batch:
+            return
+        new = self.pending[self.waiting:self.waiting + len(batch)]
+        new[:] = batch
+        self.waiting += len(batch)
+        back = min(b[0] for b in batch)
+        if back < self.position and not self._go_back(back):  # too many blocks to render again: these notes
+            np.maximum(new[:, 0], self.position, out=new[:, 0])  # start in the next new block instead (late)
+
+    def _drop_from(self, frame: int) -> None:
+        kept = 0
+        for i in range(self.waiting):
+            if self.pending[i, 0] < frame:
+                self.pending[kept] = self.pending[i]
+                kept += 1
+        self.waiting = kept
+
+    def _go_back(self, frame: int) -> bool:
+        """Render again from the queued block that holds `frame` to the last one, with the notes and parameters as
+        they are now, each block written over its old place; False if that is more than the credit allows. The
+        credit bounds the cost: one block again per block played (REDO_BURST leads at once), so a storm of notes
+        cannot take a CPU from the show."""
+        first = (frame - self.queued[0][0]) // self.block
+        again = len(self.queued) - first
+        if again > self.credit:
+            return False
+        self.credit -= again
+        synth, arpeggio = self.queued[first][1]
+        self.synth.restore(synth)
+        self.arpeggio.restore(arpeggio)
+        for _ in range(again):
+            self.queued.pop()
+        self.position -= again * self.block
+        for _ in range(again):
+            start = self.position
+            self.rewrite(start, self._render())
+        self.counts[REDONE] += again
+        return True
+
+    def _start_notes(self, start: int) -> None:
+        """Start the pending notes in the block that begins at frame `start`, each at its frame inside it, in the
+        order they came (panic releases what sounds then)."""
+        for i in range(self.waiting):
+            frame, note, velocity, _ = self.pending[i]
+            if start <= frame < start + self.block:
+                if note == PANIC_NOTE:
+                    self.synth.all_notes_off()
+                else:
+                    self.synth.note_on(int(note), float(velocity), int(frame) - start)
 
     # --- the device ----------------------------------------------------------------------------------------
 
@@ -472,10 +611,19 @@ class _Renderer:
         """
         import rtmixer  # noqa: PLC0415
 
-        ring = rtmixer.RingBuffer(8, RING_FRAMES)  # 8 bytes: one stereo float32 frame
+        self._settle(self.position)  # what the clock rendered ahead never reaches this device
+        frames = np.zeros((RING_FRAMES, 2), dtype=np.float32)  # the ring's memory, so a block can be written again
+        ring = rtmixer.RingBuffer(8, buffer=frames)  # 8 bytes: one stereo float32 frame
+        base = self.position  # the frame at the ring's index 0
+
+        def rewrite(start: int, block: np.ndarray) -> None:
+            index = np.arange(start - base, start - base + len(block)) % RING_FRAMES
+            frames[index] = block
+
+        self.rewrite = rewrite
         action, period, retired = None, self.block / self.rate, int(self.counts[XRUNS])
-        self.next_at = None
-        off_cpu = OffCpu(period)
+        clock = ReadClock(self.rate, self.block)
+        off_cpu = OffCpu(period, self._nap)
         while not self._stopped():
             now = off_cpu.woke()
             if action is not None and action not in mixer.actions:
@@ -490,27 +638,28 @@ class _Renderer:
                 action = None
             self.counts[XRUNS] = retired + (action.stats.output_underflows if action else 0)
             queued, lead = ring.read_available, self.lead.frames
+            reader = self.position - queued  # the frame the device reads next
+            if action is not None:
+                self.origin = clock.saw(reader, now)
+            self._settle(reader)
+            self._take_notes()
             if queued + self.block <= lead:
-                # The callback takes a period at a time, so the block plays up to a period after now + queued: the
-                # blocks' own timeline is kept, within that window (a starved ring or clock drift moves it). A note
-                # therefore sounds its delay (lead + margin) plus up to a period after its time: the same amount
-                # for every note while the timeline holds.
-                estimate = time.perf_counter() + queued / self.rate  # read together: a stall in between skews it
-                at = estimate if self.next_at is None else min(max(self.next_at, estimate - period), estimate)
-                self.next_at = at + period
                 if action is not None:
                     self.lead.written(queued, now)
-                ring.write(self._render(at))
+                ring.write(self._render())
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self.mapping)
+                self.origin = clock.restart(reader, time.perf_counter())
             elif not mixer.active:
                 self.counts[XRUNS] = retired
+                self._settle(self.position)
                 self._lose(mixer)
                 return
             else:
                 # The callback takes a whole period at once, at a time this loop does not know: sleeping until the
                 # ring would have drained evenly can wake just before a callback and then sleep a whole period
-                # more, a period late by its own doing. Naps of half a period wake soon after each callback.
+                # more, a period late by its own doing. Naps of half a period wake soon after each callback (and
+                # keep the read clock tight); a note ends a nap at once.
                 off_cpu.sleep(min(queued + self.block - lead, self.block // 2) / self.rate)
 
     def _lose(self, mixer: Any) -> None:
@@ -559,24 +708,26 @@ class _Renderer:
         stall longer than CATCH_UP_SECONDS is skipped rather than rendered. Returns when stopped or when the retry
         thread has a device playing again; the device then starts from a fresh lead, never from this backlog.
         """
-        start, rendered, behind = time.perf_counter(), 0, False
-        self.next_at = None
+        self.origin = max(self.origin, time.perf_counter() - self.position / self.rate)  # time never goes back
+        self.rewrite = lambda start, block: None  # the tap takes blocks once final: nothing to write over
+        behind = False
         while self.mixer is None and not self._stopped():
             now, lead = time.perf_counter(), self.lead.frames
-            due = (now - start) * self.rate
-            if rendered < due - lead:
+            reader = int((now - self.origin) * self.rate)  # the frame playing now
+            if self.position < reader - lead:
                 if not behind:
                     self.counts[STARVED] += 1
                 behind = True
-                if rendered < due - CATCH_UP_SECONDS * self.rate:
-                    start, due = now - rendered / self.rate, rendered
+                if self.position < reader - CATCH_UP_SECONDS * self.rate:
+                    self.origin, reader = now - self.position / self.rate, self.position
             else:
                 behind = False
-            if rendered + self.block <= due + lead:
-                self._render(start + rendered / self.rate)
-                rendered += self.block
+            self._settle(reader)
+            self._take_notes()
+            if self.position + self.block <= reader + lead:
+                self._render()
             else:
-                time.sleep((rendered + self.block - due - lead) / self.rate)
+                self._nap((self.position + self.block - reader - lead) / self.rate)
 
 
 def _release(mixer: Any) -> None:

@@ -93,6 +93,7 @@ class Synth:
         self._count = 0
         self._pending: list[tuple[int, float] | None] = [None] * voices  # note waiting for a stolen voice
         self._pan = np.zeros((voices, 2), dtype=np.float32)  # constant-power L/R gains
+        self._built = [-1] * voices  # the note each voice's table, turn and pan were made for
 
         k = np.arange(1, HARMONICS + 1, dtype=np.float64)
         n = np.arange(1, block + 1, dtype=np.float64)
@@ -206,19 +207,24 @@ class Synth:
         return min(range(self.voices), key=self._age.__getitem__)
 
     def _start(self, v: int, note: int, velocity: float, offset: int = 0) -> None:
-        f0 = midi_hz(note)
         self.note[v], self.stage[v], self.velocity[v], self.level[v] = note, ATTACK, velocity, 0.0
         self._count += 1
         self._age[v] = self._count
-        self._feeds["f0_hz"][v] = f0
+        self._feeds["f0_hz"][v] = midi_hz(note)
         if offset:
             self._starting[v] = offset
         else:
             self._starting.pop(v, None)
-        step = 2.0 * np.pi * f0 / self.samplerate  # phase advance per sample
         self._turn[v], self._turn32[v] = 1.0, 1.0
-        self._spin[v] = np.exp(self._ik * (step * self.block))
         self._amps[v] = 0.0
+        self._build(v, note)
+
+    def _build(self, v: int, note: int) -> None:
+        """Voice v's fixed per-note parts: its table, its per-block phase turn and its pan."""
+        f0 = midi_hz(note)
+        self._built[v] = note
+        step = 2.0 * np.pi * f0 / self.samplerate  # phase advance per sample
+        self._spin[v] = np.exp(self._ik * (step * self.block))
         top = min(HARMONICS, math.ceil(self.samplerate / 2 / f0) - 1)  # harmonics below Nyquist: k f0 < rate / 2
         # k w n in turns, reduced to -1/2..1/2 in float64 (k n is exact), then sin and cos in float32: numpy's
         # float32 sin is vectorised, its float64 one is not (a tenth of the time for the 64 x 128 table)
@@ -235,6 +241,33 @@ class Synth:
         table[:, top:] = 0.0
         angle = (min(max((note - 60) / 48.0, -0.3), 0.3) + 1.0) * math.pi / 4  # low notes a little left
         self._pan[v] = math.cos(angle), math.sin(angle)
+
+    # --- going back ----------------------------------------------------------------------------------------
+
+    def save(self) -> tuple:
+        """Everything the next render() depends on, to go back to with restore(): the render process renders
+        ahead of the device and, when a note arrives for a block already rendered, goes back and renders that
+        block and the ones after it again. Left out: the noise's random draws (new ones sound the same) and the
+        voices' tables, which are made again from their notes where a voice's note changed since."""
+        return (self.note[:], self.stage[:], self.velocity[:], self.level[:], self._age[:], self._count,
+                self._pending[:], dict(self._starting), self._turn.copy(), self._amps.copy(), self._gain,
+                self._frames.copy(), self._frame, self._tail_live, self.blocks, self.decodes)
+
+    def restore(self, state: tuple) -> None:
+        """Go back to a state save() returned (before the render() that followed it)."""
+        (note, stage, velocity, level, age, self._count, pending, starting, turn, amps, self._gain, frames,
+         self._frame, self._tail_live, self.blocks, self.decodes) = state
+        self.note[:], self.stage[:], self.velocity[:], self.level[:], self._age[:] = note, stage, velocity, level, age
+        self._pending[:] = pending
+        self._starting = dict(starting)
+        np.copyto(self._turn, turn)
+        np.copyto(self._turn32, turn, casting="same_kind")
+        np.copyto(self._amps, amps)
+        np.copyto(self._frames, frames)
+        for v, n in enumerate(self.note):
+            if n >= 0 and n != self._built[v]:  # a note started on this voice since: its parts were replaced
+                self._feeds["f0_hz"][v] = midi_hz(n)
+                self._build(v, n)
 
     def _envelopes(self, active: list[int]) -> None:
         """Advance the sounding voices' envelopes one block (control rate)."""
