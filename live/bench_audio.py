@@ -12,8 +12,9 @@ line and /live/status, and JACK ports. In each phase:
   `client = NAME was not finished, state = Triggered` means the host did not wake that client in time,
   `state = Running` that it woke but its code did not finish (shared/real-parts.md). Split into ours (the show's
   audio client, its MIDI clients), the reference's, and the bench's own (its probe's clients);
-- starved blocks (ours, and those while the machine held the real-time render process off its CPU), device xruns,
-  lead and render p99 from the show's /live/status (queried once a second);
+- starved blocks (ours, and those while the machine held the real-time render process off its CPU), notes that
+  came too late for their frame, device xruns, lead and render p99 from the show's /live/status (queried once a
+  second);
 - control -> onset: a probe process plays a short note every ~0.3 s, alternately over OSC (`/synth/note`) and JACK
   MIDI, stamping each send with time.monotonic(), and records the show's output ports as a JACK client, stamping
   each block with jack_frames_to_time() of its cycle's first frame. A note is sent only once the one before has
@@ -69,6 +70,7 @@ STORM_ADDRESSES = ("/video/strength", "/synth/timbre/a")
 PROBE_EVERY_S = (0.27, 0.33)  # the probe's notes are this far apart (random: not locked to the block clock)
 PROBE_HOLD_S = 0.05  # a probe note's length; its tail has fallen ~40 dB by the next one
 PROBE_NOTE, PROBE_VELOCITY = 81, 0.8  # A5, 880 Hz: a short period, so the first loud sample comes early
+PROBE_SEND_SLACK_S = 0.001  # a probe note whose send call took longer is left out: the probe was held, not the show
 PROBE_WARMUP_S = 1.0  # the show looks for the probe's MIDI port every 0.25 s
 ONSET_FLOOR = 1e-3  # a sample above this and above 3x the tail before the send is the onset
 ONSET_WINDOW_S = 1.0  # an onset later than this after its send (or after the next send) is not found
@@ -292,6 +294,7 @@ def audio_figures(line: str) -> dict:
                 "render_p99_ms": r"render p99 ([\d.]+) ms"}
     figures = {key: float(m[1]) for key, pattern in patterns.items() if (m := re.search(pattern, line))}
     figures["held"] = float(m[1]) if (m := re.search(r"(\d+)x held off the CPU", line)) else 0.0
+    figures["late_notes"] = float(m[1]) if (m := re.search(r"(\d+) notes? late", line)) else 0.0
     figures["line"] = line
     return figures
 
@@ -370,18 +373,19 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
 
 
 def show_figures(samples: list[dict]) -> dict:
-    """Starved blocks (ours, and held off the CPU by the machine) and device xruns in the phase (last status less
-    the first), the lead's range and the worst render p99 (each sample is over the engine's last 1024 blocks) from
-    the show's /live/status."""
+    """Starved blocks (ours, and held off the CPU by the machine), late notes and device xruns in the phase (last
+    status less the first), the lead's range and the worst render p99 (each sample is over the engine's last 1024
+    blocks) from the show's /live/status."""
     audio = [s["audio"] for s in samples if "starved" in s["audio"]]
     if len(audio) < 2:
-        return {"starved": None, "held": None, "device_xruns": None, "lead_ms": None, "render_p99_ms": None,
-                "status_samples": 0,
+        return {"starved": None, "held": None, "late_notes": None, "device_xruns": None, "lead_ms": None,
+                "render_p99_ms": None, "status_samples": 0,
                 "audio_status": audio[-1]["line"] if audio else ""}
     leads = [a["lead_ms"] for a in audio if "lead_ms" in a]
     p99s = [a["render_p99_ms"] for a in audio if "render_p99_ms" in a]
     return {"starved": int(audio[-1]["starved"] - audio[0]["starved"]),
             "held": int(audio[-1]["held"] - audio[0]["held"]),
+            "late_notes": int(audio[-1]["late_notes"] - audio[0]["late_notes"]),
             "device_xruns": int(audio[-1]["xruns"] - audio[0]["xruns"]),
             "lead_ms": [min(leads), max(leads)] if leads else None,
             "render_p99_ms": max(p99s) if p99s else None, "status_samples": len(audio),
@@ -399,7 +403,11 @@ def onset_latencies(recording: Path) -> dict:
     starts = np.minimum(converted, data["woke"])  # ... but not always (see `clock`): a cycle starts by its callback
     found: dict[str, list[float]] = {"osc": [], "midi": []}
     unmeasured = 0
-    for i, (is_midi, sent) in enumerate(notes):
+    slow_sends = 0
+    for i, (is_midi, sent, returned) in enumerate(notes):
+        if returned - sent > PROBE_SEND_SLACK_S:  # the machine held the probe between its stamp and the send
+            slow_sends += 1
+            continue
         until = min(sent + ONSET_WINDOW_S, notes[i + 1][1] if i + 1 < len(notes) else np.inf)
         latency = _onset_after(blocks, frames, starts, sent, until)
         if latency is None or latency != latency:  # NaN: the recording missed a block around it
@@ -412,7 +420,8 @@ def onset_latencies(recording: Path) -> dict:
                                           "p50": round(float(np.median(wake_ms)), 3) if len(wake_ms) else None},
                               "after_wake_share": round(float(np.mean(wake_ms < 0)), 4) if len(wake_ms) else None},
                     "capture_gaps": int(np.count_nonzero(np.diff(frames) != PERIOD)),
-                    "onset_unmeasured": unmeasured, "midi_connected": bool(data["midi"])}
+                    "onset_unmeasured": unmeasured, "probe_slow_sends": slow_sends,
+                    "midi_connected": bool(data["midi"])}
     for kind, latencies in found.items():
         result[f"{kind}_onset_ms"] = latency_figures(latencies, int(np.sum(notes[:, 0] == (kind == "midi"))))
     return result
@@ -531,7 +540,7 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         return "?" if value is None else format(value, spec)
 
     head = (f"  {'phase':<10}{'server':>7}{'ours h/c':>10}{'midi h/c':>10}{'ref h/c':>9}{'bench h/c':>10}"
-            f"{'starved':>8}{'held':>5}{'steal':>6}"
+            f"{'starved':>8}{'held':>5}{'late':>5}{'steal':>6}"
             f"{'xruns':>7}{'lead ms':>12}{'p99 ms':>8}  {'OSC -> onset ms p50/p95/max ±sd (n)':<38}"
             f"{'MIDI -> onset ms':<36}{'storm/s':>8}")
     print_(head)
@@ -542,7 +551,8 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         c = r["late_cycles"]
         print_(f"  {name:<10}{c['server']:>7}{late(c['ours']):>10}{late(c['show_midi']):>10}{late(c['reference']):>9}"
                f"{late(c['bench']):>10}"
-               f"{number(r['starved'], 'd'):>8}{number(r['held'], 'd'):>5}{number(r['steal_ms_per_s'], '.0f'):>6}"
+               f"{number(r['starved'], 'd'):>8}{number(r['held'], 'd'):>5}{number(r['late_notes'], 'd'):>5}"
+               f"{number(r['steal_ms_per_s'], '.0f'):>6}"
                f"{number(r['device_xruns'], 'd'):>7}"
                f"{lead_text:>12}"
                f"{number(r['render_p99_ms'], '.2f'):>8}  {onset(r['osc_onset_ms']):<38}{onset(r['midi_onset_ms']):<36}"
@@ -551,10 +561,11 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
            "(Triggered), c = its code did not finish (Running); ours = the show's audio client, midi = its MIDI "
            f"clients, ref = {REFERENCE}, bench = the bench's capture and probe clients")
     print_("  starved (ours), held (ran dry while the machine held the real-time render process off its CPU for a "
-           "period or more), xruns: the show's counters over the phase; steal: ms per s the hypervisor took from "
-           "this machine's CPUs (/proc/stat); lead: its range; p99: the worst render p99 "
-           "seen "
-           "(each over the last 1024 blocks); onset: send (time.monotonic) -> first sample in the JACK graph")
+           "period or more), late (notes that reached the render process too late for their frame), xruns: the "
+           "show's counters over the phase; steal: ms per s the hypervisor took from this machine's CPUs "
+           "(/proc/stat); lead: its range; p99: the worst render p99 seen (each over the last 1024 blocks); onset: "
+           "send (time.monotonic) -> first sample in the JACK graph, leaving out notes whose send call took over "
+           "1 ms (the probe held, not the show)")
     if results.get("summary"):
         print_(f"  show: {results['summary']}")
 
@@ -674,7 +685,7 @@ def _probe(port: str, seconds: str, out: str, ready_fd: str) -> None:
             tail = float(np.abs(audio[max(n - 8, 0):n]).max()) if n else 0.0
             sent = time.monotonic()
             send(kind, True)
-            notes.append((kind == "midi", sent))
+            notes.append((kind == "midi", sent, time.monotonic()))
             time.sleep(PROBE_HOLD_S)
             send(kind, False)
             while not sounded_since(sent, max(ONSET_FLOOR, 3 * tail)) and time.monotonic() - sent < ONSET_WINDOW_S:
@@ -688,7 +699,7 @@ def _probe(port: str, seconds: str, out: str, ready_fd: str) -> None:
         midi.close_port()
     n = count[0]
     np.savez(out, audio=audio[:n], frames=frames[:n], usecs=usecs[:n], woke=woke[:n], clocks=np.array(clocks),
-             notes=np.array(notes, dtype=np.float64).reshape(-1, 2), midi=midi is not None)
+             notes=np.array(notes, dtype=np.float64).reshape(-1, 3), midi=midi is not None)
 
 
 def _clock_offset(jack_get_time: Callable[[], int]) -> tuple[float, float, float]:

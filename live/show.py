@@ -57,9 +57,10 @@ class AudioSection(_Section):
     pattern: list[int] = Field(default_factory=lambda: [45, 52, 57, 60, 64, 57, 52, 48],
                                description="the arpeggio /synth/auto plays, in eighth notes at the show's tempo")
     lead: str | float = Field(
-        "auto", description="how far ahead of the device the synth renders: \"auto\" adapts to what the machine "
-                            "holds (2 to 8 blocks); milliseconds fix it, rounded up to whole blocks (less latency, "
-                            "but a machine that stalls longer is heard as a dropout)")
+        "auto", description="how far ahead of the device the synth renders, which covers stalls without delaying "
+                            "notes: \"auto\" adapts to what the machine holds (3 to 8 blocks); milliseconds fix "
+                            "it, rounded up to whole blocks (less CPU for notes, but a machine that stalls longer "
+                            "is heard as a dropout)")
 
     @field_validator("lead")
     @classmethod

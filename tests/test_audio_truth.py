@@ -158,6 +158,8 @@ def test_a_storm_of_notes_renders_at_most_one_block_again_per_block_played(synth
     assert sent > 500 and played > 300
     assert played / 2 < redone <= played + 2 * 8, (played, redone)
     assert after["late_notes"] > 0 and after["starved"] == 0 and after["lost_notes"] == 0, after
+    final = engine.stats()  # the status line says them
+    assert f"(ours), {final['late_notes']} notes late, " in engine.status(), engine.status()
 
 
 def test_an_osc_bundle_plays_at_its_timetag(synth_decoder: Path) -> None:
@@ -214,7 +216,7 @@ def test_render_p99_measures_the_synth_thread(synth_decoder: Path) -> None:
     assert synth.sounding == 8
     assert stats["render_p99_ms"] >= 0.5 * 1000 * float(np.median(times)), (stats, np.median(times))
     line = Summary(3.1, 0, 0, {"p50": 0.0, "p95": 0.0}, stats).line()
-    found = re.search(r"audio \(silent, no device\): starved (\d+)x \(ours\), (\d+) device xruns, "
+    found = re.search(r"audio \(silent, no device\): starved (\d+)x \(ours\),(?: \d+ notes late,)? (\d+) device xruns, "
                       r"lead ([\d.]+) ms \(adaptive\), render p99 ([\d.]+) ms", line)
     assert found, line
     assert (int(found[1]), int(found[2])) == (stats["starved"], stats["xruns"])

@@ -323,8 +323,10 @@ class _Notes:
 
 def counters(stats: dict[str, Any]) -> str:
     """The engine's counters in words, one cause each (for the status line and the show's summary);
-    `starved` counts the times the ring ran dry (each a stretch of silence), not blocks."""
-    held = f", {stats['held']}x held off the CPU by the machine" if stats["held"] else ""
+    `starved` counts the times the ring ran dry (each a stretch of silence), not blocks; held and late notes are
+    said once there are any."""
+    machine = f", {stats['held']}x held off the CPU by the machine" if stats["held"] else ""
+    late = f", {stats['late_notes']} notes late" if stats["late_notes"] else ""
     lead = "fixed" if stats["lead_fixed"] else "adaptive"
-    return (f"starved {stats['starved']}x (ours){held}, {stats['xruns']} device xruns, "
+    return (f"starved {stats['starved']}x (ours){machine}{late}, {stats['xruns']} device xruns, "
             f"lead {stats['lead_ms']:.1f} ms ({lead}), render p99 {stats['render_p99_ms']:.2f} ms")

@@ -12,10 +12,13 @@ Hand-off (live/audio/shm_ring.py: shared memory, one writer and one reader each,
 - parameters, show -> child: gain, the four timbre axes, the arpeggio switch and the tempo, one seqlocked snapshot
   the child reads once per block;
 - notes, show -> child: (time, note, velocity) records, time the perf_counter() instant the note is for (the clock
-  is CLOCK_MONOTONIC, the same in both processes); note -1 is panic. A full ring drops the note, counted;
-- sound, child -> show: each rendered block with the time its first frame plays and its render time, for the
-  recording tap and the meters; a show that stops reading loses the oldest blocks there, counted, never the sound;
-- counters, child -> show: a seqlocked snapshot (blocks, starved, held, xruns, lead, ...);
+  is CLOCK_MONOTONIC, the same in both processes); note -1 is panic. A full ring drops the note, counted. Each
+  note also bumps an eventfd, which ends the child's nap at once: it plays note_delay() after its time, whatever
+  the lead (see _Renderer);
+- sound, child -> show: each block once final (the device has reached it) with the time its first frame plays and
+  its render time, for the recording tap and the meters; a show that stops reading loses the oldest blocks there,
+  counted, never the sound;
+- counters, child -> show: a seqlocked snapshot (blocks, starved, held, xruns, lead, ..., blocks rendered again);
 - lines to say and the device's name, child -> show, and the child's lifetime: a pipe. The child polls its end once
   per loop; the show closing it (close()) or dying (the kernel closes it) reads as end-of-file, and the child stops.
 """
@@ -43,7 +46,7 @@ import numpy as np
 from live.audio.shm_ring import SeqlockFloats, ShmRing
 from live.errors import LiveError
 
-LEAD_BLOCKS = (2, 3, 8)  # the lead's floor, start and ceiling, in blocks: 5.3, 8 and 21 ms at 128/48 kHz
+LEAD_BLOCKS = (3, 4, 8)  # the lead's floor, start and ceiling, in blocks: 8, 10.7 and 21 ms at 128/48 kHz
 QUIET_S = 10.0  # the lead shrinks by a block after this long without a close call
 NOTE_MARGIN_S = 0.001  # the hand-off of a note from the show's OSC or MIDI thread to the render process
 RING_FRAMES = 4096  # the device ring, a power of two well above the highest lead
