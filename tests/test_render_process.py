@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from live.audio.engine import AudioEngine
-from live.audio.render_process import QUIET_S, Lead, OffCpu
+from live.audio.render_process import QUIET_S, Lead, OffCpu, ReadClock
 from live.audio.shm_ring import SeqlockFloats, ShmRing
 from live.control.osc import OscServer
 from live.params import ParamTree
@@ -348,3 +348,36 @@ def test_a_ring_run_dry_while_the_machine_held_the_renderer_is_counted_apart(
     else:
         assert after["lead_ms"] == before["lead_ms"] == pytest.approx(2 * BLOCK / RATE * 1000, abs=0.01)
         assert after["lead_fixed"] and "lead 5.3 ms (fixed)" in engine.status()
+
+
+def test_the_read_clock_finds_when_the_device_reads_and_follows_a_skip() -> None:
+    """A device reading a block every period from t = 10.0005 s, seen by a loop waking at uneven times: the clock
+    settles on the true read times from above (never earlier than a read that has not happened), and when the
+    device stops for 0.3 s and goes on from where it was, the read times move on with it."""
+    period = BLOCK / RATE
+    truth = 10.0005
+    rng = np.random.default_rng(3)
+    clock = ReadClock(RATE, BLOCK)
+    now = 10.0
+    origin = clock.restart(0, now)
+    assert origin >= truth  # the latest the first read can be
+
+    def run(until: float, origin_true: float) -> list[float]:
+        nonlocal now
+        errors = []
+        while now < until:
+            now += rng.uniform(0.0002, period / 2)
+            reader = (math.floor((now - origin_true) / period) + 1) * BLOCK if now >= origin_true else 0
+            errors.append(clock.saw(reader, now) - origin_true)
+        return errors
+
+    settled = run(11.0, truth)[-100:]
+    assert max(settled) < 0.0002 and min(settled) > -1e-9, (min(settled), max(settled))
+    # the device stops at 11.0 s for 0.3 s, then reads on from the frame where it stopped
+    read_by_then = (int((11.0 - truth) / period) + 1) * BLOCK
+    later = truth + 0.3
+    while now < 11.3:
+        now += period / 2
+        clock.saw(read_by_then, now)
+    after = run(12.0, later)[-100:]
+    assert max(after) < 0.0002 and min(after) > -1e-9, (min(after), max(after))
