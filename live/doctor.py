@@ -78,11 +78,13 @@ def check_realtime(say: Callable[[str], None]) -> list[str]:
     """Whether the synth's render process can run at real-time priority (SCHED_FIFO), which is what keeps its sound
     unbroken beside a busy show or a busy neighbour (issue 11 measured it: without it, a loaded machine starves)."""
     from live.audio.render_process import RT_PRIORITY, realtime_granted
+    from live.control.priority import CONTROL_RT_PRIORITY
 
     if realtime_granted():
-        say(f"Real-time priority: granted (the synth renders at SCHED_FIFO {RT_PRIORITY})")
+        say(f"Real-time priority: granted (the synth renders at SCHED_FIFO {RT_PRIORITY}, OSC and MIDI are read at "
+            f"{CONTROL_RT_PRIORITY})")
         return []
-    say("Real-time priority: NOT granted, so a loaded machine can starve the synth (silent gaps)\n"
+    say("Real-time priority: NOT granted, so a loaded machine can starve the synth (silent gaps) and delay notes\n"
         "          fix: add your user to the 'audio' group with an rtprio limit (e.g. /etc/security/limits.d/"
         "audio.conf: '@audio - rtprio 95', then log in again), or install rtkit")
     return ["realtime"]

@@ -288,7 +288,7 @@ def test_doctor_says_real_time_priority_is_granted_to_root() -> None:
         pytest.skip("whether an ordinary user gets SCHED_FIFO depends on the system's limits and rtkit")
     said: list[str] = []
     assert check_realtime(said.append) == []
-    assert said == ["Real-time priority: granted (the synth renders at SCHED_FIFO 5)"]
+    assert said == ["Real-time priority: granted (the synth renders at SCHED_FIFO 5, OSC and MIDI are read at 2)"]
 
 
 def test_off_cpu_time_leaves_out_the_threads_own_work_and_asked_sleep() -> None:
