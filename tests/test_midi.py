@@ -19,7 +19,8 @@ from fixtures_midi import JACK, Controller, Monitor, StandInClock, controller, m
 from fixtures_audio import JACK_START_TIMEOUT_S
 from fixtures_live import wait_until
 from live.control.midi import MidiControl, MidiMap, MidiSection
-from live.control.midi_in import OFFSET_CREEP, ArrivalClock
+from live.clock_offset import CREEP_S_PER_S as OFFSET_CREEP
+from live.control.midi_in import ArrivalClock
 from live.control.midi_map import bend_to_normal, encode_ticks, normal_to_bend, relative_ticks
 from live.control.tempo import Clock
 from live.errors import LiveError

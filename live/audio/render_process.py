@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from live.audio.shm_ring import SeqlockFloats, ShmRing
+from live.clock_offset import ClockOffset
 from live.errors import LiveError
 
 LEAD_BLOCKS = (3, 4, 8)  # the lead's floor, start and ceiling, in blocks: 8, 10.7 and 21 ms at 128/48 kHz
@@ -354,30 +355,32 @@ class ReadClock:
     The device's callback reads a block at a time, at moments the loop does not see: frame f is read at origin +
     f / rate. A loop that wakes at `now` and finds the position moved from `seen` (at its wake-up before, `last`)
     to `reader` knows two things: the block before `reader` was read by now (origin <= now - (reader - block) /
-    rate) and frame `seen` was not read before `last` (origin >= last - seen / rate). Between those bounds the
-    origin holds, rising by DRIFT_S_PER_S so a device clock slower than this one is followed; the upper bound
-    pulls it down to the earliest reads (a wake-up just after a callback), the lower one lifts it past a stretch
-    the device skipped (the whole process stopped, a server that dropped cycles). Until the first read it is the
-    latest the first read can be: the callback's next period."""
-
-    DRIFT_S_PER_S = 1e-4  # a sound card's clock is within 100 ppm of the system's
+    rate) and frame `seen` was not read before `last` (origin >= last - seen / rate). The origin is the tightest
+    such bounds allow (live/clock_offset.py): a wake-up just after a callback pins it, a device clock slower than
+    this one is followed, and the lower bound lifts it past a stretch the device skipped (the whole process
+    stopped, a server that dropped cycles). Until the first read it is the latest the first read can be: the
+    callback's next period."""
 
     def __init__(self, rate: int, block: int) -> None:
         self.rate, self.block = rate, block
-        self.origin, self._seen, self._at, self._last = 0.0, -1, 0.0, 0.0
+        self.offset = ClockOffset()
+        self._seen, self._last = -1, 0.0
 
     def restart(self, reader: int, now: float) -> float:
         """The device starts (again) reading at frame `reader`, within a period from `now`."""
-        self.origin = now + (self.block - reader) / self.rate
-        self._seen, self._at, self._last = reader, now, now
+        self.offset.reset(now + (self.block - reader) / self.rate, now)
+        self._seen, self._last = reader, now
         return self.origin
+
+    @property
+    def origin(self) -> float:
+        return self.offset.value if self.offset.value is not None else 0.0
 
     def saw(self, reader: int, now: float) -> float:
         """The read position is `reader` at `now`; returns the origin."""
         if reader > self._seen:
-            crept = max(self.origin + (now - self._at) * self.DRIFT_S_PER_S, self._last - self._seen / self.rate)
-            self.origin = min(crept, now - (reader - self.block) / self.rate)
-            self._seen, self._at = reader, now
+            self.offset.bound(now - (reader - self.block) / self.rate, self._last - self._seen / self.rate, now)
+            self._seen = reader
         self._last = now
         return self.origin
 
@@ -423,7 +426,8 @@ class _Renderer:
         # render seconds), in order
         self.queued: deque[tuple[int, tuple, np.ndarray, float]] = deque()
         self.rewrite: Callable[[int, np.ndarray], None] = lambda start, block: None  # a block rendered again
-        self.credit = REDO_BURST * self.lead.ceiling // self.block  # blocks it may render again now (_go_back)
+        self.most_credit = REDO_BURST * self.lead.ceiling // self.block
+        self.credit = self.most_credit  # blocks it may render again now (_go_back)
         self.mixer: Any = None  # rtmixer.Mixer while a device plays; set by the retry thread, dropped by the loop
         self.mapping = [1, 2]
         self.device: Any = None
@@ -494,17 +498,12 @@ class _Renderer:
             record[0], record[1], record[2:] = self.origin + start / self.rate, seconds, block.reshape(-1)
             self.tap.write(self.record)
             self.counts[BLOCKS] += 1
-            self.credit = min(self.credit + 1, REDO_BURST * self.lead.ceiling // self.block)
+            self.credit = min(self.credit + 1, self.most_credit)
         first = self.queued[0][0] if self.queued else self.position
-        kept = 0
-        for i in range(self.waiting):
-            frame, note, _, asked = self.pending[i]
-            if frame >= first:
-                self.pending[kept] = self.pending[i]
-                kept += 1
-            elif frame != asked and note != PANIC_NOTE:
-                self.counts[LATE_NOTES] += 1
-        self.waiting = kept
+        frame, note, _, asked = self.pending[:self.waiting].T
+        done = frame < first
+        self.counts[LATE_NOTES] += np.count_nonzero(done & (frame != asked) & (note != PANIC_NOTE))
+        self._keep(~done)
         self._publish()
 
     def _take_notes(self) -> None:
@@ -516,8 +515,8 @@ class _Renderer:
         batch: list[tuple[int, float, float, int]] = []
         for when, note, velocity in self.events.read():
             frame = round((when + self.delay - self.origin) * self.rate)
-            if note == PANIC_NOTE:
-                self._drop_from(self.position)
+            if note == PANIC_NOTE:  # the notes not rendered yet never start
+                self._keep(self.pending[:self.waiting, 0] < self.position)
                 batch = [b for b in batch if b[0] < self.position]
             batch.append((max(frame, first), note, velocity, frame))
         room = PENDING_NOTES - self.waiting
@@ -532,13 +531,11 @@ class _Renderer:
         if back < self.position and not self._go_back(back):  # too many blocks to render again: these notes
             np.maximum(new[:, 0], self.position, out=new[:, 0])  # start in the next new block instead (late)
 
-    def _drop_from(self, frame: int) -> None:
-        kept = 0
-        for i in range(self.waiting):
-            if self.pending[i, 0] < frame:
-                self.pending[kept] = self.pending[i]
-                kept += 1
-        self.waiting = kept
+    def _keep(self, which: np.ndarray) -> None:
+        """Keep the pending notes where `which` (one flag per waiting note) is true, in order."""
+        kept = self.pending[:self.waiting][which]
+        self.pending[:len(kept)] = kept
+        self.waiting = len(kept)
 
     def _go_back(self, frame: int) -> bool:
         """Render again from the queued block that holds `frame` to the last one, with the notes and parameters as

@@ -12,15 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from live.clock_offset import ClockOffset
 from live.control.midi_learn import Mapping
 from live.control.midi_map import MidiMap, MidiSection, bend_to_normal, cc_to_normal, relative_ticks, wide_to_normal
 from live.params import ParamTree
 
 #: Soft-takeover tolerance in controller travel: within one step of the value counts as "there".
 TOL_7BIT, TOL_14BIT = 1 / 127, 1 / 1024
-#: How fast ArrivalClock lets its offset grow with no message to pin it (s per s of perf_counter() time): a port's
-#: clock and perf_counter() may drift apart (NTP slews the latter); faster drifts are caught by the empty-queue bound.
-OFFSET_CREEP = 1e-4
 #: Messages the receiver drops unseen: SysEx and active sensing. rtmidi delivers them all the same, because with
 #: JACK it loses the delta time of a message it ignores (measured: 0.4 s of 0.6 s went missing between two notes).
 DROPPED = (0xF0, 0xFE)
@@ -57,7 +55,7 @@ class ArrivalClock:
     perf_counter(). A message is never drained before it arrived, so `drained - stamp` bounds the offset from above,
     and the smallest bound seen is the estimate: one message drained promptly pins it, and every later message,
     however long it waited behind the GIL or a busy drain, is timed `stamp + offset`, never later than drained. The
-    estimate may grow by OFFSET_CREEP per second, so a port clock slower than perf_counter() is followed (a faster
+    estimate may grow by 100 µs per second (live/clock_offset.py), so a port clock slower than perf_counter() is followed (a faster
     one lowers the bound by itself). From below, a message drained after the port's queue was found empty at time t
     arrived after t: that catches a sum that lost time (rtmidi drops a message, and its delta, when its queue is
     full). The first message is timed when drained. A fresh clock for every (re)opened port.
@@ -65,8 +63,7 @@ class ArrivalClock:
 
     def __init__(self) -> None:
         self.stamp = 0.0  # the port's clock: the sum of every delta so far
-        self.offset: float | None = None  # perf_counter() minus the port's clock
-        self._drained = 0.0  # when the previous message was drained
+        self.offset = ClockOffset()  # perf_counter() minus the port's clock
         self._after = float("-inf")  # the port's queue was found empty after this: what comes next arrived later
 
     def emptied(self, checked: float) -> None:
@@ -76,14 +73,7 @@ class ArrivalClock:
     def arrived(self, delta: float, drained: float) -> float:
         """The perf_counter() time a message arrived, from its rtmidi delta time and when it was drained."""
         self.stamp += delta
-        bound = drained - self.stamp
-        if self.offset is None:
-            offset = bound
-        else:
-            offset = min(self.offset + OFFSET_CREEP * (drained - self._drained), bound)
-        self.offset = max(offset, self._after - self.stamp)
-        self._drained = drained
-        return self.stamp + self.offset
+        return self.stamp + self.offset.bound(drained - self.stamp, self._after - self.stamp, drained)
 
 
 class InputPort:
