@@ -54,6 +54,8 @@ class Pitch:
         np.cumsum(energy[1:], out=energy[1:])
         if energy[-1] < 1e-10 * self.window:  # silence: no period to find
             return 0.0, 0.0
+        if energy[w] < 0.01 * energy[-1] * w / self.window:  # a sound starting late in the window: too little of
+            return 0.0, 0.0  # it in the compared part, whose near-zero differences would read as a perfect period
         # r(tau) = sum_{j<w} x_j x_{j+tau}: correlation of the head with the whole window, via the FFT
         head = self._head
         head[:w] = x[:w]
