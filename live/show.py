@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator, field_validator
 
+from live.audio.listen import AudioInSection
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
 from live.control.osc import OscSection
@@ -96,6 +97,7 @@ class Show(_Section):
     outputs: list[Annotated[KindSection, WrapValidator(SINKS.validate)]] = Field(
         default_factory=lambda: [WindowSection(kind="window")])
     audio: AudioSection = Field(default_factory=AudioSection)
+    audio_in: AudioInSection = Field(default_factory=AudioInSection)
     styles: StylesSection = Field(default_factory=StylesSection)
     osc: OscSection = Field(default_factory=OscSection)
     oscquery: OscQuerySection = Field(default_factory=OscQuerySection)

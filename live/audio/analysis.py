@@ -21,6 +21,7 @@ import numpy as np
 
 from live.audio.pitch import Pitch
 
+HOP_RATE = 187.5  # hops a second aimed at (the nearest power-of-two hop): control rate, >= 100 Hz
 FLOOR_DB = -60.0  # levels map -60..0 dBFS (RMS) to 0..1
 GATE_DB = -70.0  # quieter than this (RMS over the window) is silence: every value at rest
 BAND_LO, BAND_HI = 40.0, 16000.0
@@ -42,6 +43,11 @@ def level(mean_square: float) -> float:
     """A mean square (full scale 1) as 0..1 from FLOOR_DB to 0 dBFS."""
     db = 10.0 * math.log10(max(mean_square, 1e-20))
     return min(max(1.0 - db / FLOOR_DB, 0.0), 1.0)
+
+
+def band_edges(bands: int) -> np.ndarray:
+    """The `bands` + 1 edges (Hz) of the log-spaced bands, BAND_LO to BAND_HI."""
+    return np.geomspace(BAND_LO, BAND_HI, bands + 1)
 
 
 @dataclass
@@ -142,10 +148,9 @@ class Analysis:
     """The streaming analyser of one input: `feed(block, at)` returns the hops completed by that block."""
 
     def __init__(self, samplerate: int, bands: int = 10) -> None:
-        scale = 2 if samplerate > 50000 else 1
         self.samplerate = samplerate
-        self.hop = 256 * scale
-        self.window = 2048 * scale
+        self.hop = 1 << round(math.log2(samplerate / HOP_RATE))  # 256 at 44.1 and 48 kHz, 512 at 96 kHz
+        self.window = 8 * self.hop
         self.onset_window = 2 * self.hop
         self.rate = samplerate / self.hop
         sr, n = samplerate, self.window
@@ -162,7 +167,7 @@ class Analysis:
         # each band sums the power of the bins whose frequency lies in it; 2 / (N * sum(w^2)) makes the sum the
         # band's mean square (Parseval, one-sided), so a band reads like loudness
         freqs = librosa.fft_frequencies(sr=sr, n_fft=n)
-        self.band_edges = np.geomspace(BAND_LO, BAND_HI, bands + 1)
+        self.band_edges = band_edges(bands)
         weights = np.zeros((bands, len(freqs)), np.float32)
         for b in range(bands):
             weights[b, (freqs >= self.band_edges[b]) & (freqs < self.band_edges[b + 1])] = 1.0
