@@ -80,6 +80,8 @@ class BeatTracker:
         self.last_on_grid = -math.inf  # the time of the newest onset on the grid
         self.last_beat = -math.inf
         self._since_tempo = 0
+        # librosa loads its modules lazily (seconds on a loaded machine): now, not at the first onset of the show
+        librosa.feature.tempo(tg=librosa.autocorrelate(self.envelope + 1.0)[:, None], sr=samplerate, hop_length=hop)
 
     @property
     def bpm(self) -> float:
@@ -177,7 +179,7 @@ class Analysis:
         inside = (freqs >= BAND_LO) & (freqs < BAND_HI)
         self._inside = slice(int(np.argmax(inside)), int(len(inside) - np.argmax(inside[::-1])))
         self._freqs = freqs[self._inside].astype(np.float32)
-        self._pitch = Pitch(sr, n, PITCH_MIN, PITCH_MAX)
+        self.pitch = Pitch(sr, n, PITCH_MIN, PITCH_MAX)
         self.beats = BeatTracker(self.rate, sr, self.hop)
         self._recent_flux = np.zeros(max(3, int(ONSET_RECENT_S * self.rate)), np.float32)
         self._onset_peak = 1e-6  # the largest flux of an onset lately, which scales the onset value
@@ -188,7 +190,8 @@ class Analysis:
         #: how far behind the sound each value is, in frames: half its window plus up to a hop (beats are
         #: predicted from the grid, so a beat's time is the beat's own; it is reported up to a hop later)
         self.latency = {"rms": self.hop * 2, "loudness": self.hop * 2, "onset": self.hop + self.onset_window // 2,
-                        "spectrum": self.hop + n // 2, "pitch": self.hop + n // 2, "beat": self.hop}
+                        "spectrum": self.hop + n // 2, "pitch": self.hop + round(self.pitch.age(PITCH_MIN)),
+                        "beat": self.hop}
 
     def feed(self, block: np.ndarray, at: float) -> list[Hop]:
         """Analyse `block` (mono float32), whose first frame is at perf_counter() time `at`."""
@@ -225,7 +228,7 @@ class Analysis:
             self._spectrum(values)
             onset = self._onset(at)
             values["onset"] = self._onset_value
-            values["pitch"], values["pitch_confidence"] = self._pitch.estimate(x)
+            values["pitch"], values["pitch_confidence"] = self.pitch.estimate(x)
         beat = self.beats.hop_done(self._recent_flux[-1], onset, at)
         values["tempo"] = self.beats.bpm
         values["beat_phase"] = self.beats.phase(at)
@@ -273,10 +276,12 @@ class Analysis:
         recent[-1] = flux
         self._onset_value *= self._onset_decay
         self._onset_peak = max(self._onset_peak * 0.9995, 1e-6)
-        if flux <= threshold or at - self._last_onset < ONSET_GAP_S:
+        if flux <= threshold:
             return None
         self._onset_peak = max(self._onset_peak, flux)
         self._onset_value = max(self._onset_value, min(flux / self._onset_peak, 1.0))
+        if at - self._last_onset < ONSET_GAP_S:  # the same attack, seen again: its strength, but no new onset
+            return None
         attack = np.abs(self._buffer[-w:])
         first = int(np.argmax(attack >= 0.5 * float(attack.max())))
         onset = at - (w - 1 - first) / self.samplerate

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -121,11 +122,16 @@ class AudioIn:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: Any = None  # rtmixer.Recorder, or None (a file, or a lost device)
+        self._action: Any = None  # its recording into the ring
         self._file: Any = None  # soundfile.SoundFile
         self.analysis: Analysis | None = None
         self.label = ""
-        self.counts = {"hops": 0, "overflows": 0, "lost": 0, "reopened": 0, "skipped": 0, "loops": 0}
+        # overflows: the ring filled (our thread stalled); xruns: the device's input overflowed (frames lost before
+        # they reached the ring); skipped: frames of a file passed over after a stall
+        self.counts = {"hops": 0, "onsets": 0, "beats": 0, "overflows": 0, "xruns": 0, "lost": 0, "reopened": 0,
+                       "skipped": 0, "loops": 0}
         self.last: dict[str, float] = {}
+        self.heard: deque[tuple[str, float]] = deque(maxlen=256)  # the newest ("onset" | "beat", time) heard
 
     # --- the Part ------------------------------------------------------------------------------------------
 
@@ -155,8 +161,11 @@ class AudioIn:
             self._file = None
 
     def stats(self) -> dict[str, Any]:
-        analysis = self.analysis
-        return {**self.counts, "source": self.label, "tempo": self.last.get(PREFIX + "tempo", 0.0),
+        analysis, action = self.analysis, self._action
+        counts = dict(self.counts)
+        if action is not None:
+            counts["xruns"] += action.stats.input_overflows
+        return {**counts, "source": self.label, "tempo": self.last.get(PREFIX + "tempo", 0.0),
                 "latency_ms": {k: round(v / analysis.samplerate * 1000.0, 1) for k, v in analysis.latency.items()}
                 if analysis else {}}
 
@@ -228,6 +237,7 @@ class AudioIn:
 
         s = self.section
         channels = min(s.channels, device["channels"])
+        self.analysis = Analysis(s.samplerate, BANDS)  # first: it takes a while to load, and the ring would fill
         try:
             stream = rtmixer.Recorder(device=device["index"], channels=channels, samplerate=s.samplerate,
                                       blocksize=s.blocksize, latency="low")
@@ -238,7 +248,6 @@ class AudioIn:
                             f"{device['samplerate']:g} Hz) and source") from None
         self._device, self._stream = device, stream
         self._channels = channels
-        self.analysis = Analysis(s.samplerate, BANDS)
         self._frames = np.zeros((RING_FRAMES, channels), np.float32)
         self._mono = np.zeros(RING_FRAMES, np.float32)
         self._ring = rtmixer.RingBuffer(4 * channels, RING_FRAMES)
@@ -251,12 +260,19 @@ class AudioIn:
 
     def _arm(self) -> None:
         """(Re)start recording into an empty ring, and the clock that times its frames."""
+        self._retire()
         self._ring.flush()
         self._action = self._stream.record_ringbuffer(self._ring)
         now = time.perf_counter()
         self._offset = ClockOffset()
         self._offset.reset(now, now)  # the first block arrives within a period: a guess the bounds then tighten
         self._received, self._last = 0, now
+
+    def _retire(self) -> None:
+        """Keep the count of input overflows (the device's, not the ring's) of the recording action ending."""
+        if self._action is not None:
+            self.counts["xruns"] += self._action.stats.input_overflows
+            self._action = None
 
     def _run_device(self) -> None:
         """Each wake-up: everything in the ring, timed, analysed and published; a lost device looked for."""
@@ -298,6 +314,7 @@ class AudioIn:
         from live.audio import devices  # noqa: PLC0415
 
         devices.abandon(self._stream)
+        self._retire()
         self._stream = None
         self.counts["lost"] += 1
         self._lost_at = time.perf_counter()
@@ -328,8 +345,14 @@ class AudioIn:
         for hop in hops:
             values = {addresses[name]: value for name, value in hop.values.items()}
             self.tree.measure(values, hop.at)
-            if hop.beat is not None and clock is not None:
-                clock.hear_beat(hop.beat, hop.values["tempo"])
+            if hop.onset is not None:
+                self.heard.append(("onset", hop.onset))
+                self.counts["onsets"] += 1
+            if hop.beat is not None:
+                self.heard.append(("beat", hop.beat))
+                self.counts["beats"] += 1
+                if clock is not None:
+                    clock.hear_beat(hop.beat, hop.values["tempo"])
             self.last = values
         self.counts["hops"] += len(hops)
 

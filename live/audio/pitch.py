@@ -41,6 +41,12 @@ class Pitch:
         self._taus = np.arange(self.tau_max + 1, dtype=np.float64)
         self._scaled = np.zeros(self.tau_max, np.float64)
 
+    def age(self, hz: float) -> float:
+        """How many frames before the window's newest frame the estimate of `hz` describes: the middle of the
+        span it compares (the oldest `width` frames and those one period later), not the window's middle."""
+        period = self.samplerate / hz if hz > 0 else 0.0
+        return self.window - (self.width + period) / 2.0
+
     def estimate(self, window: np.ndarray) -> tuple[float, float]:
         """(hz, confidence 0..1) of the newest `window` samples; hz is 0.0 when the window is unvoiced.
 
