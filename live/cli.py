@@ -128,6 +128,17 @@ def _learn(args: argparse.Namespace) -> int:
         return 1
 
 
+def _map(args: argparse.Namespace) -> int:
+    from live.control import learned_map
+
+    show = load_show(args.show)
+    if args.action == "train":
+        print(learned_map.train_command(show))
+    else:
+        print("\n".join(learned_map.info_lines(show)))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from live.doctor import report
 
@@ -239,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     learn.add_argument("--port", type=int, default=9000, help="the show's [osc] port (default %(default)s)")
     learn.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a control")
     learn.set_defaults(func=_learn)
+
+    learned = sub.add_parser("map", help="the show's learned mapping ([map]): train it again from its saved "
+                                         "examples, or say what it holds")
+    learned.add_argument("action", choices=("train", "info"))
+    learned.add_argument("show")
+    learned.set_defaults(func=_map)
 
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")
