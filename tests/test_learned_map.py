@@ -29,7 +29,8 @@ class Performer:
 
     def __init__(self, show_path) -> None:
         self.lines: list[str] = []
-        self.surface = build(load_show(show_path), window=False, say=self.lines.append).surface
+        self.graph = build(load_show(show_path), window=False, say=self.lines.append)
+        self.surface = self.graph.surface
         self.lines.append(self.surface.open())
         self.tree = self.surface.tree
         self.client = SimpleUDPClient("127.0.0.1", self.surface.osc.port)
@@ -200,3 +201,20 @@ def test_live_map_train_and_info_from_the_saved_examples(tmp_path, performer_of,
     assert f"{IN1}, {IN2} -> {OUT1}, {OUT2} (regression" in out and "(sha256 checked)" in out
     assert main(["map", "info", str(show_with(tmp_path / "..", osc={"port": 0}))]) == 2
     assert "has no [map]" in capsys.readouterr().err
+
+
+def test_a_saved_show_with_another_map_swaps_it_and_a_bad_one_changes_nothing(tmp_path, performer_of):
+    p = performer_of(**REGRESSION)
+    p.set(in1=0.2, in2=0.3, out1=0.2, out2=0.7)
+    p.record()
+    before = p.surface.learned
+    with pytest.raises(LiveError, match=r"\[map\] outputs: '/synth/gian' is not a parameter.*nearby: /synth/gain"):
+        p.graph.reload(load_show(show_with(tmp_path, osc={"port": 0},
+                                           map={"inputs": [IN1], "outputs": ["/synth/gian"]})))
+    assert p.surface.learned is before and before.count > 0
+    p.client.send_message(RECORD, 1)  # the old map still records
+    assert wait_until(lambda: before.count > 10)
+    p.client.send_message(RECORD, 0)
+    notes = p.graph.reload(load_show(show_with(tmp_path, osc={"port": 0}, map={"inputs": [IN1], "outputs": [OUT2]})))
+    assert any(n.startswith("Map: 1 input(s) -> 1 output(s), regression, 0 example(s)") for n in notes), notes
+    assert p.surface.learned is not before and not before._thread.is_alive()

@@ -490,8 +490,9 @@ def info_lines(show: Show) -> list[str]:
         lines.append(f"  mapping: {err.what}")
         return lines
     made = manifest.provenance
-    lines.append(f"  mapping: {onnx_path} (sha256 checked), {made.get('estimator', '?')}, trained {made.get('trained')} "
-                 f"on {made.get('examples')} examples in {made.get('train_s')} s, score {made.get('score', 0):.3f}")
+    lines.append(f"  mapping: {onnx_path} (sha256 checked), {made.get('estimator', '?')}, "
+                 f"trained {made.get('trained')} on {made.get('examples')} examples in {made.get('train_s')} s, "
+                 f"score {made.get('score', 0):.3f}")
     if manifest.controls.get("presets"):
         lines += [f"  preset {i}: {values}" for i, values in enumerate(manifest.controls["presets"])]
     return lines
