@@ -218,3 +218,37 @@ def test_a_saved_show_with_another_map_swaps_it_and_a_bad_one_changes_nothing(tm
     notes = p.graph.reload(load_show(show_with(tmp_path, osc={"port": 0}, map={"inputs": [IN1], "outputs": [OUT2]})))
     assert any(n.startswith("Map: 1 input(s) -> 1 output(s), regression, 0 example(s)") for n in notes), notes
     assert p.surface.learned is not before and not before._thread.is_alive()
+
+
+def test_a_measured_input_drives_the_mapping(tmp_path):
+    """A read-only parameter an analysis publishes (ParamTree.measure) is an input like any other."""
+    from live.control.surface import ControlSurface
+    from live.graph import parameters, stages_of
+    from live.params import Param
+
+    show = load_show(show_with(tmp_path, osc={"port": 0}, map={"inputs": ["/in/audio/rms"], "outputs": [OUT1]}))
+    params, events = parameters(show, stages_of(show))
+    lines: list[str] = []
+    surface = ControlSurface(show, [*params, Param("/in/audio/rms", "float", 0.0, readonly=True)], events,
+                             lines.append)
+    surface.open()
+    try:
+        learned, tree = surface.learned, surface.tree
+        for rms in (0.0, 0.25, 0.5, 0.75, 1.0):
+            tree.measure({"/in/audio/rms": rms}, time.perf_counter())
+            tree.set(OUT1, 1 - rms, "test")
+            tree.set(RECORD, True, "test")
+            before = learned.count
+            assert wait_until(lambda: learned.count >= before + 3)
+            tree.set(RECORD, False, "test")
+        tree.emit("/live/map/train")
+        assert wait_until(lambda: learned.runner is not None, timeout=60), lines
+        tree.set(RUN, True, "test")
+        for rms in (0.1, 0.6, 0.9):
+            tree.measure({"/in/audio/rms": rms}, time.perf_counter())
+            assert wait_until(lambda: tree.get(OUT1) == pytest.approx(1 - rms, abs=0.08)), (rms, tree.get(OUT1))
+    finally:
+        surface.close()
+    show = load_show(show_with(tmp_path, osc={"port": 0}, map={"inputs": [IN1], "outputs": ["/in/audio/rms"]}))
+    with pytest.raises(LiveError, match=r"\[map\] outputs: '/in/audio/rms' is measured \(read-only\)"):
+        ControlSurface(show, [*params, Param("/in/audio/rms", "float", 0.0, readonly=True)], events)

@@ -88,7 +88,7 @@ def check(show: Show, tree: ParamTree) -> None:
         for address in addresses:
             param = tree.params.get(address)
             if param is not None and param.numeric:
-                if key == "outputs" and getattr(param, "readonly", False):
+                if key == "outputs" and param.readonly:
                     raise LiveError(f"{show.path}: [map] outputs: '{address}' is measured (read-only): the mapping "
                                     "cannot set it", "make it an input, and give a parameter it may set")
                 continue
@@ -170,7 +170,7 @@ def fit(section: MapSection, inputs: list[Param], outputs: list[Param], x_values
             model = make_pipeline(StandardScaler(), MLPRegressor(
                 hidden_layer_sizes=(hidden,), activation="tanh", solver="lbfgs", max_iter=2000, alpha=1e-4,
                 random_state=0))
-            model.fit(x, y)
+            model.fit(x, y[:, 0] if len(outputs) == 1 else y)  # one output: scikit-learn wants a vector
             score = float(np.mean(np.abs(model.predict(x).reshape(y.shape) - y)))
             error = f"mean error {score:.3f} of each output's range"
             onnx_model = to_onnx(model, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
