@@ -2,15 +2,18 @@
 hand, record, train, run; the mapping is real scikit-learn, exported to ONNX and run on ONNX Runtime."""
 
 import json
+import socket
 import time
 
 import numpy as np
 import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from fixtures_live import show_with, wait_until
 from live.cli import main
-from live.control.learned_map import RECORD, RUN
+from live.control.learned_map import RECORD, RUN, STATE
 from live.errors import LiveError
 from live.graph import build
 from live.show import load_show
@@ -163,6 +166,11 @@ def test_too_few_examples_and_a_corrupt_mapping_are_one_line_and_the_show_plays_
     line = p.train()
     assert line.startswith("Map: 0 example(s) recorded; training needs at least 2, nothing changed"), line
     assert not (tmp_path / "show-map.onnx").exists()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # what a tablet asks: the state, and why
+        sock.settimeout(3.0)
+        sock.sendto(OscMessageBuilder(STATE).build().dgram, ("127.0.0.1", p.surface.osc.port))
+        reply = OscMessage(sock.recv(65536))
+    assert reply.address == STATE and reply.params[0].startswith("Map no mapping: 0 examples; Map: 0 example(s)")
     p.set(in1=0.2, in2=0.3, out1=0.2, out2=0.7)
     p.record()
     p.set(in1=0.8, in2=0.6, out1=0.8, out2=0.4)
