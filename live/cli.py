@@ -160,10 +160,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
     if args.audio:
-        from live.bench_audio import audio_bench
+        from live.bench_audio import audio_bench, inputs_bench
 
-        result = audio_bench(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog,
-                             lead=args.lead)
+        bench_of = inputs_bench if args.inputs else audio_bench
+        result = bench_of(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog, lead=args.lead)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
             print(f"Wrote {args.json}")
@@ -286,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
                                                           "per core), alone and with the storm")
     bench.add_argument("--lead", type=_lead, metavar="MS|auto",
                        help="with --audio: play with this [audio] lead (default: the show's own)")
+    bench.add_argument("--inputs", action="store_true",
+                       help="with --audio: play the show twice, without and with the analysis of its inputs (JACK's "
+                            "input heard, the camera watched with faces and the person mask), and compare frame "
+                            "rate and late cycles")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")
