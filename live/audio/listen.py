@@ -71,7 +71,11 @@ def inputs() -> list[dict[str, Any]]:
 
 def resolve_input(spec: int | str) -> dict[str, Any]:
     """The input device a show names: an index, or a case-insensitive part of its name (an exact name first)."""
+    from live.audio import devices  # noqa: PLC0415
+
     found = inputs()
+    if not found and devices.jack_answers():  # PortAudio's JACK client timed out on a loaded machine: once more
+        found = inputs()
     if isinstance(spec, int):
         match = [d for d in found if d["index"] == spec]
     else:
