@@ -144,7 +144,7 @@ class AudioIn:
             line = self._open_file()
             target = self._run_file
         else:
-            line = self._open_device(resolve_input(self.section.source))
+            line = self._open_first()
             target = self._run_device
         self._thread = threading.Thread(target=target, name="live-audio-in", daemon=True)
         self._thread.start()
@@ -261,6 +261,19 @@ class AudioIn:
         return (f"Audio in: '{device['name']}' ({device['hostapi']}), {s.samplerate} Hz, {channels} ch, "
                 f"{s.blocksize}-frame blocks, input latency {latency:.1f} ms; analysed every "
                 f"{self.analysis.hop} frames ({s.samplerate / self.analysis.hop:.1f} Hz)")
+
+    def _open_first(self) -> str:
+        """The device, or (none there, or it will not open) one line: the show plays with /in/audio at rest and the
+        device is looked for every RETRY_S, as when one is lost."""
+        try:
+            return self._open_device(resolve_input(self.section.source))
+        except LiveError as err:
+            if self.analysis is None:
+                self.analysis = Analysis(self.section.samplerate, BANDS)
+            self._device = {"name": str(self.section.source), "hostapi": ""}
+            self._lost_at = time.perf_counter()
+            self.label = f"'{self.section.source}'"
+            return f"Audio in: {err.what}; /in/audio at rest, looking for it every {RETRY_S:g} s (fix: {err.fix})"
 
     def _arm(self) -> None:
         """(Re)start recording into an empty ring, and the clock that times its frames."""
