@@ -483,7 +483,11 @@ class FollowVoice:
             if self._f0 == 0.0 and not self._breath.live:
                 return None
             # one more block at the pitch it had ramps the harmonics down to exact zero, then the noise tail ends
-            loudness, hz = 0.0, self._f0 or hz
+            loudness = 0.0
+            if self._f0 > 0.0:
+                hz = self._f0
+            elif hz <= 0.0:  # only the breath's tail is left: any pitch, the harmonics are zero
+                hz = 100.0
         start = self._f0 if self._f0 > 0.0 else hz
         feeds = self._feeds
         feeds["f0_hz"][0, 0], feeds["loudness"][0, 0] = hz, loudness
