@@ -60,6 +60,11 @@ def midi_hz(note: int) -> float:
     return 440.0 * 2.0 ** ((note - 69) / 12.0)
 
 
+def peak(x: np.ndarray) -> float:
+    """The largest magnitude in `x` (float32), a tenth of the time of numpy's max and min."""
+    return cv2.norm(x, cv2.NORM_INF)
+
+
 def soft_limit(x: np.ndarray) -> np.ndarray:
     """Identity below the knee, tanh-shaped above it: loud chords saturate gently instead of wrapping."""
     over = np.abs(x) - LIMIT_KNEE
@@ -311,7 +316,7 @@ class Synth:
             self._gain = gain
         self._retire(active)
         self.blocks += 1
-        if cv2.norm(out, cv2.NORM_INF) > LIMIT_KNEE:  # a tenth of numpy's max and min
+        if peak(out) > LIMIT_KNEE:
             out = soft_limit(out)
         return out
 
