@@ -5,12 +5,15 @@ frame times (the client's last_frame_time in its process callback), end to end t
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import jack
 import numpy as np
 import pytest
+
+from test_audio_recovery import Server, server  # noqa: F401 (a JACK server of the test's own, to kill)
 
 from live.audio.engine import FOLLOW, AudioEngine
 from live.audio.pitch import Pitch
@@ -217,3 +220,36 @@ def test_a_missing_input_is_said_once_and_the_synth_plays_on(jack_server: str, s
                      "listed (\"\" turns following off), or start JACK"], said
     assert stats["starved"] == 0 and np.sqrt(np.mean(tapped ** 2)) > 0.005  # the arpeggio (at follow 1, its share 0
     # would be silence: with no input there is no follow voice, so the notes keep their whole share)
+
+
+def test_an_input_lost_mid_show_is_said_once_and_found_again(server: Server, synth_decoder: Path) -> None:
+    """The JACK server killed mid-show takes the input (and the output) away: one line says the follow voice is
+    silent and looking; once the server is back, the input records again, said in one line."""
+    previous = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = server.name  # the render process inherits it
+    said: list[str] = []
+    tree = ParamTree(*AudioEngine.params())
+    tree.set(FOLLOW, 0.5)
+    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system", follow_input="system",
+                         say=said.append)
+    try:
+        assert "'system'" in engine.open()
+        time.sleep(0.5)
+        server.kill()
+        deadline = time.monotonic() + 10
+        while not any("is back" in line and "follow" in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if server.proc.poll() is not None and any("lost input" in line for line in said):
+                server.start()
+        stats = engine.stats()
+    finally:
+        engine.close()
+        if previous is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = previous
+    follow = [line for line in said if line.startswith("Audio follow")]
+    assert follow[1:] == ["Audio follow: lost input 'system' (JACK Audio Connection Kit); the follow voice is silent, "
+                          "looking for it every 1 s", follow[2]], said
+    assert follow[2].startswith("Audio follow: input 'system' (JACK Audio Connection Kit) is back after "), said
+    assert stats["input_lost"] == 1 and stats["input_back"] == 1, stats

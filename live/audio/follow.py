@@ -179,7 +179,8 @@ class Follower:
         except LiveError as err:
             return f"Audio follow: {err.what}; {off} {err.fix}", False
         except (sd.PortAudioError, ValueError) as err:
-            return f"Audio follow: could not open input {self.spec!r} at {self.rate} Hz ({err}); {off} {INPUT_FIX}", False
+            return (f"Audio follow: could not open input {self.spec!r} at {self.rate} Hz ({err}); {off} {INPUT_FIX}",
+                    False)
         return f"Audio follow: input {device.label} channel 1, pitch and loudness into the synth's follow voice", True
 
     def _start(self, device: InputDevice) -> None:
@@ -224,11 +225,11 @@ class Follower:
         from live.audio import devices  # noqa: PLC0415
 
         devices.abandon(stream)  # a stream on a dead JACK server hangs if stopped or closed
-        device, self.stream = self.device, None
+        self.stream = None
         self.listener.sound, self.listener.loudness = 0, 0.0
         self.lost += 1
-        self.say(f"Audio follow: lost input {device.label if device else self.spec!r}; the follow voice is silent, "
-                 f"looking for it every {RETRY_S:g} s")
+        label = self.device.label if self.device is not None else repr(self.spec)
+        self.say(f"Audio follow: lost input {label}; the follow voice is silent, looking for it every {RETRY_S:g} s")
         self.retry = threading.Thread(target=self._look_for, args=(time.perf_counter(),),
                                       name="live-follow-retry", daemon=True)
         self.retry.start()

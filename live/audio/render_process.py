@@ -94,7 +94,8 @@ def shared_blocks(blocksize: int, names: dict[str, str] | None = None
     """The four shared-memory blocks, one layout for both sides: new ones (names None: the show's side) or the
     show's, attached by their names under "events", "tap", "params" and "counters" (the child's side). Events are
     (time, note, velocity) records; the tap has a block per record: the time its first frame plays, its render
-    seconds, the follow voice's seconds, then its frames interleaved left/right; params and counters are the snapshots laid out above."""
+    seconds, the follow voice's seconds, then its frames interleaved left/right; params and counters are the
+    snapshots laid out above."""
     names = names or {}
     return (ShmRing(EVENT_CAPACITY, 3, np.float64, name=names.get("events")),
             ShmRing(TAP_BLOCKS, TAP_HEAD + 2 * blocksize, np.float64, name=names.get("tap")),
