@@ -146,7 +146,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
         a = show.audio
         audio = AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize,
                             a.voices, a.pattern, surface.reader(), say,
-                            lead_ms=None if a.lead == "auto" else a.lead)
+                            lead_ms=None if a.lead == "auto" else a.lead, follow_input=a.follow_input)
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
     style = style_of(stages)
     styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None

@@ -71,6 +71,11 @@ class AudioSection(_Section):
             return value
         raise ValueError(f'{value!r} is neither "auto" nor milliseconds in (0, 100], e.g. lead = 5.3')
 
+    follow_input: int | str = Field(
+        "", description="timbre transfer: the input device (PortAudio name or index, e.g. \"system\" under JACK) "
+                        "whose pitch and loudness a voice of the synth follows, as much as /synth/follow says; "
+                        "\"\" = none")
+
 
 class StylesSection(_Section):
     """`[styles]`: where the show keeps its own styles (live/video/styles.py)."""

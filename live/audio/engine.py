@@ -35,6 +35,7 @@ from live.params import Event, Param, ParamTree
 
 GAIN = "/synth/gain"
 AUTO = "/synth/auto"
+FOLLOW = "/synth/follow"
 NOTE = "/synth/note"
 BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/control/surface.py) the synth obeys
 TEMPO = "/tempo/bpm"
@@ -127,6 +128,9 @@ class AudioEngine:
         params = [Param(GAIN, "float", 0.5, 0.0, 1.0, doc="synth output level (soft-limited)")]
         params += [Param(address, "float", 0.0, -1.0, 1.0, doc=doc) for address, doc in zip(TIMBRE, docs)]
         params.append(Param(AUTO, "bool", True, doc="play the built-in arpeggio, so a show sounds with no controller"))
+        params.append(Param(FOLLOW, "float", 0.0, 0.0, 1.0,
+                            doc="timbre transfer: how much of the sound is the voice following [audio] follow_input "
+                                "(its pitch and loudness through the decoder); 0 = off, the notes only"))
         note = Event(NOTE, (("note", "int", 0, 127), ("velocity", "float", 0.0, 1.0)),
                      doc="play a note (MIDI number, velocity 0..1); velocity 0 releases it")
         return params, [note]
@@ -134,12 +138,14 @@ class AudioEngine:
     def __init__(self, tree: ParamTree, decoder_manifest: Path, device: str | int | None = None,
                  samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
                  pattern: Sequence[int] = (), reader: ParamReader | None = None,
-                 say: Callable[[str], None] = print, realtime: bool = True, lead_ms: float | None = None) -> None:
+                 say: Callable[[str], None] = print, realtime: bool = True, lead_ms: float | None = None,
+                 follow_input: str | int = "") -> None:
         """`reader` is the control thread's smoothed, modulated view of `tree` (default: plain values); `say`
         tells the performer, once each, that the device was lost and that it is back. `realtime`: the render
         process asks for SCHED_FIFO (live doctor says whether the system grants it). `lead_ms`: None adapts the
         lead to the machine (rp.LEAD_BLOCKS); a number fixes it, rounded up to whole blocks (the show's
-        [audio] lead)."""
+        [audio] lead). `follow_input`: the input device the follow voice follows (live/audio/follow.py; "": none),
+        played as much as /synth/follow says."""
         manifest = load_manifest(decoder_manifest)
         if manifest.kind != "synth-decoder":
             raise LiveError(f"{decoder_manifest} is a {manifest.kind} model, not a synth decoder",
@@ -149,7 +155,8 @@ class AudioEngine:
         fixed = None if lead_ms is None else max(math.ceil(lead_ms / 1000 * samplerate / blocksize - 1e-6), 1)
         blocks = rp.LEAD_BLOCKS if fixed is None else (fixed, fixed, fixed)
         self.process = rp.RenderProcess(manifest.onnx_path, samplerate, blocksize, voices, pattern, device, realtime,
-                                        blocks)
+                                        blocks, follow_input)
+        self.follow_input = follow_input
         self.lead_fixed = lead_ms is not None
         self.tree = tree
         self.samplerate, self.blocksize = samplerate, blocksize
@@ -166,6 +173,8 @@ class AudioEngine:
         self._stop = threading.Event()
         self._render_s = np.zeros(RENDER_TIMES)  # the last RENDER_TIMES render times (a ring: no allocation)
         self._timed = 0
+        self._follow_s = np.zeros(RENDER_TIMES)  # and the follow voice's, of the blocks that had it
+        self._followed = 0
         self._restarts = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -226,16 +235,20 @@ class AudioEngine:
     def _steer(self, now: float) -> None:
         values = self.reader.read(now)
         gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
-        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]), float(values.get(TEMPO, DEFAULT_BPM)))
+        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]), float(values.get(TEMPO, DEFAULT_BPM)),
+                         float(values.get(FOLLOW, 0.0)))
 
     def _collect(self) -> None:
         """Rendered blocks into the tap, the peak meter and the render-time ring; the child's lines said."""
         for record in self.process.drain():
-            block = record[2:].reshape(-1, 2).astype(np.float32)
+            block = record[rp.TAP_HEAD:].reshape(-1, 2).astype(np.float32)
             self.tap.write(block, float(record[0]))
             self._peak = max(float(np.abs(block).max()), self._peak * self._peak_fall)
             self._render_s[self._timed % RENDER_TIMES] = record[1]
             self._timed += 1
+            if record[2] > 0.0:
+                self._follow_s[self._followed % RENDER_TIMES] = record[2]
+                self._followed += 1
         for kind, value in self.process.messages():
             if kind == "say":
                 self.say(value)
@@ -269,6 +282,15 @@ class AudioEngine:
         times = self._render_s[:min(self._timed, RENDER_TIMES)]
         return float(np.percentile(times, 99)) * 1000 if len(times) else 0.0
 
+    def follow_us(self) -> tuple[float, float]:
+        """The follow voice's time per block (input analysis, decoder, DSP and mixing), median and 99th
+        percentile in microseconds, over the last RENDER_TIMES blocks that had it; (0, 0) before any."""
+        times = self._follow_s[:min(self._followed, RENDER_TIMES)]
+        if not len(times):
+            return 0.0, 0.0
+        p50, p99 = np.percentile(times, [50, 99]) * 1e6
+        return float(p50), float(p99)
+
     def stats(self) -> dict[str, Any]:
         """Counters for the summary, /live/status and the HUD, each cause apart: `starved` counts the times the
         device found the ring empty by our doing (without a device, the times the renderer fell behind the clock);
@@ -280,7 +302,10 @@ class AudioEngine:
         because a note arrived for them after they were rendered (the cost of a lead that does not delay notes);
         `lost_notes` found no room; `lost` and
         `reopened` count the device going away and coming back; `restarts` the render process started again after
-        it died."""
+        it died. With a follow input: `follow_late` counts blocks that played without the follow voice because the
+        render process was kept from mixing it in in time, `input_lost`/`input_back` the input going and coming
+        back, `follow_p50_us`/`follow_p99_us` the follow voice's time per block, `follow_lead_ms` how far ahead of
+        the device it is mixed in (it adapts, rp.FOLLOW_AHEAD)."""
         c = self.process.read_counters()
         notes_dropped, blocks_dropped = self.process.dropped
         return {"blocks": int(c[rp.BLOCKS]), "starved": int(c[rp.STARVED]), "held": int(c[rp.HELD]),
@@ -291,7 +316,11 @@ class AudioEngine:
                 "lost_notes": int(c[rp.LOST_NOTES]) + notes_dropped, "peak": round(min(self._peak, 1.0), 4),
                 "device": self._device, "tap_dropped": self.tap.dropped + blocks_dropped * self.blocksize,
                 "lost": int(c[rp.LOST]), "reopened": int(c[rp.REOPENED]), "realtime": bool(c[rp.REALTIME]),
-                "restarts": self._restarts}
+                "restarts": self._restarts, "follow_input": self.follow_input,
+                "follow_late": int(c[rp.FOLLOW_LATE]), "input_lost": int(c[rp.INPUT_LOST]),
+                "input_back": int(c[rp.INPUT_BACK]),
+                "follow_lead_ms": round(c[rp.FOLLOW_LEAD] / self.samplerate * 1000, 2),
+                **dict(zip(("follow_p50_us", "follow_p99_us"), (round(t, 1) for t in self.follow_us())))}
 
     def status(self) -> str:
         """One line for the HUD and /live/status: where the sound goes, then the counters."""
@@ -328,5 +357,7 @@ def counters(stats: dict[str, Any]) -> str:
     machine = f", {stats['held']}x held off the CPU by the machine" if stats["held"] else ""
     late = f", {stats['late_notes']} notes late" if stats["late_notes"] else ""
     lead = "fixed" if stats["lead_fixed"] else "adaptive"
+    follow = (f", following {stats['follow_input']!r} ({stats['follow_late']} blocks late, p99 "
+              f"{stats['follow_p99_us'] / 1000:.2f} ms)") if stats.get("follow_input") else ""
     return (f"starved {stats['starved']}x (ours){machine}{late}, {stats['xruns']} device xruns, "
-            f"lead {stats['lead_ms']:.1f} ms ({lead}), render p99 {stats['render_p99_ms']:.2f} ms")
+            f"lead {stats['lead_ms']:.1f} ms ({lead}), render p99 {stats['render_p99_ms']:.2f} ms{follow}")

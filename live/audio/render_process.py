@@ -65,11 +65,19 @@ PANIC_NOTE = -1
 #: the renderer pre-empts the show's video and control threads and any normal process, never the audio server.
 RT_PRIORITY = 5
 #: The parameter snapshot's layout.
-GAIN, TIMBRE, AUTO, BPM = 0, slice(1, 5), 5, 6
-PARAMS = 7
+GAIN, TIMBRE, AUTO, BPM, FOLLOW = 0, slice(1, 5), 5, 6, 7
+PARAMS = 8
+TAP_HEAD = 3  # a tap record's fields before its frames: play time, render seconds, follow seconds
 #: The child's counters, a seqlocked snapshot written once per loop.
-BLOCKS, STARVED, HELD, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED, REDONE = range(11)
-COUNTERS = 11
+(BLOCKS, STARVED, HELD, XRUNS, LEAD, REALTIME, LATE_NOTES, LOST_NOTES, LOST, REOPENED, REDONE, FOLLOW_LATE, INPUT_LOST,
+ INPUT_BACK, FOLLOW_LEAD) = range(15)
+COUNTERS = 15
+#: The follow voice (live/audio/follow.py) goes into the block this many blocks after the one the device may be
+#: reading now, from the newest input (see _Renderer._commit): floor, start and ceiling of an adaptive Lead. 1 is the
+#: last moment a block surely can still change (17.7 ms input to output through JACK, measured); a block the loop
+#: missed (the machine kept it away a period) adds one (2.7 ms more), QUIET_S without a miss takes it back.
+FOLLOW_AHEAD = (1, 1, 3)
+FOLLOW_SLOTS = RING_FRAMES // 64  # a block's follow voice is kept until the block is final (at most the ring's)
 
 
 def note_delay(blocksize: int, samplerate: int) -> float:
@@ -86,10 +94,11 @@ def shared_blocks(blocksize: int, names: dict[str, str] | None = None
     """The four shared-memory blocks, one layout for both sides: new ones (names None: the show's side) or the
     show's, attached by their names under "events", "tap", "params" and "counters" (the child's side). Events are
     (time, note, velocity) records; the tap has a block per record: the time its first frame plays, its render
-    seconds, then its frames interleaved left/right; params and counters are the snapshots laid out above."""
+    seconds, the follow voice's seconds, then its frames interleaved left/right; params and counters are the
+    snapshots laid out above."""
     names = names or {}
     return (ShmRing(EVENT_CAPACITY, 3, np.float64, name=names.get("events")),
-            ShmRing(TAP_BLOCKS, 2 + 2 * blocksize, np.float64, name=names.get("tap")),
+            ShmRing(TAP_BLOCKS, TAP_HEAD + 2 * blocksize, np.float64, name=names.get("tap")),
             SeqlockFloats(PARAMS, name=names.get("params")), SeqlockFloats(COUNTERS, name=names.get("counters")))
 
 
@@ -103,15 +112,17 @@ class RenderProcess:
 
     def __init__(self, decoder: Path, samplerate: int = 48000, blocksize: int = 128, voices: int = 8,
                  pattern: Sequence[int] = (), device: str | int | None = None, realtime: bool = True,
-                 lead_blocks: tuple[int, int, int] = LEAD_BLOCKS) -> None:
+                 lead_blocks: tuple[int, int, int] = LEAD_BLOCKS, follow_input: str | int = "") -> None:
         """`decoder`: the synth decoder's .onnx file. `device`: a devices.resolve spec (None: the default output).
+        `follow_input`: the input device whose pitch and loudness the follow voice plays (live/audio/follow.py;
+        "": none).
         `realtime`: ask for SCHED_FIFO at RT_PRIORITY (granted to root, or with rtkit or an rtprio limit;
         counters say whether it was). `lead_blocks`: the adaptive lead's floor, start and ceiling (all three the
         same: a fixed lead)."""
         self.samplerate, self.blocksize = samplerate, blocksize
         self.config = {"decoder": str(decoder), "samplerate": samplerate, "blocksize": blocksize,
                        "voices": voices, "pattern": tuple(pattern), "device": device, "realtime": realtime,
-                       "lead_blocks": lead_blocks}
+                       "lead_blocks": lead_blocks, "follow_input": follow_input}
         self.events: ShmRing | None = None
         self.tap: ShmRing | None = None
         self.params: SeqlockFloats | None = None
@@ -200,10 +211,12 @@ class RenderProcess:
 
     # --- show -> child ---------------------------------------------------------------------------------------
 
-    def set(self, gain: float, timbre: Sequence[float], auto: bool, bpm: float) -> None:
-        """Publish the parameters the child reads at its next block."""
+    def set(self, gain: float, timbre: Sequence[float], auto: bool, bpm: float, follow: float = 0.0) -> None:
+        """Publish the parameters the child reads at its next block (`follow`: how much of the sound is the
+        follow voice, 0..1)."""
         snapshot = self._snapshot
         snapshot[GAIN], snapshot[TIMBRE], snapshot[AUTO], snapshot[BPM] = gain, timbre, float(auto), bpm
+        snapshot[FOLLOW] = follow
         if self.params is not None:
             self.params.write(snapshot)
 
@@ -225,9 +238,9 @@ class RenderProcess:
     # --- child -> show ---------------------------------------------------------------------------------------
 
     def drain(self) -> np.ndarray:
-        """The blocks rendered since the last call, as records (time its first frame plays, render seconds, then
-        the block's frames interleaved left/right), oldest first."""
-        return self.tap.read() if self.tap is not None else np.empty((0, 2 + 2 * self.blocksize))
+        """The blocks rendered since the last call, as records (time its first frame plays, render seconds, follow
+        voice seconds, then the block's frames interleaved left/right), oldest first."""
+        return self.tap.read() if self.tap is not None else np.empty((0, TAP_HEAD + 2 * self.blocksize))
 
     def messages(self) -> list[tuple[str, Any]]:
         """What the child said since the last call: ("say", line) for the performer, ("device", name or None) when
@@ -396,19 +409,30 @@ class _Renderer:
     block (the synth's saved state) and renders it and the ones after it again, each written over its old place in
     the ring. So the lead protects the sound from stalls without delaying the notes. A block becomes final once the
     device reaches it: then it goes to the show's tap.
+
+    The follow voice (timbre transfer, live/audio/follow.py) does not render with the lead: input can only shape
+    blocks rendered after it arrived, so a lead of blocks would add a lead to its latency. It is mixed into each
+    block at the last moment that block can still change (_commit: the block after the one the device may be
+    reading), from the newest input, and kept apart (follow_parts) so a note that sends the loop back re-renders the
+    note voices only and mixes the same follow voice in again. So the follow voice never re-renders (its state only
+    moves forward, no save/restore), costs one render per block, and reaches the device two blocks after its input
+    arrived, whatever the lead; the price is that a loop kept off its CPU past that point misses the block (the
+    block plays without it, counted as follow_late, and the voice starts again from silence), after which the
+    follow lead (FOLLOW_AHEAD) mixes a block further ahead until the machine has been quiet for QUIET_S.
     """
 
     def __init__(self, config: dict, conn: Connection) -> None:
-        from live.audio.arpeggio import DEFAULT_PATTERN, Arpeggio  # noqa: PLC0415 (child-side imports only)
-        from live.audio.synth import Synth  # noqa: PLC0415
+        from live.audio import synth  # noqa: PLC0415 (child-side imports only)
+        from live.audio.arpeggio import DEFAULT_PATTERN, Arpeggio  # noqa: PLC0415
+        from live.audio.follow import Follower  # noqa: PLC0415
         from live.inference import open_session  # noqa: PLC0415
 
         self.conn = conn
         self.rate, self.block = config["samplerate"], config["blocksize"]
         self.events, self.tap, self.params, self.counters = shared_blocks(self.block, config)
         self.wake = config["wake_fd"]
-        self.synth = Synth(open_session(Path(config["decoder"]), ("cpu",), threads=1), self.rate, self.block,
-                           config["voices"])
+        session = open_session(Path(config["decoder"]), ("cpu",), threads=1)
+        self.synth = synth.Synth(session, self.rate, self.block, config["voices"])
         self.arpeggio = Arpeggio(config["pattern"] or DEFAULT_PATTERN, self.rate)
         self.lead = Lead(self.block, *config["lead_blocks"])
         self.delay = note_delay(self.block, self.rate)
@@ -433,11 +457,35 @@ class _Renderer:
         self.device: Any = None
         self.stop = threading.Event()
         self.retry: threading.Thread | None = None
+        self.portaudio = threading.Lock()  # the retry threads open streams and re-scan one at a time
+        self.follower = Follower(config["follow_input"], synth.FollowVoice(session, self.rate, self.block),
+                                 self.rate, self.block, lambda line: self._send("say", line),
+                                 self.portaudio) if config["follow_input"] not in ("", None) else None
+        # The follow voice of each block in flight, as mixed in (gain and follow amount applied), the note voices'
+        # share of it (1 - the follow amount, per frame), and its render seconds; by block number modulo the slots
+        self.follow_parts = np.zeros((FOLLOW_SLOTS, self.block, 2), dtype=np.float32)
+        self.note_shares = np.ones((FOLLOW_SLOTS, self.block, 1), dtype=np.float32)
+        self.follow_seconds = np.zeros(FOLLOW_SLOTS)
+        self.follow_mixed = np.zeros(FOLLOW_SLOTS, dtype=bool)  # whether a slot's block has a follow voice
+        self.followed = 0  # every block before this frame had its follow voice mixed in (or missed it)
+        self.follow_amount = self.follow_gain = 0.0  # at the end of the last block mixed: ramped from there
+        self.follow_lead = Lead(self.block, *FOLLOW_AHEAD)
+        self.timbre = np.zeros(4, dtype=np.float32)
+        self.ramp = (np.arange(1, self.block + 1) / self.block).astype(np.float32)
+        self.scratch = np.zeros(self.block, dtype=np.float32)
+        self.soft_limit, self.knee, self.level, self.peak = synth.soft_limit, synth.LIMIT_KNEE, synth.LEVEL, synth.peak
 
     def run(self) -> None:
         line = self._open_device()
+        following = None
+        if self.follower is not None:
+            following, found = self.follower.open()
+            if not found:  # the notes play on as they would without a follow input, at their whole share
+                self.follower = None
         self._publish()
         self._send("opened", (line, self.device.name if self.device else None))
+        if following is not None:  # the show's first word must be "opened"; this one it says as it comes
+            self._send("say", following)
         try:
             while not self._stopped():
                 if self.mixer is not None:
@@ -446,6 +494,8 @@ class _Renderer:
                     self._feed_clock()
         finally:
             self.stop.set()
+            if self.follower is not None:
+                self.follower.close()
             if self.mixer is not None:
                 _release(self.mixer)
 
@@ -458,6 +508,9 @@ class _Renderer:
 
     def _publish(self) -> None:
         self.counts[LEAD] = self.lead.frames
+        if self.follower is not None:
+            self.counts[INPUT_LOST], self.counts[INPUT_BACK] = self.follower.lost, self.follower.back
+            self.counts[FOLLOW_LEAD] = self.follow_lead.frames
         self.counters.write(self.counts)
 
     def _send(self, *message: Any) -> None:
@@ -484,6 +537,9 @@ class _Renderer:
         self._start_notes(self.position)
         self.arpeggio.advance(self.synth, bool(values[AUTO]), self.block, float(values[BPM]))
         block = self.synth.render(float(values[GAIN]), values[TIMBRE].astype(np.float32))
+        slot = self.position // self.block % FOLLOW_SLOTS
+        if self.position < self.followed and self.follow_mixed[slot]:  # rendered again after its follow voice
+            block = self._mix(block, self.follow_parts[slot], self.note_shares[slot])  # went in: the same again
         self.queued.append((self.position, state, block, time.perf_counter() - began))
         self.position += self.block
         return block
@@ -494,8 +550,17 @@ class _Renderer:
         are done."""
         while self.queued and self.queued[0][0] < reader + self.block:
             start, _, block, seconds = self.queued.popleft()
+            if start >= self.followed:  # final before its follow voice went in: the loop was kept away
+                self.followed = start + self.block
+                self.follow_seconds[start // self.block % FOLLOW_SLOTS] = 0.0
+                self.follow_mixed[start // self.block % FOLLOW_SLOTS] = False
+                if self.follower is not None and self.follow_amount > 0.0 and self.follower.voice.sounding:
+                    self.counts[FOLLOW_LATE] += 1
+                    self.follower.voice.silence()
+                    self.follow_lead.starved(time.perf_counter())
             record = self.record[0]
-            record[0], record[1], record[2:] = self.origin + start / self.rate, seconds, block.reshape(-1)
+            record[0], record[1] = self.origin + start / self.rate, seconds
+            record[2], record[TAP_HEAD:] = self.follow_seconds[start // self.block % FOLLOW_SLOTS], block.reshape(-1)
             self.tap.write(self.record)
             self.counts[BLOCKS] += 1
             self.credit = min(self.credit + 1, self.most_credit)
@@ -537,6 +602,60 @@ class _Renderer:
         self.pending[:len(kept)] = kept
         self.waiting = len(kept)
 
+    def _commit(self, upto: int, reader: int | None = None) -> None:
+        """Mix the follow voice into the queued blocks that start at or before frame `upto` and do not have it yet:
+        each its next block from the newest input, the note voices faded by the follow amount, both ramped across
+        the block from the last one's; written over the block's place in the ring. With no follow input, or the
+        follow amount at 0 and the voice silent, blocks are left as they are (no cost). `reader`: the frame the
+        device reads next, for the adaptive follow lead (None: no device)."""
+        if self.followed > upto or self.follower is None:
+            return
+        for i, (start, state, block, seconds) in enumerate(self.queued):
+            if start > upto:
+                break
+            if start < self.followed:
+                continue
+            began = time.perf_counter()
+            self.followed = start + self.block
+            if reader is not None:
+                self.follow_lead.written(start - reader, began)
+            slot = start // self.block % FOLLOW_SLOTS
+            values = self.params.read()
+            amount, gain = float(values[FOLLOW]), float(values[GAIN]) * self.level
+            self.follow_mixed[slot] = amount > 0.0 or self.follow_amount > 0.0
+            if not self.follow_mixed[slot]:
+                self.follow_seconds[slot] = 0.0
+                if self.follower.voice.sounding:
+                    self.follower.voice.silence()  # unheard (amount 0): the next start is from silence
+                continue
+            np.copyto(self.timbre, values[TIMBRE], casting="same_kind")
+            voice = self.follower.render(self.timbre)
+            part, share, ramp = self.follow_parts[slot], self.note_shares[slot], self.scratch
+            np.multiply(self.ramp, amount - self.follow_amount, out=share[:, 0])
+            share += self.follow_amount  # the follow amount across the block
+            if voice is None:
+                part.fill(0.0)
+            else:
+                np.multiply(self.ramp, gain - self.follow_gain, out=ramp)
+                ramp += self.follow_gain
+                ramp *= share[:, 0]  # gain x follow amount across the block
+                np.multiply(voice.T, ramp[:, None], out=part)
+            np.subtract(1.0, share, out=share)
+            self.follow_amount, self.follow_gain = amount, gain
+            mixed = self._mix(block, part, share)
+            self.queued[i] = (start, state, mixed, seconds)
+            self.rewrite(start, mixed)
+            self.follow_seconds[slot] = time.perf_counter() - began
+
+    def _mix(self, block: np.ndarray, part: np.ndarray, share: np.ndarray) -> np.ndarray:
+        """The note voices' `block` (fresh from the synth: changed in place) at `share`, plus the follow `part`,
+        soft-limited as the synth's own output is."""
+        block *= share
+        block += part
+        if self.peak(block) > self.knee:
+            block = self.soft_limit(block)
+        return block
+
     def _go_back(self, frame: int) -> bool:
         """Render again from the queued block that holds `frame` to the last one, with the notes and parameters as
         they are now, each block written over its old place; False if that is more than the credit allows. The
@@ -558,6 +677,13 @@ class _Renderer:
             self.rewrite(start, self._render())
         self.counts[REDONE] += again
         return True
+
+    def _follow(self, upto: int, reader: int | None = None) -> None:
+        """The newest input into the follower, and the follow voice into the blocks up to frame `upto`: with a
+        device, the block after the one it reads next (the first that surely can still change)."""
+        if self.follower is not None:
+            self.follower.take()
+            self._commit(upto, reader)
 
     def _start_notes(self, start: int) -> None:
         """Start the pending notes in the block that begins at frame `start`, each at its frame inside it, in the
@@ -643,10 +769,13 @@ class _Renderer:
                 self.origin = clock.saw(reader, now)
             self._settle(reader)
             self._take_notes()
+            playing = reader if action is not None else None  # the follow lead learns from a playing device only
+            self._follow(reader + self.follow_lead.frames, playing)
             if queued + self.block <= lead:
                 if action is not None:
                     self.lead.written(queued, now)
                 ring.write(self._render())
+                self._commit(reader + self.follow_lead.frames, playing)  # a ring run short: it may be the one
             elif action is None:
                 action = mixer.play_ringbuffer(ring, channels=self.mapping)
                 self.origin = clock.restart(reader, time.perf_counter())
@@ -692,7 +821,8 @@ class _Renderer:
             if lost.hostapi == devices.JACK_API and devices.jack_answers() is False:
                 continue
             try:
-                self._start(devices.resolve(self.device_spec))
+                with self.portaudio:  # a re-scan closes every stream: not while the follow input opens one
+                    self._start(devices.resolve(self.device_spec))
             except (LiveError, sd.PortAudioError, ValueError):
                 continue
             self.counts[REOPENED] += 1
@@ -726,6 +856,7 @@ class _Renderer:
             self._take_notes()
             if self.position + self.block <= reader + lead:
                 self._render()
+                self._follow(self.position)  # no device to be late for: the follow voice goes in as blocks render
             else:
                 self._nap((self.position + self.block - reader - lead) / self.rate)
 

@@ -60,6 +60,11 @@ def midi_hz(note: int) -> float:
     return 440.0 * 2.0 ** ((note - 69) / 12.0)
 
 
+def peak(x: np.ndarray) -> float:
+    """The largest magnitude in `x` (float32), a tenth of the time of numpy's max and min."""
+    return cv2.norm(x, cv2.NORM_INF)
+
+
 def soft_limit(x: np.ndarray) -> np.ndarray:
     """Identity below the knee, tanh-shaped above it: loud chords saturate gently instead of wrapping."""
     over = np.abs(x) - LIMIT_KNEE
@@ -128,26 +133,7 @@ class Synth:
         self._starting: dict[int, int] = {}  # voice -> start offset (> 0) in the next block
         self._mix = np.zeros((2, block), dtype=np.float32)
 
-        frame = 2 * block  # noise frames of two blocks, hop one block, sine window: constant variance
-        self._window = np.sin(np.pi * (np.arange(frame) + 0.5) / frame).astype(np.float32)
-        bins = frame // 2 + 1
-        position = np.linspace(0.0, NOISE_BANDS - 1, bins)
-        lo = np.minimum(position.astype(int), NOISE_BANDS - 2)
-        frac = (position - lo).astype(np.float32)
-        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear)
-        bands[lo, np.arange(bins)] = 1 - frac
-        bands[lo + 1, np.arange(bins)] += frac
-        # A frame's spectrum is laid out as OpenCV's real inverse DFT takes it (3x faster than numpy's irfft here):
-        # Re 0, Re 1, Im 1, ..., Re N/2, so each bin's gain appears once per part. Each part is a uniform draw with
-        # unit variance (mean 0.5 and sqrt(12) removed): 129 such bins sum to Gaussian noise, at a quarter of the
-        # cost of normal draws. The scale gives white noise of band gain g an RMS of g.
-        parts = np.concatenate([[0], np.repeat(np.arange(1, bins - 1), 2), [bins - 1]])
-        self._bands = bands[:, parts] * np.float32(np.sqrt(frame / 2.0) * np.sqrt(12.0))
-        self._part_gains = np.zeros(frame, dtype=np.float32)
-        self._draws = np.zeros((2, frame), dtype=np.float32)  # per channel: this frame's spectrum
-        self._frames = np.zeros((2, 2, frame), dtype=np.float32)  # this block's noise frame and the last one's
-        self._frame = 0  # which of the two is the last one
-        self._tail_live = False  # the last frame's second half is not silent
+        self._breath = BreathNoise(block, self._rng)
 
         # Decoder rows are voices: f0 is written when a note starts, loudness and timbre every block.
         self._feeds = {name: np.zeros((voices, width), dtype=np.float32)
@@ -251,19 +237,19 @@ class Synth:
         voices' tables, which are made again from their notes where a voice's note changed since."""
         return (self.note[:], self.stage[:], self.velocity[:], self.level[:], self._age[:], self._count,
                 self._pending[:], dict(self._starting), self._turn.copy(), self._amps.copy(), self._gain,
-                self._frames.copy(), self._frame, self._tail_live, self.blocks, self.decodes)
+                self._breath.save(), self.blocks, self.decodes)
 
     def restore(self, state: tuple) -> None:
         """Go back to a state save() returned (before the render() that followed it)."""
-        (note, stage, velocity, level, age, self._count, pending, starting, turn, amps, self._gain, frames,
-         self._frame, self._tail_live, self.blocks, self.decodes) = state
+        (note, stage, velocity, level, age, self._count, pending, starting, turn, amps, self._gain, breath,
+         self.blocks, self.decodes) = state
         self.note[:], self.stage[:], self.velocity[:], self.level[:], self._age[:] = note, stage, velocity, level, age
         self._pending[:] = pending
         self._starting = dict(starting)
         np.copyto(self._turn, turn)
         np.copyto(self._turn32, turn, casting="same_kind")
         np.copyto(self._amps, amps)
-        np.copyto(self._frames, frames)
+        self._breath.restore(breath)
         for v, n in enumerate(self.note):
             if n >= 0 and n != self._built[v]:  # a note started on this voice since: its parts were replaced
                 self._feeds["f0_hz"][v] = midi_hz(n)
@@ -319,7 +305,7 @@ class Synth:
             self._noise(gains if cv2.norm(gains, cv2.NORM_INF) > NOISE_GATE else None, mix)
         else:
             mix.fill(0.0)
-            if self._tail_live:
+            if self._breath.live:
                 self._noise(None, mix)
         gain = np.float32(gain * LEVEL)
         out = np.empty((self.block, 2), dtype=np.float32)
@@ -330,7 +316,7 @@ class Synth:
             self._gain = gain
         self._retire(active)
         self.blocks += 1
-        if cv2.norm(out, cv2.NORM_INF) > LIMIT_KNEE:  # a tenth of numpy's max and min
+        if peak(out) > LIMIT_KNEE:
             out = soft_limit(out)
         return out
 
@@ -380,13 +366,46 @@ class Synth:
         np.matmul(self._pan[:span].T, waves[:, 0], out=mix)
 
     def _noise(self, band_gains: np.ndarray | None, mix: np.ndarray) -> np.ndarray:
-        """Stereo noise shaped by the band gains, added to `mix`: random-phase spectra, inverse FFT, windowed
-        overlap-add. None: no new noise, only the last frame's tail."""
+        """The voices' breath noise (their band gains together) added to `mix`; see BreathNoise.add."""
+        return self._breath.add(band_gains, mix)
+
+
+class BreathNoise:
+    """Stereo noise shaped by 65 band gains, one block at a time: random-phase spectra, an inverse FFT and a
+    windowed overlap-add (frames of two blocks, hop one block, sine window: constant variance). Shared by the note
+    voices (all together) and the follow voice (its own, since it renders at another time)."""
+
+    def __init__(self, block: int, rng: np.random.Generator) -> None:
+        self.block, self._rng = block, rng
+        frame = 2 * block
+        self._window = np.sin(np.pi * (np.arange(frame) + 0.5) / frame).astype(np.float32)
+        bins = frame // 2 + 1
+        position = np.linspace(0.0, NOISE_BANDS - 1, bins)
+        lo = np.minimum(position.astype(int), NOISE_BANDS - 2)
+        frac = (position - lo).astype(np.float32)
+        bands = np.zeros((NOISE_BANDS, bins), dtype=np.float32)  # band gains -> bin gains (linear)
+        bands[lo, np.arange(bins)] = 1 - frac
+        bands[lo + 1, np.arange(bins)] += frac
+        # A frame's spectrum is laid out as OpenCV's real inverse DFT takes it (3x faster than numpy's irfft here):
+        # Re 0, Re 1, Im 1, ..., Re N/2, so each bin's gain appears once per part. Each part is a uniform draw with
+        # unit variance (mean 0.5 and sqrt(12) removed): 129 such bins sum to Gaussian noise, at a quarter of the
+        # cost of normal draws. The scale gives white noise of band gain g an RMS of g.
+        parts = np.concatenate([[0], np.repeat(np.arange(1, bins - 1), 2), [bins - 1]])
+        self._bands = bands[:, parts] * np.float32(np.sqrt(frame / 2.0) * np.sqrt(12.0))
+        self._part_gains = np.zeros(frame, dtype=np.float32)
+        self._draws = np.zeros((2, frame), dtype=np.float32)  # per channel: this frame's spectrum
+        self._frames = np.zeros((2, 2, frame), dtype=np.float32)  # this block's noise frame and the last one's
+        self._frame = 0  # which of the two is the last one
+        self.live = False  # the last frame's second half is not silent
+
+    def add(self, band_gains: np.ndarray | None, mix: np.ndarray) -> np.ndarray:
+        """Add a block of noise shaped by `band_gains` to `mix` (2, block). None: no new noise, only the last
+        frame's tail."""
         last = self._frames[self._frame]
         mix += last[:, self.block:]
         if band_gains is None:
             last[:, self.block:] = 0.0
-            self._tail_live = False
+            self.live = False
             return mix
         self._frame = 1 - self._frame
         frame = self._frames[self._frame]
@@ -398,5 +417,121 @@ class Synth:
         cv2.dft(draws, frame, flags=INVERSE_DFT)
         frame *= self._window
         mix += frame[:, :self.block]
-        self._tail_live = True
+        self.live = True
+        return mix
+
+    def save(self) -> tuple:
+        return self._frames.copy(), self._frame, self.live
+
+    def restore(self, state: tuple) -> None:
+        frames, self._frame, self.live = state
+        np.copyto(self._frames, frames)
+
+
+class FollowVoice:
+    """One more voice of the decoder, whose pitch and loudness follow a live input (timbre transfer).
+
+    Unlike a note voice its f0 changes every block, so it cannot use a note's fixed sin/cos table: a phase
+    accumulator integrates a per-sample f0 ramp from the last block's pitch to this one's, and each harmonic is
+    sin(k * phase) of that accumulated phase (one float32 sin over harmonics x samples), its amplitude ramped from
+    the last block's as the note voices' are. It runs the decoder on its own one-row IO binding rather than in the
+    note voices' batch: the render process mixes it in just before the device plays a block (render_process.py),
+    later than the note voices render, so there is no batch to join. All buffers are allocated here; render()
+    allocates nothing. A silent voice (loudness 0 and nothing left ringing) does no DSP.
+    """
+
+    def __init__(self, decoder: Session | ort.InferenceSession, samplerate: int = 48000, block: int = 128,
+                 seed: int = 1) -> None:
+        self._decoder, self.samplerate, self.block = decoder, samplerate, block
+        self._outputs = ["harmonics", "noise", "amplitude"]
+        self._feeds = {name: np.zeros((1, width), dtype=np.float32)
+                       for name, width in (("f0_hz", 1), ("loudness", 1), ("timbre", len(TIMBRE_AXES)))}
+        self._results = [np.zeros((1, width), dtype=np.float32) for width in (HARMONICS, NOISE_BANDS, 1)]
+        self._binding: ort.IOBinding | None = None
+        if isinstance(decoder, Session):
+            self._binding = decoder.io_binding()
+            for name, buffer in self._feeds.items():
+                self._binding.bind_input(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+            for name, buffer in zip(self._outputs, self._results):
+                self._binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+        n = np.arange(1, block + 1, dtype=np.float64)
+        self._ramp64 = n / block
+        self._ramp = self._ramp64.astype(np.float32)
+        self._falling = 1.0 - self._ramp
+        self._harmonic = np.arange(1, HARMONICS + 1, dtype=np.float32)[:, None]  # k
+        self._limit = np.arange(1, HARMONICS + 1, dtype=np.float64)  # k, to find those below Nyquist
+        self._step = np.zeros(block, dtype=np.float64)  # phase advance per sample, radians
+        self._phase32 = np.zeros((1, block), dtype=np.float32)  # the accumulated phase of each sample
+        self._angles = np.zeros((HARMONICS, block), dtype=np.float32)  # k * phase, then its sine
+        self._amps = np.zeros((2, HARMONICS), dtype=np.float32)  # (last block's end, this block's end)
+        self._sums = np.zeros((2, block), dtype=np.float32)
+        self._wave = np.zeros(block, dtype=np.float32)
+        self._mix = np.zeros((2, block), dtype=np.float32)
+        self._breath = BreathNoise(block, np.random.default_rng(seed))
+        self._phase = 0.0  # of the fundamental at the end of the last block, radians in [0, 2 pi)
+        self._f0 = 0.0  # pitch at the end of the last block; 0: the voice was silent
+        self._pan = np.float32(math.cos(math.pi / 4))  # centre, constant power
+
+    @property
+    def sounding(self) -> bool:
+        return self._f0 > 0.0 or self._breath.live
+
+    def silence(self) -> None:
+        """The voice stops here (a block went by without it): the next one starts from silence, no glide."""
+        self._f0 = 0.0
+        self._amps.fill(0.0)
+
+    def render(self, hz: float, loudness: float, timbre: np.ndarray) -> np.ndarray | None:
+        """The next block, (2, block) float32 (a view, valid until the next call), for pitch `hz` (ramped from
+        the last block's) at decoder loudness 0..1; None while silent."""
+        if loudness <= SILENT or hz <= 0.0:
+            if self._f0 == 0.0 and not self._breath.live:
+                return None
+            # one more block at the pitch it had ramps the harmonics down to exact zero, then the noise tail ends
+            loudness = 0.0
+            if self._f0 > 0.0:
+                hz = self._f0
+            elif hz <= 0.0:  # only the breath's tail is left: any pitch, the harmonics are zero
+                hz = 100.0
+        start = self._f0 if self._f0 > 0.0 else hz
+        feeds = self._feeds
+        feeds["f0_hz"][0, 0], feeds["loudness"][0, 0] = hz, loudness
+        feeds["timbre"][0] = timbre
+        if self._binding is not None:
+            self._decoder.run_bound(self._binding)
+            harmonics, noise, amplitude = self._results
+        else:
+            harmonics, noise, amplitude = self._decoder.run(self._outputs, feeds)
+        amps = self._amps
+        np.multiply(harmonics[0], amplitude[0, 0], out=amps[1])
+        top = int(self.samplerate / 2 / max(start, hz))  # harmonics below Nyquist all through the block
+        amps[1, top:] = 0.0
+        amps[0, top:] = 0.0
+        # phase of sample n = phase before the block + the sum of the per-sample steps up to n; float64 for the
+        # sum, float32 (reduced to a few turns) for the k x n sines, numpy's vectorised float32 sin
+        step = self._step
+        np.multiply(self._ramp64, hz - start, out=step)
+        step += start
+        step *= 2.0 * math.pi / self.samplerate
+        np.cumsum(step, out=step)
+        step += self._phase
+        self._phase = math.fmod(float(step[-1]), 2.0 * math.pi)
+        np.copyto(self._phase32[0], step, casting="same_kind")
+        np.multiply(self._harmonic, self._phase32, out=self._angles)
+        np.sin(self._angles, out=self._angles)
+        np.matmul(amps, self._angles, out=self._sums)
+        wave = self._wave
+        np.multiply(self._sums[0], self._falling, out=wave)
+        self._sums[1] *= self._ramp
+        wave += self._sums[1]
+        wave *= self._pan
+        mix = self._mix
+        mix[0] = wave
+        mix[1] = wave
+        gains = noise[0]
+        self._breath.add(gains if loudness > 0.0 and cv2.norm(gains, cv2.NORM_INF) > NOISE_GATE else None, mix)
+        amps[0] = amps[1]
+        self._f0 = hz if loudness > 0.0 else 0.0
+        if loudness == 0.0:
+            amps.fill(0.0)
         return mix
