@@ -215,8 +215,8 @@ def test_a_missing_input_is_said_once_and_the_synth_plays_on(jack_server: str, s
     finally:
         engine.close()
     lines = [line for line in said if "follow" in line]
-    assert lines == ["Audio follow: no input device 'no-such-mic' to follow (inputs: 'system' (JACK Audio Connection "
-                     "Kit)); the synth plays without following — fix: set [audio] follow_input to one of the inputs "
+    assert lines == ["Audio follow: [audio] follow_input 'no-such-mic': no such input device (inputs: 0: 'system' "
+                     "(JACK Audio Connection Kit)); the synth plays without following — fix: set [audio] follow_input to one of the inputs "
                      "listed (\"\" turns following off), or start JACK"], said
     assert stats["starved"] == 0 and np.sqrt(np.mean(tapped ** 2)) > 0.005  # the arpeggio (at follow 1, its share 0
     # would be silence: with no input there is no follow voice, so the notes keep their whole share)

@@ -32,7 +32,9 @@ DEVICE_FIX = "set [audio] device in the show (`live doctor` lists the outputs) o
 
 
 @dataclass(frozen=True)
-class OutputDevice:
+class Device:
+    """An input or output device as PortAudio lists it (channels: of the direction it was listed for)."""
+
     index: int
     name: str
     hostapi: str
@@ -157,14 +159,37 @@ atexit.unregister(sd._exit_handler)
 atexit.register(_exit)
 
 
-def outputs(scan: bool = True) -> list[OutputDevice]:
-    """Every device with at least one output channel, in PortAudio's order."""
+def _listed(direction: str, scan: bool) -> list[Device]:
+    """Every device with at least one `direction` ("input", "output") channel, in PortAudio's order; `scan`:
+    PortAudio re-scanned first (a JACK server started since is listed), which closes its open streams."""
     if scan:
         rescan()
-    apis = sd.query_hostapis()
-    return [OutputDevice(d["index"], d["name"], apis[d["hostapi"]]["name"], d["max_output_channels"],
-                         d["default_samplerate"])
-            for d in sd.query_devices() if d["max_output_channels"] > 0]
+    apis, key = sd.query_hostapis(), f"max_{direction}_channels"
+    return [Device(d["index"], d["name"], apis[d["hostapi"]]["name"], d[key], d["default_samplerate"])
+            for d in sd.query_devices() if d[key] > 0]
+
+
+def outputs(scan: bool = True) -> list[Device]:
+    """Every device with at least one output channel, in PortAudio's order."""
+    return _listed("output", scan)
+
+
+def inputs(scan: bool = True) -> list[Device]:
+    """Every device with at least one input channel, in PortAudio's order."""
+    found = _listed("input", scan)
+    if not found and scan and jack_answers():  # PortAudio's JACK client timed out on a loaded machine: once more
+        found = _listed("input", scan)
+    return found
+
+
+def _named(found: list[Device], spec: str | int) -> Device | None:
+    """The device `spec` names: its index, or a case-insensitive part of its name (an exact name first)."""
+    if isinstance(spec, int):
+        match = [d for d in found if d.index == spec]
+    else:
+        wanted = spec.lower()
+        match = sorted((d for d in found if wanted in d.name.lower()), key=lambda d: d.name.lower() != wanted)
+    return match[0] if match else None
 
 
 def list_outputs() -> list[dict[str, Any]]:
@@ -186,7 +211,7 @@ def describe() -> list[str]:
     return lines
 
 
-def resolve(spec: str | int | None, scan: bool = True) -> OutputDevice:
+def resolve(spec: str | int | None, scan: bool = True) -> Device:
     """The device a show asked for: None/"" = default, int = index, str = case-insensitive part of the name.
 
     Raises LiveError naming what was asked, what exists and the fix.
@@ -198,17 +223,24 @@ def resolve(spec: str | int | None, scan: bool = True) -> OutputDevice:
         if default is None:
             raise LiveError(f"no output device (devices: {listing})", DEVICE_FIX)
         return default
-    if isinstance(spec, int):
-        match = [d for d in found if d.index == spec]
-    else:
-        wanted = spec.lower()
-        match = sorted((d for d in found if wanted in d.name.lower()), key=lambda d: d.name.lower() != wanted)
-    if not match:
+    device = _named(found, spec)
+    if device is None:
         raise LiveError(f"no output device {spec!r} (devices: {listing})", DEVICE_FIX)
-    return match[0]
+    return device
 
 
-def _default(found: list[OutputDevice]) -> OutputDevice | None:
+def resolve_input(spec: str | int, key: str, fix: str, scan: bool = True) -> Device:
+    """The input device a show's `key` names (an index, or a part of its name); LiveError naming it, listing the
+    inputs there are, with `fix`. `scan` False in a process whose output stream a re-scan would close."""
+    found = inputs(scan)
+    device = _named(found, spec)
+    if device is None:
+        listing = ", ".join(f"{d.index}: {d.label}" for d in found) or "none"
+        raise LiveError(f"{key} {spec!r}: no such input device (inputs: {listing})", fix)
+    return device
+
+
+def _default(found: list[Device]) -> Device | None:
     """JACK's default output when a JACK server runs (a performer who started JACK means it), else PortAudio's."""
     jack = [api for api in sd.query_hostapis() if api["name"] == JACK_API]
     preferred = [jack[0]["default_output_device"]] if jack else []

@@ -26,12 +26,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sounddevice as sd
 
+from live.audio import devices
 from live.audio.pitch import Pitch
 from live.errors import LiveError
 
@@ -45,41 +45,6 @@ RELEASE_S = 0.02  # unvoiced or silent input: the voice's loudness falls by 1/e 
 # loudness of input at SILENCE_DB (about 100 ms from full loudness)
 RETRY_S = 1.0
 INPUT_FIX = "set [audio] follow_input to one of the inputs listed (\"\" turns following off), or start JACK"
-
-
-@dataclass(frozen=True)
-class InputDevice:
-    index: int
-    name: str
-    hostapi: str
-    channels: int
-
-    @property
-    def label(self) -> str:
-        return f"'{self.name}' ({self.hostapi})"
-
-
-def inputs() -> list[InputDevice]:
-    """Every device with an input channel, as the PortAudio in use lists it (no re-scan: that would close the
-    output's stream; the output's own opening re-scans first)."""
-    apis = sd.query_hostapis()
-    return [InputDevice(d["index"], d["name"], apis[d["hostapi"]]["name"], d["max_input_channels"])
-            for d in sd.query_devices() if d["max_input_channels"] > 0]
-
-
-def resolve_input(spec: str | int) -> InputDevice:
-    """The input a show asked for (an index, or a case-insensitive part of the name); LiveError naming it and
-    listing the inputs there are."""
-    found = inputs()
-    if isinstance(spec, int):
-        match = [d for d in found if d.index == spec]
-    else:
-        wanted = spec.lower()
-        match = sorted((d for d in found if wanted in d.name.lower()), key=lambda d: d.name.lower() != wanted)
-    if not match:
-        listing = ", ".join(d.label for d in found) or "none"
-        raise LiveError(f"no input device {spec!r} to follow (inputs: {listing})", INPUT_FIX)
-    return match[0]
 
 
 class Listener:
@@ -162,7 +127,7 @@ class Follower:
         self.listener = Listener(samplerate, block)
         self._chunk = np.zeros(INPUT_RING, dtype=np.float32)  # what one read takes out of the ring
         self.stream: Any = None  # rtmixer.Recorder while the input records; set by open() or the retry thread
-        self.device: InputDevice | None = None
+        self.device: devices.Device | None = None
         self._ring: Any = None
         self._action: Any = None
         self.lost = self.back = self.overruns = 0
@@ -174,7 +139,7 @@ class Follower:
         off = "the synth plays without following — fix:"
         try:
             with self.lock:
-                device = resolve_input(self.spec)
+                device = devices.resolve_input(self.spec, "[audio] follow_input", INPUT_FIX, scan=False)
                 self._start(device)
         except LiveError as err:
             return f"Audio follow: {err.what}; {off} {err.fix}", False
@@ -183,7 +148,7 @@ class Follower:
                     False)
         return f"Audio follow: input {device.label} channel 1, pitch and loudness into the synth's follow voice", True
 
-    def _start(self, device: InputDevice) -> None:
+    def _start(self, device: devices.Device) -> None:
         import rtmixer  # noqa: PLC0415
 
         stream = rtmixer.Recorder(device=device.index, channels=1, samplerate=self.rate, blocksize=self.block,
@@ -239,7 +204,7 @@ class Follower:
         while not self.stopped.wait(RETRY_S):
             try:
                 with self.lock:
-                    self._start(resolve_input(self.spec))
+                    self._start(devices.resolve_input(self.spec, "[audio] follow_input", INPUT_FIX, scan=False))
             except (LiveError, sd.PortAudioError, ValueError):
                 continue
             self.back += 1

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,9 @@ from live.clock_offset import ClockOffset
 from live.control.tempo import MAX_BPM, Clock
 from live.errors import LiveError
 from live.params import Param, ParamTree
+
+if TYPE_CHECKING:
+    from live.audio import devices
 
 PREFIX = "/in/audio/"
 BANDS = 10
@@ -54,37 +57,6 @@ class AudioInSection(BaseModel):
 def is_file(source: int | str) -> bool:
     """A source naming a sound file (by its suffix), not a device."""
     return isinstance(source, str) and Path(source).suffix.lower() in FILE_SUFFIXES
-
-
-def inputs() -> list[dict[str, Any]]:
-    """Every device with an input channel, PortAudio re-scanned first (a JACK server started since is listed)."""
-    import sounddevice as sd  # noqa: PLC0415
-
-    from live.audio import devices  # noqa: PLC0415
-
-    devices.rescan()
-    apis = sd.query_hostapis()
-    return [{"index": d["index"], "name": d["name"], "hostapi": apis[d["hostapi"]]["name"],
-             "channels": d["max_input_channels"], "samplerate": d["default_samplerate"]}
-            for d in sd.query_devices() if d["max_input_channels"] > 0]
-
-
-def resolve_input(spec: int | str) -> dict[str, Any]:
-    """The input device a show names: an index, or a case-insensitive part of its name (an exact name first)."""
-    from live.audio import devices  # noqa: PLC0415
-
-    found = inputs()
-    if not found and devices.jack_answers():  # PortAudio's JACK client timed out on a loaded machine: once more
-        found = inputs()
-    if isinstance(spec, int):
-        match = [d for d in found if d["index"] == spec]
-    else:
-        wanted = spec.lower()
-        match = sorted((d for d in found if wanted in d["name"].lower()), key=lambda d: d["name"].lower() != wanted)
-    if not match:
-        listing = ", ".join(f"{d['index']}: '{d['name']}' ({d['hostapi']})" for d in found) or "none"
-        raise LiveError(f"[audio_in] source {spec!r}: no such input device (inputs: {listing})", INPUT_FIX)
-    return match[0]
 
 
 class AudioIn:
@@ -234,43 +206,45 @@ class AudioIn:
 
     # --- a device ------------------------------------------------------------------------------------------
 
-    def _open_device(self, device: dict[str, Any]) -> str:
+    def _open_device(self, device: devices.Device) -> str:
         """Start recording `device` into the ring; LiveError if it cannot."""
         import rtmixer  # noqa: PLC0415
         import sounddevice as sd  # noqa: PLC0415
 
         s = self.section
-        channels = min(s.channels, device["channels"])
+        channels = min(s.channels, device.channels)
         self.analysis = Analysis(s.samplerate, BANDS)  # first: it takes a while to load, and the ring would fill
         try:
-            stream = rtmixer.Recorder(device=device["index"], channels=channels, samplerate=s.samplerate,
+            stream = rtmixer.Recorder(device=device.index, channels=channels, samplerate=s.samplerate,
                                       blocksize=s.blocksize, latency="low")
             stream.start()
         except (sd.PortAudioError, ValueError) as err:
-            raise LiveError(f"[audio_in] could not open input '{device['name']}' ({device['hostapi']}) at "
+            raise LiveError(f"[audio_in] could not open input '{device.name}' ({device.hostapi}) at "
                             f"{s.samplerate} Hz ({err})", f"check [audio_in] samplerate (the device runs at "
-                            f"{device['samplerate']:g} Hz) and source") from None
+                            f"{device.samplerate:g} Hz) and source") from None
         self._device, self._stream = device, stream
         self._channels = channels
         self._frames = np.zeros((RING_FRAMES, channels), np.float32)
         self._mono = np.zeros(RING_FRAMES, np.float32)
         self._ring = rtmixer.RingBuffer(4 * channels, RING_FRAMES)
         self._arm()
-        self.label = f"'{device['name']}'"
+        self.label = f"'{device.name}'"
         latency = stream.latency * 1000.0
-        return (f"Audio in: '{device['name']}' ({device['hostapi']}), {s.samplerate} Hz, {channels} ch, "
+        return (f"Audio in: '{device.name}' ({device.hostapi}), {s.samplerate} Hz, {channels} ch, "
                 f"{s.blocksize}-frame blocks, input latency {latency:.1f} ms; analysed every "
                 f"{self.analysis.hop} frames ({s.samplerate / self.analysis.hop:.1f} Hz)")
 
     def _open_first(self) -> str:
         """The device, or (none there, or it will not open) one line: the show plays with /in/audio at rest and the
         device is looked for every RETRY_S, as when one is lost."""
+        from live.audio import devices  # noqa: PLC0415
+
         try:
-            return self._open_device(resolve_input(self.section.source))
+            return self._open_device(devices.resolve_input(self.section.source, "[audio_in] source", INPUT_FIX))
         except LiveError as err:
             if self.analysis is None:
                 self.analysis = Analysis(self.section.samplerate, BANDS)
-            self._device = {"name": str(self.section.source), "hostapi": ""}
+            self._device = devices.Device(-1, str(self.section.source), "", 0, 0.0)
             self._lost_at = time.perf_counter()
             self.label = f"'{self.section.source}'"
             return f"Audio in: {err.what}; /in/audio at rest, looking for it every {RETRY_S:g} s (fix: {err.fix})"
@@ -337,8 +311,8 @@ class AudioIn:
         self._lost_at = time.perf_counter()
         self.tree.measure(self._rest, self._lost_at)
         self.last = dict(self._rest)
-        jack = self._device["hostapi"] == devices.JACK_API
-        self.say(f"Audio in: lost '{self._device['name']}' ({'the JACK server went away' if jack else 'device gone'}"
+        jack = self._device.hostapi == devices.JACK_API
+        self.say(f"Audio in: lost '{self._device.name}' ({'the JACK server went away' if jack else 'device gone'}"
                  f"); /in/audio at rest, looking for it every {RETRY_S:g} s")
 
     def _look_for(self) -> None:
@@ -346,10 +320,10 @@ class AudioIn:
 
         from live.audio import devices  # noqa: PLC0415
 
-        if self._device["hostapi"] == devices.JACK_API and devices.jack_answers() is False:
+        if self._device.hostapi == devices.JACK_API and devices.jack_answers() is False:
             return
         try:
-            line = self._open_device(resolve_input(self.section.source))
+            line = self._open_device(devices.resolve_input(self.section.source, "[audio_in] source", INPUT_FIX))
         except (LiveError, sd.PortAudioError):
             return
         self.counts["reopened"] += 1
