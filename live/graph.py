@@ -24,6 +24,7 @@ from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
 from live.parts import Part
 from live.show import Show
+from live.video.analysis import VideoAnalysis
 from live.video.capture import Capture
 from live.video.chain import STAGES, Blackout, ChainThread, Stage
 from live.video.frame import Frame
@@ -60,7 +61,7 @@ def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event
     synth = load_manifest(show.resolve(show.audio.model))
     synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     control_params, control_events = ControlSurface.params(show)
-    params += [*synth_params, *control_params,
+    params += [*synth_params, *control_params, *VideoAnalysis.params(show.watch),
                Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
                Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
                                              "window's picture; key h")]
@@ -92,6 +93,7 @@ class Graph:
     captured: Mailbox[Frame]
     stylized: Mailbox[Frame]
     styles: StyleFolder | None = None  # pictures becoming styles while the show plays (a style-vector model's)
+    watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
 
     @property
     def tree(self) -> ParamTree:
@@ -99,7 +101,8 @@ class Graph:
 
     @property
     def parts(self) -> list[Part]:
-        return [p for p in (self.surface, self.capture, self.chain, self.styles, self.audio, self.outputs)
+        return [p for p in (self.surface, self.watch, self.capture, self.chain, self.styles, self.audio,
+                            self.outputs)
                 if p is not None]
 
     def reload(self, new: Show) -> list[str]:
@@ -107,14 +110,14 @@ class Graph:
         settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
         is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
         old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "stages", "outputs", "styles")
+        restart = [f"[{name}]" for name in ("audio", "stages", "outputs", "styles", "watch")
                    if getattr(new, name) != getattr(old, name)]
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
         playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
                                          "audio": old.audio, "stages": old.stages, "outputs": old.outputs,
-                                         "styles": old.styles})
+                                         "styles": old.styles, "watch": old.watch})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
@@ -138,7 +141,8 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     stylized: Mailbox[Frame] = Mailbox()
     capture = Capture(video.source if source is None else source, video.width, video.height, video.fps, captured,
                       say)
-    chain = ChainThread(stages, surface.reader(), captured, stylized, say)
+    watch = VideoAnalysis.from_show(show, surface.tree, stages, say)
+    chain = ChainThread(stages, surface.reader(), captured, stylized, say, taps=[watch.offer] if watch else [])
     audio = None
     if show.audio.enabled:
         a = show.audio
@@ -148,7 +152,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
     style = style_of(stages)
     styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None
-    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles)
+    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, watch)
 
 
 def check(show: Show) -> list[str]:

@@ -21,6 +21,7 @@ from live.params import Event, Param
 from live.parts import BasePart, Kinds, Part, close_in_reverse, open_in_order
 from live.video.frame import Frame
 from live.video.latent import LatentLayer, LatentSection
+from live.video.mask import MaskSection, MaskStage
 
 
 class Stage(Part, Protocol):
@@ -32,6 +33,7 @@ class Stage(Part, Protocol):
 #: Stage kinds for `[[stages]]`: factory(section, show) -> Stage. The show's style model ([video] model) is first.
 STAGES: Kinds = Kinds("stage", "[[stages]] kind")
 STAGES.register("latent", LatentLayer.from_show, LatentSection)
+STAGES.register("mask", MaskStage.from_show, MaskSection)
 
 
 #: Between camera frames, a moved control re-renders the last frame; renders start at most this often (a projector
@@ -46,8 +48,12 @@ class ChainThread(BasePart):
     inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps)."""
 
     def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
-                 out: Mailbox[Frame], say: Callable[[str], None] = print) -> None:
+                 out: Mailbox[Frame], say: Callable[[str], None] = print,
+                 taps: Sequence[Callable[[Frame], None]] = ()) -> None:
+        """`taps`: called with each camera frame taken (not a re-render), on this thread, before the stages: each
+        must return at once (the video analysis's `offer` is a put into a newest-wins mailbox)."""
         self.stages, self.reader, self.inbox, self.out = list(stages), reader, inbox, out
+        self.taps = list(taps)
         self.say = say
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
@@ -98,6 +104,9 @@ class ChainThread(BasePart):
                     continue
                 frame = last  # a control moved since the last render: show it now
                 self.rerendered += 1
+            else:
+                for tap in self.taps:
+                    tap(frame)
             last, seen = frame, tree.version
             self._armed = True
             now = began = time.perf_counter()
