@@ -50,6 +50,9 @@ class Param:
     smooth: str = "none"
     smooth_s: float = 0.0
     clip: str = "clip"
+    #: Measured, not set: an analysis of the show's input publishes it (`ParamTree.measure`); OSC, MIDI, scenes and
+    #: the show file may read it, map it ([mod] source) and watch it, but never write it.
+    readonly: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("curve", CURVES), ("smooth", SMOOTHING), ("clip", CLIP_MODES)):
@@ -61,7 +64,10 @@ class Param:
         return self.type in ("float", "int")
 
     def coerce(self, value: Any) -> Value:
-        """Turn an incoming value into this parameter's type, clipped to its range; ValueError if impossible."""
+        """Turn an incoming value into this parameter's type, clipped to its range; ValueError if impossible or
+        if the parameter is measured (read-only): so OSC, MIDI, scenes and the show file all refuse to write it."""
+        if self.readonly:
+            raise ValueError(f"{self.address} is read-only: it is measured from the show's input")
         if self.type == "enum":
             if isinstance(value, str):
                 if value not in self.choices:
@@ -149,6 +155,8 @@ class Param:
             "default": self.default, "unit": self.unit, "doc": self.doc, "curve": self.curve,
             "smooth": self.smooth, "smooth_s": self.smooth_s, "clip": self.clip,
         }
+        if self.readonly:
+            out["readonly"] = True
         if self.choices:
             out["choices"] = list(self.choices)
         return out
@@ -216,6 +224,9 @@ class ParamTree:
         self.version = 0
         #: Bumped when a reloaded show swaps the set of parameters (readers rebuild their smoothing then).
         self.generation = 0
+        #: perf_counter() time the newest measured values describe, per address (`measure`).
+        self.measured_at: dict[str, float] = {}
+        self._measure_hooks: list[Callable[[Mapping[str, float], float], None]] = []
 
     def __contains__(self, address: str) -> bool:
         return address in self.params or address in self.events
@@ -251,6 +262,39 @@ class ParamTree:
         for watcher in self._watchers:
             watcher()
         return coerced
+
+    def measure(self, values: Mapping[str, float], at: float) -> None:
+        """Publish an analysis's newest values of read-only parameters (clipped to their ranges), which describe the
+        input at perf_counter() time `at`. One snapshot swap, like a write, but it wakes no watcher: measurements
+        change at up to 200 Hz, and whoever uses them (a modulator, a feedback sender) reads them at its own rate.
+        Addresses the tree does not have (a reload removed them) are skipped. Then each `on_measure` hook runs."""
+        params = self.params
+        clipped = {}
+        for address, value in values.items():
+            param = params.get(address)
+            if param is not None and param.readonly:
+                clipped[address] = min(max(float(value), param.min), param.max)
+        if not clipped:
+            return
+        with self._lock:
+            merged = dict(self.snapshot)
+            merged.update(clipped)
+            self.snapshot = MappingProxyType(merged)
+            for address in clipped:
+                self.measured_at[address] = at
+            self.version += 1
+        for hook in self._measure_hooks:
+            hook(clipped, at)
+
+    def on_measure(self, hook: Callable[[Mapping[str, float], float], None]) -> None:
+        """Call `hook(values, at)` (quick, non-blocking) after each `measure`, from the analysis thread: where a
+        threshold on a measured value fires its event (live/control/modulation.py)."""
+        with self._lock:
+            self._measure_hooks = [*self._measure_hooks, hook]
+
+    def off_measure(self, hook: Callable[[Mapping[str, float], float], None]) -> None:
+        with self._lock:
+            self._measure_hooks = [h for h in self._measure_hooks if h != hook]  # bound methods are equal, not identical
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call `callback` (quick, non-blocking) after every write, from the writer's thread."""

@@ -37,6 +37,10 @@ class Mapping:
             if m.param not in tree.params and m.param not in triggers:
                 raise LiveError(f"[midi] map: '{m.param}' ({m.label(section.channel)}) is not a parameter of "
                                 "this show", "run `live params` for the list of addresses")
+            if m.param in tree.params and tree.params[m.param].readonly:
+                raise LiveError(f"[midi] map: '{m.param}' is measured from the show's input and cannot be set",
+                                "map the controller to a parameter it can move; to let the measurement move one, "
+                                "use a [mod] with source = this address")
         learned = load_learned(learn_path)
         gone = sorted({m.param for m in learned if m.param not in tree.params})
         if gone:
@@ -83,8 +87,8 @@ class Mapping:
         return armed[0] if armed else None
 
     def learn(self, address: str, kind: str | None = None, mode: str = "") -> None:
-        if address not in self.tree.params:
-            raise LiveError(f"MIDI learn: '{address}' is not a parameter of this show",
+        if address not in self.tree.params or self.tree.params[address].readonly:
+            raise LiveError(f"MIDI learn: '{address}' is not a parameter of this show that a controller can set",
                             "run `live params` for the list of addresses")
         if kind is not None and kind not in KINDS:
             raise LiveError(f"MIDI learn: '{kind}' is not a kind of control", f"use one of {', '.join(KINDS)}")

@@ -159,7 +159,7 @@ def _param_node(param: Param, value: Value) -> dict[str, Any]:
         "FULL_PATH": param.address,
         "TYPE": "T" if param.type == "bool" else _TAGS[param.type],
         "VALUE": [value],
-        "ACCESS": 3,
+        "ACCESS": 1 if param.readonly else 3,  # a measured value can be read and streamed, not written
         "DESCRIPTION": param.doc,
     }
     if param.type == "enum":

@@ -94,6 +94,8 @@ class ParamReader:
             value = smoother.step(target, dt)
             out[address] = round(value) if address in self._ints else value
         for modulator in modulators:
+            if modulator.fires:
+                continue  # it emits an event where its source is measured; it moves no value
             target = modulator.target
             offset = modulator.offset(now, values) if target.address in values else 0.0
             if offset:

@@ -46,7 +46,8 @@ def _modulators(show: Show, tree: ParamTree, clock: Clock) -> tuple[Modulator, .
     try:
         return tuple(Modulator(name, spec, tree, clock) for name, spec in show.mod.items())
     except ValueError as err:
-        raise LiveError(f"{show.path}: {err}", "point the modulator at a float or int parameter") from None
+        raise LiveError(f"{show.path}: {err}", "fix that key of the [mod] table (`live params` lists the "
+                                               "addresses)") from None
 
 
 def _checked_tree(show: Show, params: list[Param], events: list[Event], clock: Clock) -> ParamTree:

@@ -29,8 +29,9 @@ class TempoSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bpm: float = Field(120.0, ge=MIN_BPM, le=MAX_BPM, description="starting tempo")
     beats_per_bar: int = Field(4, ge=1, le=16)
-    source: Literal["internal", "midi", "link"] = Field(
-        "internal", description="who sets the tempo: taps and /tempo/bpm, a MIDI clock, or an Ableton Link session")
+    source: Literal["internal", "midi", "link", "audio"] = Field(
+        "internal", description="who sets the tempo: taps and /tempo/bpm, a MIDI clock, an Ableton Link session, "
+                                "or the beats heard in the audio input ([audio_in])")
 
 
 class Clock:
@@ -99,6 +100,15 @@ class Clock:
         beat = self.beat_at(now)
         target = math.floor(beat / beats + 1e-9) * beats + beats
         return now + (target - beat) * 60.0 / self.bpm
+
+    def hear_beat(self, at: float, bpm: float) -> None:
+        """A beat heard in the audio input at perf_counter time `at`, at `bpm` (live/audio/listen.py, when
+        `[tempo] source = "audio"`): the tempo becomes `bpm` and the nearest whole beat moves to `at`, so the show's
+        beats fall on the music's."""
+        if self.link is not None:
+            return
+        bpm = min(max(float(bpm), MIN_BPM), MAX_BPM)
+        self._anchor = (at, float(round(self.beat_at(at))), bpm)
 
     # --- MIDI clock in (called by live/control/midi.py) ---------------------------------------------------
 

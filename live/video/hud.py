@@ -35,6 +35,11 @@ def lines(name: str, values: Mapping, latency_ms: float, dropped: int, parts: li
            f"{values.get('/tempo/bpm', 0):.1f} bpm  cue {values.get('/scene/cue', '-')}"
            + ("  BLACKOUT" if values.get("/live/blackout") else "")]
     out += parts
+    measured = [(a, v) for a, v in values.items() if a.startswith("/in/") and "/band/" not in a and "/grid/" not in a]
+    for kind in ("audio", "video"):  # the measured inputs, a line each: what the show hears and sees
+        shown = [f"{a.rsplit('/', 1)[1]} {v:.2f}" for a, v in measured if a.startswith(f"/in/{kind}/")]
+        if shown:
+            out.append(f"{kind} in: " + "  ".join(shown))
     if reload_error:
         out.append(f"show file NOT reloaded: {reload_error[:60]}")
     return out
