@@ -245,14 +245,14 @@ class VideoAnalysis(BasePart):
 
     def open(self) -> str:
         """Load the models that are set (one that fails is said, its sources stay at rest), start the thread."""
-        from live.video import people  # here: only a show with models pays for loading them
-
-        for path, kind, attribute in ((self.face_model, people.FaceFinder, "faces"),
-                                      (self.mask_model, people.PersonMask, "masker")):
+        for path, kind, attribute in ((self.face_model, "FaceFinder", "faces"),
+                                      (self.mask_model, "PersonMask", "masker")):
             if path is None:
                 continue
+            from live.video import people  # here: only a show with models pays for loading them
+
             try:
-                setattr(self, attribute, kind(path))
+                setattr(self, attribute, getattr(people, kind)(path))
             except LiveError as err:
                 line = f"Watch: {err.what} (fix: {err.fix}); its sources stay at rest, the show plays on"
                 self.problems.append(line)

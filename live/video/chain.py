@@ -61,6 +61,9 @@ class ChainThread(BasePart):
         self._opened: list[Stage] = []
         self.rerendered = 0
         self._armed = True  # the next write wakes the thread; then no more until it has rendered
+        #: Writes to the tree so far. Not tree.version, which measurements (/in/...) bump too, up to 200 times a
+        #: second: a measurement changes no picture by itself, so it must not re-render one.
+        self.writes = 0
 
     def open(self) -> str:
         """Open each stage in order (a LiveError closes those already open), then start the thread."""
@@ -71,6 +74,7 @@ class ChainThread(BasePart):
 
     def _changed(self) -> None:
         """A parameter was written (any thread): wake the render loop once, however many writes follow."""
+        self.writes += 1
         if self._armed:
             self._armed = False
             self.inbox.poke()
@@ -93,21 +97,21 @@ class ChainThread(BasePart):
         return "; ".join(lines)
 
     def _run(self) -> None:
-        tree, last, seen, began = self.reader.tree, None, -1, 0.0
+        last, seen, began = None, -1, 0.0
         while not self._stop.is_set():
             wait = 0.1
-            if last is not None and tree.version != seen:  # re-render due once RERENDER_S has passed
+            if last is not None and self.writes != seen:  # re-render due once RERENDER_S has passed
                 wait = max(RERENDER_S - (time.perf_counter() - began), 0.0)
             frame = self.inbox.get(timeout=wait)
             if frame is None:
-                if last is None or tree.version == seen or time.perf_counter() - began < RERENDER_S:
+                if last is None or self.writes == seen or time.perf_counter() - began < RERENDER_S:
                     continue
                 frame = last  # a control moved since the last render: show it now
                 self.rerendered += 1
             else:
                 for tap in self.taps:
                     tap(frame)
-            last, seen = frame, tree.version
+            last, seen = frame, self.writes
             self._armed = True
             now = began = time.perf_counter()
             values, image = self.reader.read(now), frame.image
