@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 #: Width of the small copy every measure runs on (the height keeps the aspect): 160 columns still tell a hand from a
 #: head, and cost a sixteenth of 640x480.
 SMALL_WIDTH = 160
-#: Grey-level change (0-255) of a pixel between two analysed frames: up to the first it is sensor and compression
-#: noise (a few levels on the small copy, which already averages 16 camera pixels), from the second on it is full
-#: motion; the weight rises linearly between. Motion is the mean weight: 0 = still, 1 = every pixel changed a lot.
+#: Change (0-255, in the colour channel that changed most, so a blue hand on a grey wall of the same luma counts)
+#: of a pixel between two analysed frames: up to the first it is sensor and compression noise (a few levels on the
+#: small copy, which already averages 16 camera pixels), from the second on it is full motion; the weight rises
+#: linearly between. Motion is the mean weight: 0 = still, 1 = every pixel changed a lot.
 MOTION_LEVELS = (6.0, 40.0)
 #: Hue histogram bins (each 10 degrees) for the dominant colour; a pixel votes only if saturation and value are both
 #: at least COLOURFUL (0-255): grey, white and black pixels have no hue worth following.
@@ -97,7 +98,7 @@ class Analyser:
 
     def __init__(self, grid: int = 3, rate: float = 30.0) -> None:
         self.grid = grid
-        self._grey: np.ndarray | None = None
+        self._small: np.ndarray | None = None  # the last frame analysed
         history = max(1, round(BACKGROUND_S * rate))
         self._background = cv2.createBackgroundSubtractorMOG2(history=history, detectShadows=True)
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -110,20 +111,22 @@ class Analyser:
         size = (SMALL_WIDTH, max(8, round(height * SMALL_WIDTH / width)))
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-    def motion(self, grey: np.ndarray) -> tuple[float, np.ndarray]:
+    def motion(self, small: np.ndarray) -> tuple[float, np.ndarray]:
         """The share of the picture that changed since the last call (0..1, through MOTION_LEVELS), and the same per
         grid cell, row by row."""
-        previous, self._grey = self._grey, grey
-        if previous is None or previous.shape != grey.shape:
+        previous, self._small = self._small, small
+        if previous is None or previous.shape != small.shape:
             return 0.0, np.zeros(self.grid * self.grid, np.float32)
         lo, hi = MOTION_LEVELS
-        moved = np.clip((cv2.absdiff(grey, previous).astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+        change = cv2.absdiff(small, previous).max(axis=2)
+        moved = np.clip((change.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
         cells = cv2.resize(moved, (self.grid, self.grid), interpolation=cv2.INTER_AREA)  # each cell's mean
         return float(moved.mean()), cells.ravel()
 
     @staticmethod
-    def brightness(grey: np.ndarray) -> float:
-        return float(grey.mean()) / 255.0
+    def brightness(small: np.ndarray) -> float:
+        """Mean luma (Rec. 601, as OpenCV greys), 0..1."""
+        return float(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).mean()) / 255.0
 
     def colour(self, small: np.ndarray) -> tuple[float, float, float]:
         """The dominant colour (hue, saturation, value, each 0..1): the peak of a 36-bin hue histogram of the
@@ -291,11 +294,10 @@ class VideoAnalysis(BasePart):
         """Every measure of one frame, as the values to publish."""
         a = self.analyser
         small = a.small(frame.image)
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        motion, cells = a.motion(grey)
+        motion, cells = a.motion(small)
         hue, saturation, value = a.colour(small)
         share, people = a.foreground(small)
-        values = {"/in/video/motion": motion, "/in/video/brightness": a.brightness(grey),
+        values = {"/in/video/motion": motion, "/in/video/brightness": a.brightness(small),
                   "/in/video/colour/hue": hue, "/in/video/colour/saturation": saturation,
                   "/in/video/colour/value": value}
         values.update({f"/in/video/motion/grid/{n}": float(cell) for n, cell in enumerate(cells)})
@@ -329,14 +331,13 @@ class VideoAnalysis(BasePart):
                 continue
             began = time.perf_counter()
             try:
-                values = self.analyse(frame)
+                self.tree.measure(self.analyse(frame), frame.captured)
             except Exception as err:  # a measure failing mid-show must not end the show: said once, tried again
                 if not self.failure:
                     self.say(f"Watch: analysis failed on a frame ({type(err).__name__}: {err}); retrying each frame")
                 self.failure = f"{type(err).__name__}: {err}"
                 continue
             self.failure = ""
-            self.tree.measure(values, frame.captured)
             self.analysed += 1
             self.costs.append(time.perf_counter() - began)
             self._stop.wait(max(0.0, began + interval - time.perf_counter()))  # the rate cap: newer frames wait
