@@ -203,3 +203,111 @@ def test_a_mask_stage_without_the_analysis_is_refused(tmp_path):
     with pytest.raises(LiveError, match=r"\[\[stages\]\] kind = \"mask\".*video analysis") as err:
         build(show, say=lambda _: None)
     assert "mask_model" in err.value.fix
+
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "live" / "assets" / "astronaut.jpg"
+MODELS = Path(__file__).resolve().parents[1] / "exported_models"
+
+
+def astronaut_clip(tmp_path: Path) -> Path:
+    """A still clip of the astronaut photo (its top 4:3, at the show's size), Motion JPEG: every frame decodes to the
+    same pixels."""
+    photo = cv2.imread(str(ASTRONAUT))
+    frame = cv2.resize(photo[:photo.shape[1] * 3 // 4], (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "astronaut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (WIDTH, HEIGHT))
+    for _ in range(30):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_the_mask_stage_styles_the_person_only_or_the_background_only(tmp_path):
+    from live.video.analysis import MASK_WIDTH
+    from live.video.people import PersonMask
+
+    show = load_show(show_with(
+        tmp_path, audio={"enabled": False}, outputs=[], stages=[{"kind": "mask"}],
+        watch={"enabled": True, "mask_model": str(MODELS / "person-segmentation.json")},
+        video={"source": str(astronaut_clip(tmp_path)), "width": WIDTH, "height": HEIGHT, "fps": FPS},
+        params={"/mask/feather": 0.0, "/video/strength": 1.0}))
+    graph = build(show, say=lambda _: None)
+    cameras: dict[float, np.ndarray] = {}
+    graph.chain.taps.insert(0, lambda frame: cameras.__setitem__(frame.captured, frame.image))
+    mask_stage = graph.chain.stages[1]
+    outputs: dict[str, list] = {"person": [], "background": []}
+    opened: list = []
+    open_in_order(graph.parts, opened, say=lambda _: None)
+    try:  # masks made from the clip's frames, not from the built-in source's before the clip opened
+        assert wait_until(lambda: graph.capture.stats()["state"] == "playing", timeout=10)
+        playing = graph.watch.analysed
+        assert wait_until(lambda: graph.watch.analysed >= playing + 5, timeout=10)
+        for mode in outputs:
+            graph.tree.set("/mask/mode", mode)
+            since = time.perf_counter()
+            while len(outputs[mode]) < 5 and time.perf_counter() - since < 30:
+                frame = graph.stylized.get(timeout=0.1)
+                if frame is not None and frame.values_at > since and mask_stage.masked:
+                    outputs[mode].append((cameras[frame.captured], frame.image))
+    finally:
+        close_in_reverse(opened)
+    # where the person is, as the analysis thread saw it: the same model on the same frame, at the stage's size
+    camera = outputs["person"][0][0]
+    small = cv2.resize(camera, (MASK_WIDTH, MASK_WIDTH * HEIGHT // WIDTH), interpolation=cv2.INTER_AREA)
+    weight = cv2.resize(PersonMask(MODELS / "person-segmentation.json").mask(small), (WIDTH, HEIGHT))
+    # a pixel or two of margin: the mask shown may be a frame older than the frame (the same still picture)
+    kernel = np.ones((5, 5), np.uint8)
+    person = cv2.erode((weight > 0.99).astype(np.uint8), kernel) > 0
+    background = cv2.erode((weight < 0.001).astype(np.uint8), kernel) > 0
+    print(f"\nperson {person.mean():.0%} of the picture, background {background.mean():.0%}, mask lag "
+          f"{mask_stage.lag} frames")
+    assert 0.15 < person.mean() < 0.6 and background.mean() > 0.3  # the astronaut, not the whole picture
+    for mode, pairs in outputs.items():
+        assert len(pairs) == 5, f"{mode}: {len(pairs)} masked frames"
+        kept, styled = (background, person) if mode == "person" else (person, background)
+        for camera, out in pairs:
+            change = np.abs(out.astype(np.int16) - camera).max(axis=2)
+            print(f"{mode}: unstyled part changed by at most {change[kept].max()}, styled part by "
+                  f"{change[styled].mean():.0f} on average")
+            assert change[kept].max() <= 1, f"{mode}: the {('background', 'person')[mode != 'person']} changed"
+            assert change[styled].mean() > 20, f"{mode}: the style did not show"
+
+
+def test_faces_and_the_mask_see_someone_standing_still(tmp_path):
+    show = watch_show(tmp_path, str(astronaut_clip(tmp_path)), face_model=str(MODELS / "face-detection.json"),
+                      mask_model=str(MODELS / "person-segmentation.json"))
+    graph = build(show, say=lambda _: None)
+    play(graph, lambda: graph.watch.analysed >= 30, timeout=30)
+    seen = {a.removeprefix("/in/video/"): round(v, 3) for a, v in graph.tree.snapshot.items()
+            if a.startswith("/in/video/") and "/grid/" not in a}
+    print(f"\n{seen}")
+    assert seen["faces"] == 1 and seen["people"] >= 1
+    assert seen["presence"] > 0.9  # nothing moves: the subtractor alone would say nobody
+    assert 0.3 < seen["face/x"] < 0.7 and 0.1 < seen["face/y"] < 0.5 and 0.1 < seen["face/size"] < 0.5
+    assert 0.15 < seen["person/area"] < 0.7
+
+
+def test_a_missing_model_is_said_and_its_sources_rest(tmp_path):
+    said: list[str] = []
+    show = load_show(show_with(
+        tmp_path, audio={"enabled": False}, outputs=[], stages=[{"kind": "mask"}],
+        watch={"enabled": True, "face_model": "nowhere/face.json", "mask_model": "nowhere/person.json"},
+        video={"source": "builtin", "width": WIDTH, "height": HEIGHT, "fps": FPS}))
+    graph = build(show, say=said.append)
+    frames = []
+    opened: list = []
+    open_in_order(graph.parts, opened, say=said.append, announce=said.append)
+    try:
+        wait_until(lambda: graph.watch.analysed >= 10 and frames.append(graph.stylized.get(0.1)) is None
+                   and len([f for f in frames if f is not None]) >= 10, timeout=20)
+    finally:
+        close_in_reverse(opened)
+    missing = [line for line in said if "nowhere" in line]
+    print("\n" + "\n".join(missing))
+    assert len(missing) == 2 and all("fix:" in line and "at rest" in line for line in missing), said
+    assert any("face_model" in line and "face.json" in line for line in missing)
+    assert any("mask_model" in line and "person.json" in line for line in missing)
+    assert graph.watch.analysed >= 10 and len([f for f in frames if f is not None]) >= 10  # the show played on
+    assert graph.tree.get("/in/video/faces") == 0 and graph.tree.get("/in/video/face/size") == 0
+    assert graph.chain.stages[1].masked == 0 and not graph.chain.errors  # the style everywhere, nothing failed
+    assert "model(s) missing" in graph.watch.status()

@@ -63,8 +63,6 @@ RELEASE_S = 1.0
 #: Seconds of history the background subtractor learns from: someone who stands still longer melts into the
 #: background (the face detector and the person mask still see them).
 BACKGROUND_S = 10.0
-#: A face scored below this is not counted.
-MIN_FACE_SCORE = 0.5
 MAX_PEOPLE = 16
 #: Width of the copy the person-mask model is fed (it resizes to its own input, 256 square or 256x144): the mask
 #: stage scales the result up to the frame and feathers it.
@@ -248,8 +246,8 @@ class VideoAnalysis(BasePart):
 
     def open(self) -> str:
         """Load the models that are set (one that fails is said, its sources stay at rest), start the thread."""
-        for path, kind, attribute in ((self.face_model, "FaceFinder", "faces"),
-                                      (self.mask_model, "PersonMask", "masker")):
+        for path, kind, attribute, key in ((self.face_model, "FaceFinder", "faces", "face_model"),
+                                           (self.mask_model, "PersonMask", "masker", "mask_model")):
             if path is None:
                 continue
             from live.video import people  # here: only a show with models pays for loading them
@@ -257,7 +255,8 @@ class VideoAnalysis(BasePart):
             try:
                 setattr(self, attribute, getattr(people, kind)(path))
             except LiveError as err:
-                line = f"Watch: {err.what} (fix: {err.fix}); its sources stay at rest, the show plays on"
+                line = (f"Watch: [watch] {key}: {err.what} (fix: {err.fix}); its sources stay at rest, the show "
+                        "plays on")
                 self.problems.append(line)
                 self.say(line)
         self._thread.start()
@@ -310,7 +309,7 @@ class VideoAnalysis(BasePart):
             values["/in/video/person/area"] = float(mask.mean())
             share, people = max(share, area), max(people, regions)
         if self.faces is not None:
-            found = [face for face in self.faces.faces(frame.image) if face.score >= MIN_FACE_SCORE]
+            found = self.faces.faces(frame.image)  # those its manifest's min_score passes
             values["/in/video/faces"] = float(len(found))
             values["/in/video/face/size"] = 0.0
             if found:
