@@ -167,9 +167,15 @@ def check(show: Show) -> list[str]:
     manifests = [show.resolve(show.video.model), *(show.resolve(s.model) for s in show.stages if hasattr(s, "model"))]
     if show.audio.enabled:
         manifests.append(show.resolve(show.audio.model))
+    watch = show.watch  # its models are optional while playing (missing: said, at rest); checking says so too
+    manifests += [show.resolve(model) for model in (watch.face_model, watch.mask_model) if watch.enabled and model]
     problems = []
     for manifest in manifests:
-        model = load_manifest(manifest).onnx_path
+        try:
+            model = load_manifest(manifest).onnx_path
+        except LiveError as err:
+            problems.append(f"{err.what}; fix: {err.fix}")
+            continue
         try:
             onnx.checker.check_model(onnx.load(str(model)))
         except Exception as err:  # onnx raises protobuf DecodeError, ValidationError, ...: all mean "not a model"

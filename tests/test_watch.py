@@ -311,3 +311,7 @@ def test_a_missing_model_is_said_and_its_sources_rest(tmp_path):
     assert graph.tree.get("/in/video/faces") == 0 and graph.tree.get("/in/video/face/size") == 0
     assert graph.chain.stages[1].masked == 0 and not graph.chain.errors  # the style everywhere, nothing failed
     assert "model(s) missing" in graph.watch.status()
+    from live.graph import check  # `live check` says so too
+
+    problems = check(show)
+    assert len(problems) == 2 and "face.json" in problems[0] and "person.json" in problems[1], problems
