@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from live.errors import LiveError
 
-Kind = Literal["image-to-image", "image-to-style", "latent-to-image", "synth-decoder"]
+Kind = Literal["image-to-image", "image-to-style", "latent-to-image", "synth-decoder", "person-mask", "face-detector"]
 
 
 class TensorSpec(BaseModel):
