@@ -42,7 +42,8 @@ mediapipe-models:
 	$(MP_WORK)/venv/bin/python -m pip download -q mediapipe==0.10.21 --no-deps --only-binary=:all: \
 		--python-version 3.11 --platform manylinux_2_28_x86_64 -d $(MP_WORK)
 	$(MP_WORK)/venv/bin/python -m pip install -q --no-deps tf2onnx==1.16.1 $(MP_WORK)/$(MP_WHEEL)
-	PYTHONPATH=$(CURDIR) TF_CPP_MIN_LOG_LEVEL=2 $(MP_WORK)/venv/bin/python -m live.models.build_mediapipe $(MP_WORK)/$(MP_WHEEL)
+	PYTHONPATH=$(CURDIR) TF_CPP_MIN_LOG_LEVEL=2 $(MP_WORK)/venv/bin/python -m live.models.build_mediapipe \
+		$(MP_WORK)/$(MP_WHEEL)
 	rm -rf $(MP_WORK)
 
 $(VENV)/bin/python:

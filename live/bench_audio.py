@@ -231,20 +231,36 @@ def start_display(children: Children) -> str:
 
 # ----------------------------------------------------------------------------------------------- the show
 
-def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float | None = None) -> Path:
+def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float | None = None,
+               listen: bool | None = None) -> Path:
     """A copy of the show in `folder` as the bench plays it: audio to JACK's "system", OSC on `osc_port` from this
     machine, MIDI over JACK from the probe's port, the HUD on, the arpeggio off (only the probe's notes sound);
-    model paths made absolute; `lead` (not None) for [audio] lead. Everything else (video size, model, stages,
-    outputs) is the show's own."""
+    model paths made absolute; `lead` (not None) for [audio] lead. `listen` True: the show hears JACK's "system"
+    input ([audio_in]) and watches its camera with every analysis ([watch], faces and person mask); False: neither;
+    None: as the show says. Everything else (video size, model, stages, outputs) is the show's own."""
     import tomli_w
 
     try:
         data = tomllib.loads(show_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise LiveError(f"{show_path}: cannot read it as a show ({err})", "give a show file, e.g. show_configs/vj.toml")
-    for table in (data.get("video", {}), data.get("audio", {}), *data.get("stages", [])):
-        if isinstance(table.get("model"), str):
-            table["model"] = str((show_path.parent / table["model"]).resolve())
+    watch = data.get("watch", {})
+    for table, key in ((data.get("video", {}), "model"), (data.get("audio", {}), "model"), (watch, "face_model"),
+                       (watch, "mask_model"), *((stage, "model") for stage in data.get("stages", []))):
+        if isinstance(table.get(key), str) and table[key]:
+            table[key] = str((show_path.parent / table[key]).resolve())
+    if listen is not None:
+        models = Path(__file__).resolve().parent.parent / "exported_models"
+        data["audio_in"] = {**data.get("audio_in", {}), "source": "system" if listen else ""}
+        data["watch"] = {**watch, "enabled": listen} if not listen else {
+            **watch, "enabled": True, "face_model": watch.get("face_model") or str(models / "face-detection.json"),
+            "mask_model": watch.get("mask_model") or str(models / "person-segmentation.json")}
+        if not listen and data.get("tempo", {}).get("source") == "audio":
+            data["tempo"]["source"] = "internal"
+        if not listen:  # what listens to nothing would name a source that is not there
+            data["mod"] = {n: m for n, m in data.get("mod", {}).items() if not m.get("source", "").startswith("/in/")}
+            data["stages"] = [s for s in data.get("stages", []) if s.get("kind") != "mask"]
+            data.pop("map", None)
     data.setdefault("audio", {}).update(enabled=True, device="system")
     if lead is not None:
         data["audio"]["lead"] = lead
@@ -461,10 +477,11 @@ def latency_figures(latencies_ms: list[float], sent: int) -> dict:
 # ------------------------------------------------------------------------------------------------ the bench
 
 def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead: str | float | None = None,
-                print_: Callable[[str], None] = print) -> dict:
+                print_: Callable[[str], None] = print, listen: bool | None = None) -> dict:
     """Play the show on a JACK server of the bench's own and measure each phase; prints a table and returns
     `{"show", "seconds", "period", "samplerate", "reference", "display", "phases": {name: {...}}, "summary"}`.
-    `lead`: the show's [audio] lead for this run ("auto" or milliseconds; None: the show's own).
+    `lead`: the show's [audio] lead for this run ("auto" or milliseconds; None: the show's own); `listen`: with or
+    without the show's analysis of its input (see bench_show).
     The show's window (with the HUD) goes to a private Xvfb display where Xvfb is installed; else the show
     records instead (no HUD drawn)."""
     tools = _tools()
@@ -472,7 +489,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead:
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("WAYLAND_DISPLAY", None)
     results: dict = {"show": str(show_path), "seconds": seconds, "period": PERIOD, "samplerate": RATE,
-                     "reference": REFERENCE, "lead": lead, "phases": {}}
+                     "reference": REFERENCE, "lead": lead, "listen": listen, "phases": {}}
     with tempfile.TemporaryDirectory(prefix="live-bench-audio-") as temp, ExitStack() as stack:
         folder = Path(temp)
         children = Children(env, print_)
@@ -487,7 +504,7 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead:
             args += ["--no-window", "--record", str(folder / "show.mp4")]
         results["display"] = "Xvfb " + env["DISPLAY"] if tools["Xvfb"] else "none (recording; no HUD drawn)"
         port = _free_port()
-        show_file = bench_show(show_path, folder, port, lead)
+        show_file = bench_show(show_path, folder, port, lead, listen)
         show = children.start([sys.executable, "-m", "live", *args[:1], str(show_file), *args[1:]],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         said = TimedLines(show.stdout, keep=400, skip="Jack: ")  # -v makes JACK's clients chatter too
@@ -497,7 +514,8 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead:
             raise LiveError(f"the show did not play to JACK: {audio_line or 'no audio line'}",
                             "check the show's [audio] section (enabled, model)")
         time.sleep(WARMUP_S)
-        print_(f"\naudio: {Path(show_path).name} on a JACK dummy server ({RATE} Hz, {PERIOD}-frame periods), "
+        hears = {None: "", True: ", hearing and watching its inputs", False: ", its inputs not analysed"}[listen]
+        print_(f"\naudio: {Path(show_path).name}{hears} on a JACK dummy server ({RATE} Hz, {PERIOD}-frame periods), "
                f"{REFERENCE} as reference, {results['display']}; {seconds:g} s per phase")
         for phase in phases(hog):
             print_(f"  {phase.name} ...")
@@ -508,6 +526,29 @@ def audio_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead:
         results["summary"] = summary[summary.find("Played "):]  # JACK's unflushed chatter may precede it
     print_table(results, print_)
     return results
+
+
+def inputs_bench(show_path: Path, seconds: float = 60.0, hog: bool = False, lead: str | float | None = None,
+                 print_: Callable[[str], None] = print) -> dict:
+    """The cost of listening and watching, side by side in one run: the show played without analysing its inputs,
+    then hearing JACK's input and watching its camera with every analysis; each a full `audio_bench`, then the
+    frame rate and late cycles (ours against the reference's) of the two, compared."""
+    runs = {name: audio_bench(show_path, seconds, hog, lead, print_, listen=on)
+            for name, on in (("without", False), ("with", True))}
+    print_("\ninputs analysed or not, side by side (per phase: late cycles of the show's clients, its input among "
+           "them / the reference's, host + code):")
+    for phase in runs["with"]["phases"]:
+        cells = []
+        for name, run in runs.items():
+            c = run["phases"][phase]["late_cycles"]
+            show = sum(c[o][k] for o in ("ours", "show_midi") for k in ("host", "code"))
+            cells.append(f"{name} {show}/{c['reference']['host'] + c['reference']['code']}")
+        print_(f"  {phase:<10}" + "   ".join(cells))
+    fps = {name: re.search(r"([\d.]+) fps", run.get("summary", "")) for name, run in runs.items()}
+    if all(fps.values()):
+        without, with_ = (float(fps[n].group(1)) for n in ("without", "with"))
+        print_(f"  video: {without:.1f} fps without, {with_:.1f} fps with analysis ({with_ / without:.2f}x)")
+    return runs
 
 
 def _free_port() -> int:

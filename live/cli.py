@@ -128,6 +128,17 @@ def _learn(args: argparse.Namespace) -> int:
         return 1
 
 
+def _map(args: argparse.Namespace) -> int:
+    from live.control import learned_map
+
+    show = load_show(args.show)
+    if args.action == "train":
+        print(learned_map.train_command(show))
+    else:
+        print("\n".join(learned_map.info_lines(show)))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from live.doctor import report
 
@@ -149,10 +160,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise LiveError(f"--seconds {args.seconds}: the duration must be positive", "give seconds, e.g. --seconds 5")
     if args.audio:
-        from live.bench_audio import audio_bench
+        from live.bench_audio import audio_bench, inputs_bench
 
-        result = audio_bench(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog,
-                             lead=args.lead)
+        bench_of = inputs_bench if args.inputs else audio_bench
+        result = bench_of(load_show(args.show or VJ_SHOW).path, args.seconds or 60.0, hog=args.hog, lead=args.lead)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
             print(f"Wrote {args.json}")
@@ -240,6 +251,12 @@ def parser() -> argparse.ArgumentParser:
     learn.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a control")
     learn.set_defaults(func=_learn)
 
+    learned = sub.add_parser("map", help="the show's learned mapping ([map]): train it again from its saved "
+                                         "examples, or say what it holds")
+    learned.add_argument("action", choices=("train", "info"))
+    learned.add_argument("show")
+    learned.set_defaults(func=_map)
+
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")
     doctor.set_defaults(func=_doctor)
@@ -269,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
                                                           "per core), alone and with the storm")
     bench.add_argument("--lead", type=_lead, metavar="MS|auto",
                        help="with --audio: play with this [audio] lead (default: the show's own)")
+    bench.add_argument("--inputs", action="store_true",
+                       help="with --audio: play the show twice, without and with the analysis of its inputs (JACK's "
+                            "input heard, the camera watched with faces and the person mask), and compare frame "
+                            "rate and late cycles")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")

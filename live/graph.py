@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from live.audio.engine import AudioEngine
+from live.audio.listen import AudioIn
 from live.control.surface import BLACKOUT, HUD, PANIC, ControlSurface
 from live.errors import LiveError
 from live.mailbox import Mailbox
@@ -61,7 +62,8 @@ def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event
     synth = load_manifest(show.resolve(show.audio.model))
     synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     control_params, control_events = ControlSurface.params(show)
-    params += [*synth_params, *control_params, *VideoAnalysis.params(show.watch),
+    params += [*synth_params, *control_params, *AudioIn.params(show.audio_in),
+               *VideoAnalysis.params(show.watch),
                Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
                Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
                                              "window's picture; key h")]
@@ -93,6 +95,7 @@ class Graph:
     captured: Mailbox[Frame]
     stylized: Mailbox[Frame]
     styles: StyleFolder | None = None  # pictures becoming styles while the show plays (a style-vector model's)
+    audio_in: AudioIn | None = None  # [audio_in]: the input analysed into /in/audio/*
     watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
 
     @property
@@ -101,23 +104,22 @@ class Graph:
 
     @property
     def parts(self) -> list[Part]:
-        return [p for p in (self.surface, self.watch, self.capture, self.chain, self.styles, self.audio,
-                            self.outputs)
-                if p is not None]
+        return [p for p in (self.surface, self.audio_in, self.watch, self.capture, self.chain, self.styles,
+                            self.audio, self.outputs) if p is not None]
 
     def reload(self, new: Show) -> list[str]:
         """Apply a saved show while playing, as a diff against the running one; returns what changed. A part whose
         settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
         is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
         old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "stages", "outputs", "styles", "watch")
+        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch")
                    if getattr(new, name) != getattr(old, name)]
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
         playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
-                                         "audio": old.audio, "stages": old.stages, "outputs": old.outputs,
-                                         "styles": old.styles, "watch": old.watch})
+                                         "audio": old.audio, "audio_in": old.audio_in, "stages": old.stages,
+                                         "outputs": old.outputs, "styles": old.styles, "watch": old.watch})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
@@ -152,7 +154,12 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
     style = style_of(stages)
     styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None
-    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, watch)
+    audio_in = None
+    if show.audio_in.source != "":
+        audio_in = AudioIn(show.audio_in, show.path.parent, surface.tree,
+                           surface.clock if show.tempo.source == "audio" else None, say)
+    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in,
+                 watch)
 
 
 def check(show: Show) -> list[str]:

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator, field_validator
 
+from live.audio.listen import AudioInSection
+from live.control.learned_map import MapSection
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
 from live.control.osc import OscSection
@@ -97,6 +99,7 @@ class Show(_Section):
     outputs: list[Annotated[KindSection, WrapValidator(SINKS.validate)]] = Field(
         default_factory=lambda: [WindowSection(kind="window")])
     audio: AudioSection = Field(default_factory=AudioSection)
+    audio_in: AudioInSection = Field(default_factory=AudioInSection)
     styles: StylesSection = Field(default_factory=StylesSection)
     osc: OscSection = Field(default_factory=OscSection)
     oscquery: OscQuerySection = Field(default_factory=OscQuerySection)
@@ -108,6 +111,7 @@ class Show(_Section):
     mod: dict[str, ModulatorSection] = Field(default_factory=dict)
     scenes: dict[str, dict[str, float | int | bool | str]] = Field(default_factory=dict)
     cues: list[CueSection] = Field(default_factory=list)
+    map: MapSection = Field(default_factory=MapSection)
 
     #: The file this show came from; relative paths in it resolve against its folder.
     _path: Path = PrivateAttr(default=DEFAULT_SHOW)

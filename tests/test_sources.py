@@ -134,3 +134,15 @@ def test_osc_cannot_write_a_measured_value():
         assert server.counts["bad_value"] == 1 and "read-only" in server.last_problem
     finally:
         server.close()
+
+
+def test_the_hud_shows_what_the_show_hears_and_sees():
+    from live.video import hud
+
+    tree = ParamTree([Param("/tempo/bpm", "float", 120.0, 20, 400), Param(BASS, "float", 0.0, readonly=True),
+                      Param("/in/audio/band/0", "float", 0.0, readonly=True),
+                      Param("/in/video/motion", "float", 0.0, readonly=True)])
+    tree.measure({BASS: 0.5, "/in/video/motion": 0.125}, at=1.0)
+    lines = hud.lines("t", tree.snapshot, 10.0, 0, [], "")
+    assert "audio in: bass 0.50" in lines and "video in: motion 0.12" in lines
+    assert not any("band" in line for line in lines)  # the bands are for mapping, too many to read

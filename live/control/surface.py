@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from live.control import learned_map
+from live.control.learned_map import LearnedMap
 from live.control.midi import MidiControl
 from live.control.modulation import Modulator
 from live.control.osc import OscServer
@@ -56,6 +58,7 @@ def _checked_tree(show: Show, params: list[Param], events: list[Event], clock: C
     apply_params(tree, show, show.params)
     for modulator in _modulators(show, tree, clock):
         modulator.close()
+    learned_map.check(show, tree)
     problems = SceneEngine.check(tree, show.scenes, show.cues)
     if problems:
         raise LiveError(f"{show.path}: " + "; ".join(problems), "fix the scene or cue in the show file")
@@ -71,7 +74,8 @@ class ControlSurface:
         tempo_params, tempo_events = TempoControl.params(show.tempo.bpm)
         scene_params, scene_events = SceneEngine.params(show.scenes, len(show.cues))
         mod_params = [p for name, spec in show.mod.items() for p in Modulator.params(name, spec)]
-        return [*tempo_params, *scene_params, *mod_params], [*tempo_events, *scene_events]
+        map_params, map_events = LearnedMap.params(show.map)
+        return [*tempo_params, *scene_params, *mod_params, *map_params], [*tempo_events, *scene_events, *map_events]
 
     def __init__(self, show: Show, params: list[Param], events: list[Event],
                  say: Callable[[str], None] = print) -> None:
@@ -81,6 +85,7 @@ class ControlSurface:
         self._modulators = _modulators(show, self.tree, self.clock)
         self.scenes = SceneEngine(self.tree, show.scenes, show.cues, self.clock) if show.scenes else None
         self.tempo = TempoControl(self.tree, self.clock)
+        self.learned = LearnedMap(show, self.tree, say)
         self._panic = self.tree.listen(PANIC)
         self.osc: OscServer | None = None
         self.oscquery: OscQueryServer | None = None
@@ -108,6 +113,7 @@ class ControlSurface:
             link = self.clock.follow_link()
             lines.append(f"Tempo: Ableton Link at {link.bpm:.1f} bpm, {link.peers} peer(s)")
         self._thread.start()
+        lines.append(self.learned.open())
         for section in TRANSPORTS:
             lines.append(self._open_transport(section, self.show))
         return "\n".join(line for line in lines if line)
@@ -139,6 +145,7 @@ class ControlSurface:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
+        self.learned.close()
         self.clock.close()
 
     def stats(self) -> dict[str, Any]:
@@ -161,6 +168,8 @@ class ControlSurface:
             if counts.get("learning"):
                 line += f", LEARN {counts['learning']}: move a control"
             lines.append(line)
+        if self.learned.enabled:
+            lines.append(self.learned.status())
         if self.last_error:
             lines.append(f"control: {self.last_error[:60]}")
         return "\n".join(lines)
@@ -233,7 +242,8 @@ class ControlSurface:
 
         return {"/live/scene/go": cue(self.go), "/live/scene/back": cue(self.back),
                 "/live/scene/goto": cue(lambda target: self.goto(target if isinstance(target, str) else int(target))),
-                "/live/learn": self._learn, "/live/learn/state": self._learn_state}
+                "/live/learn": self._learn, "/live/learn/state": self._learn_state,
+                learned_map.STATE: lambda args, sender: self.learned.state()}
 
     def _learn(self, args: tuple, sender: str) -> list:
         """/live/learn s ADDRESS: the next MIDI control moved binds to ADDRESS (no argument: stop learning)."""
@@ -276,6 +286,10 @@ class ControlSurface:
             if show.tempo.bpm != old.tempo.bpm:
                 self.tree.set("/tempo/bpm", show.tempo.bpm, "show")
         show, notes = self._reopen_transports(old, show)
+        if show.map != old.map:  # a new [map]: its examples and mapping load from the files it names
+            self.learned.close()
+            self.learned = LearnedMap(show, self.tree, self.say)
+            notes.append(self.learned.open() or "[map] off")
         self.show = show
         notes = ([f"{len(changed)} value(s) changed"] if changed else []) + notes
         if show.tempo.source != old.tempo.source:

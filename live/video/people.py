@@ -50,8 +50,8 @@ class PersonMask:
 
     def __init__(self, path: Path = PERSON_MODEL, providers: tuple[str, ...] = ("cpu",), threads: int = 1,
                  backend: str = "onnxruntime") -> None:
-        """`threads`: ONNX Runtime's intra-op threads; one by default so the mask never competes with the frame
-        path for every core (the model is small: one thread is within a millisecond of two)."""
+        """`threads`: ONNX Runtime's intra-op threads; one by default, so the mask never takes every core from the
+        frame path (on the busy 2-core development machine two threads were slower than one)."""
         self.manifest, self.session = open_model(Path(path), "person-mask", providers, threads, backend)
         self.size = tuple(self.manifest.controls["input_size"])  # width, height
         self._input, self._output = self.manifest.inputs[0].name, self.manifest.outputs[0].name
