@@ -25,6 +25,7 @@ from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
 from live.parts import Part
 from live.show import Show
+from live.video.analysis import VideoAnalysis
 from live.video.capture import Capture
 from live.video.chain import STAGES, Blackout, ChainThread, Stage
 from live.video.frame import Frame
@@ -62,6 +63,7 @@ def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event
     synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     control_params, control_events = ControlSurface.params(show)
     params += [*synth_params, *control_params, *AudioIn.params(show.audio_in),
+               *VideoAnalysis.params(show.watch),
                Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
                Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
                                              "window's picture; key h")]
@@ -94,6 +96,7 @@ class Graph:
     stylized: Mailbox[Frame]
     styles: StyleFolder | None = None  # pictures becoming styles while the show plays (a style-vector model's)
     audio_in: AudioIn | None = None  # [audio_in]: the input analysed into /in/audio/*
+    watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
 
     @property
     def tree(self) -> ParamTree:
@@ -101,22 +104,22 @@ class Graph:
 
     @property
     def parts(self) -> list[Part]:
-        return [p for p in (self.surface, self.audio_in, self.capture, self.chain, self.styles, self.audio,
-                            self.outputs) if p is not None]
+        return [p for p in (self.surface, self.audio_in, self.watch, self.capture, self.chain, self.styles,
+                            self.audio, self.outputs) if p is not None]
 
     def reload(self, new: Show) -> list[str]:
         """Apply a saved show while playing, as a diff against the running one; returns what changed. A part whose
         settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
         is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
         old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles")
+        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch")
                    if getattr(new, name) != getattr(old, name)]
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
         playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
                                          "audio": old.audio, "audio_in": old.audio_in, "stages": old.stages,
-                                         "outputs": old.outputs, "styles": old.styles})
+                                         "outputs": old.outputs, "styles": old.styles, "watch": old.watch})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
@@ -140,7 +143,8 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     stylized: Mailbox[Frame] = Mailbox()
     capture = Capture(video.source if source is None else source, video.width, video.height, video.fps, captured,
                       say)
-    chain = ChainThread(stages, surface.reader(), captured, stylized, say)
+    watch = VideoAnalysis.from_show(show, surface.tree, stages, say)
+    chain = ChainThread(stages, surface.reader(), captured, stylized, say, taps=[watch.offer] if watch else [])
     audio = None
     if show.audio.enabled:
         a = show.audio
@@ -154,7 +158,8 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     if show.audio_in.source != "":
         audio_in = AudioIn(show.audio_in, show.path.parent, surface.tree,
                            surface.clock if show.tempo.source == "audio" else None, say)
-    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in)
+    return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in,
+                 watch)
 
 
 def check(show: Show) -> list[str]:
@@ -169,9 +174,15 @@ def check(show: Show) -> list[str]:
     manifests = [show.resolve(show.video.model), *(show.resolve(s.model) for s in show.stages if hasattr(s, "model"))]
     if show.audio.enabled:
         manifests.append(show.resolve(show.audio.model))
+    watch = show.watch  # its models are optional while playing (missing: said, at rest); checking says so too
+    manifests += [show.resolve(model) for model in (watch.face_model, watch.mask_model) if watch.enabled and model]
     problems = []
     for manifest in manifests:
-        model = load_manifest(manifest).onnx_path
+        try:
+            model = load_manifest(manifest).onnx_path
+        except LiveError as err:
+            problems.append(f"{err.what}; fix: {err.fix}")
+            continue
         try:
             onnx.checker.check_model(onnx.load(str(model)))
         except Exception as err:  # onnx raises protobuf DecodeError, ValidationError, ...: all mean "not a model"

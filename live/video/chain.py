@@ -21,6 +21,7 @@ from live.params import Event, Param
 from live.parts import BasePart, Kinds, Part, close_in_reverse, open_in_order
 from live.video.frame import Frame
 from live.video.latent import LatentLayer, LatentSection
+from live.video.mask import MaskSection, MaskStage
 
 
 class Stage(Part, Protocol):
@@ -32,6 +33,7 @@ class Stage(Part, Protocol):
 #: Stage kinds for `[[stages]]`: factory(section, show) -> Stage. The show's style model ([video] model) is first.
 STAGES: Kinds = Kinds("stage", "[[stages]] kind")
 STAGES.register("latent", LatentLayer.from_show, LatentSection)
+STAGES.register("mask", MaskStage.from_show, MaskSection)
 
 
 #: Between camera frames, a moved control re-renders the last frame; renders start at most this often (a projector
@@ -46,8 +48,12 @@ class ChainThread(BasePart):
     inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps)."""
 
     def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
-                 out: Mailbox[Frame], say: Callable[[str], None] = print) -> None:
+                 out: Mailbox[Frame], say: Callable[[str], None] = print,
+                 taps: Sequence[Callable[[Frame], None]] = ()) -> None:
+        """`taps`: called with each camera frame taken (not a re-render), on this thread, before the stages: each
+        must return at once (the video analysis's `offer` is a put into a newest-wins mailbox)."""
         self.stages, self.reader, self.inbox, self.out = list(stages), reader, inbox, out
+        self.taps = list(taps)
         self.say = say
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
@@ -55,6 +61,9 @@ class ChainThread(BasePart):
         self._opened: list[Stage] = []
         self.rerendered = 0
         self._armed = True  # the next write wakes the thread; then no more until it has rendered
+        #: Writes to the tree so far. Not tree.version, which measurements (/in/...) bump too, up to 200 times a
+        #: second: a measurement changes no picture by itself, so it must not re-render one.
+        self.writes = 0
 
     def open(self) -> str:
         """Open each stage in order (a LiveError closes those already open), then start the thread."""
@@ -65,6 +74,7 @@ class ChainThread(BasePart):
 
     def _changed(self) -> None:
         """A parameter was written (any thread): wake the render loop once, however many writes follow."""
+        self.writes += 1
         if self._armed:
             self._armed = False
             self.inbox.poke()
@@ -87,18 +97,21 @@ class ChainThread(BasePart):
         return "; ".join(lines)
 
     def _run(self) -> None:
-        tree, last, seen, began = self.reader.tree, None, -1, 0.0
+        last, seen, began = None, -1, 0.0
         while not self._stop.is_set():
             wait = 0.1
-            if last is not None and tree.version != seen:  # re-render due once RERENDER_S has passed
+            if last is not None and self.writes != seen:  # re-render due once RERENDER_S has passed
                 wait = max(RERENDER_S - (time.perf_counter() - began), 0.0)
             frame = self.inbox.get(timeout=wait)
             if frame is None:
-                if last is None or tree.version == seen or time.perf_counter() - began < RERENDER_S:
+                if last is None or self.writes == seen or time.perf_counter() - began < RERENDER_S:
                     continue
                 frame = last  # a control moved since the last render: show it now
                 self.rerendered += 1
-            last, seen = frame, tree.version
+            else:
+                for tap in self.taps:
+                    tap(frame)
+            last, seen = frame, self.writes
             self._armed = True
             now = began = time.perf_counter()
             values, image = self.reader.read(now), frame.image
