@@ -86,3 +86,51 @@ def test_the_vj_show_pulses_on_the_beat_of_its_music_and_not_without_it(tmp_path
         assert len(frames) > 60, f"{len(frames)} frames"
         pulse[name] = beat_prominence(frames[15:], BPM / 60.0)  # after the first second: the analysis warms up
     assert pulse["music"] > 2.5 and pulse["silence"] < 2.0, pulse  # measured here: 3.9 and 0.9
+
+
+def room_clip(path: Path, seconds: float = 18.0, fps: float = 15.0) -> tuple[float, float]:
+    """A still room (a grey wall with some texture), then a bright block walking across it, then the still room
+    again; returns when the walk starts and ends, in seconds."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    wall = cv2.GaussianBlur(rng.integers(90, 150, (240, 320, 3), dtype=np.uint8), (9, 9), 0)
+    start, end = 6.0, 10.0
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        frame = wall.copy()
+        if start <= t < end:
+            x = int((t - start) / (end - start) * 260)
+            y = int(90 + 60 * np.sin(t * 3))
+            cv2.rectangle(frame, (x, y - 50), (x + 60, y + 50), (40, 60, 230), -1)
+        writer.write(frame)
+    writer.release()
+    return start, end
+
+
+def test_the_gallery_shows_sound_follows_the_motion_in_front_of_its_camera(tmp_path):
+    start, end = room_clip(tmp_path / "room.mp4")
+    show = shipped_copy("gallery.toml", tmp_path)
+    out = tmp_path / "out.mp4"
+    result = run_live(["run", str(show), "--source", str(tmp_path / "room.mp4"), "--for", "14", "--no-window",
+                       "--record", str(out)], timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sound = audio_of(out).reshape(-1, 2).mean(axis=1)
+    assert len(sound) > 12 * RATE
+    # The clip starts playing while the show opens, before the recording: when the walk is in the recording is
+    # read from the recording's own pictures (the frames that change)
+    frames = decode_frames(out)
+    times = np.array([t for t, _ in frames[1:]])
+    change = np.array([np.abs(b.astype(np.int16) - a.astype(np.int16)).mean()
+                       for (_, a), (_, b) in zip(frames, frames[1:])])
+    walking = times[change > 4 * np.median(change) + 0.5]
+    assert len(walking) > 10 and walking[-1] - walking[0] > 0.8 * (end - start) - 0.5, walking
+    walk_from, walk_to = walking[0], walking[-1]
+    assert walk_from > 2.0, f"the walk starts {walk_from:.1f} s into the recording: no still room before it"
+
+    def rms(a: float, b: float) -> float:
+        return float(np.sqrt(np.mean(sound[int(a * RATE):int(b * RATE)] ** 2)))
+
+    still, moving = rms(0.5, walk_from), rms(walk_from + 1.0, walk_to)
+    assert moving > 1.8 * still, f"RMS still {still:.4f}, moving {moving:.4f}"  # measured here: 0.013 and 0.039

@@ -98,6 +98,17 @@ def test_a_threshold_on_an_event_emits_it_no_more_often_than_its_beats_and_not_a
     assert len(notes) == 3
 
 
+def test_a_fired_note_is_released_when_its_source_falls_back():
+    spec = ModulatorSection(target="/synth/note", source=ONSET, threshold=0.5, beats=0.25, depth=1.0, args=[64, 0.7],
+                            release_args=[64, 0])
+    tree, clock = measured_tree({"cell": spec}), Clock(60.0, now=0.0)
+    Modulator("cell", spec, tree, clock)
+    notes = tree.listen("/synth/note", timed=True)
+    for at, value in ((1.0, 0.2), (1.1, 0.8), (1.2, 0.6), (1.3, 0.3), (1.35, 0.1), (2.0, 0.9), (2.01, 0.95)):
+        tree.measure({ONSET: value}, at=at)
+    assert [(n[1], n[2]) for n in notes] == [((64, 0.7), 1.1), ((64, 0.0), 1.3), ((64, 0.7), 2.0)]
+
+
 def test_bad_sources_and_targets_are_named():
     tree, clock = measured_tree({}), Clock(60.0, now=0.0)
     with pytest.raises(ValueError, match=r"source '/in/audio/nope' is not a number parameter.*/in/audio/bass"):

@@ -56,6 +56,9 @@ class ModulatorSection(BaseModel):
                                                       "target itself when it is an event (/scene/go)")
     args: list[float] = Field(default_factory=list, description="a fired event's arguments, e.g. [60, 0.8] for "
                                                                 "/synth/note")
+    release_args: list[float] | None = Field(None, description="emitted with these arguments when the source falls "
+                                                               "back below the threshold after firing, e.g. [60, 0] "
+                                                               "releases the note")
 
 
 def wave(shape: str, x: float) -> float:
@@ -218,12 +221,13 @@ class Threshold:
     """Finds the rising crossings of a measured source's threshold, with hysteresis (it re-arms once the source
     falls 10 % of its range below the threshold), and passes each crossing's time to `fire`."""
 
-    def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, fire: Callable[[float], None]) -> None:
+    def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, fire: Callable[[float], None],
+                 fall: Callable[[float], None] | None = None) -> None:
         source = tree.params.get(spec.source)
         if source is None or not source.readonly:
             raise ValueError(f"[mod.{name}] threshold needs a measured source (one of: "
                              f"{', '.join(a for a, p in tree.params.items() if p.readonly) or 'none in this show'})")
-        self.address, self.threshold, self.fire = spec.source, float(spec.threshold), fire
+        self.address, self.threshold, self.fire, self.fall = spec.source, float(spec.threshold), fire, fall
         self.rearm = self.threshold - 0.1 * (source.max - source.min)
         self.armed = True
         self.fired = 0
@@ -240,6 +244,8 @@ class Threshold:
             self.fire(at)
         elif not self.armed and value < self.rearm:
             self.armed = True
+            if self.fall is not None:
+                self.fall(at)
 
     def close(self) -> None:
         self.tree.off_measure(self.measured)
@@ -269,8 +275,12 @@ class Modulator:
         if self.fires:
             self.target = None
             tree.events[spec.target].coerce(spec.args)  # ValueError naming the arguments it expects
+            if spec.release_args is not None:
+                tree.events[spec.target].coerce(spec.release_args)
             self.signal: Signal | None = None
-            self.threshold = Threshold(name, spec, tree, self._emit)
+            self._fired = False
+            self.threshold = Threshold(name, spec, tree, self._emit,
+                                       None if spec.release_args is None else self._release)
             return
         if spec.target not in tree.params or not tree.params[spec.target].numeric or tree.params[spec.target].readonly:
             numbers = ", ".join(a for a, p in tree.params.items() if p.numeric and not p.readonly)
@@ -298,8 +308,14 @@ class Modulator:
         if float(values.get(self.depth_address, self.spec.depth)) == 0.0 or \
                 beat - self._emitted_beat < float(values.get(f"/mod/{self.name}/beats", self.spec.beats)):
             return
-        self._emitted_beat = beat
+        self._emitted_beat, self._fired = beat, True
         self.tree.emit(self.spec.target, *self.spec.args, at=at)
+
+    def _release(self, at: float) -> None:
+        """The source fell back: `release_args` follow what was fired (a note off after its note)."""
+        if self._fired:
+            self._fired = False
+            self.tree.emit(self.spec.target, *self.spec.release_args, at=at)
 
     @staticmethod
     def params(name: str, spec: ModulatorSection) -> list[Param]:
