@@ -128,23 +128,37 @@ def test_heard_beats_set_the_tempo_and_the_downbeat():
     assert clock.beat_at(10.02 + 60 / 123) == pytest.approx(21.0)
 
 
-def test_osc_cannot_write_a_measured_value():
+def test_osc_cannot_write_a_measured_value_and_its_feedback_sends_it():
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+
     from live.control.osc import OscServer, OscSection
 
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(3.0)
     tree = measured_tree({})
-    server = OscServer.from_section(tree, OscSection(enabled=True, host="127.0.0.1", port=0))
+    server = OscServer.from_section(tree, OscSection(enabled=True, host="127.0.0.1", port=0,
+                                                      feedback=[f"127.0.0.1:{listener.getsockname()[1]}"]))
     server.open()
     try:
+        tree.measure({BASS: 0.75}, at=time.perf_counter())
+        got = {}
+        while got.get(BASS) != 0.75:  # the feedback client is sent what was measured, like any changed value
+            message = OscMessage(listener.recv(65536))
+            got[message.address] = message.params[0]
         client = SimpleUDPClient("127.0.0.1", server.port)
         client.send_message(BASS, 0.5)
         client.send_message("/x", 0.25)
         deadline = time.monotonic() + 3
         while tree.get("/x") != 0.25 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert tree.get("/x") == 0.25 and tree.get(BASS) == 0.0
+        assert tree.get("/x") == 0.25 and tree.get(BASS) == 0.75  # still what was measured
         assert server.counts["bad_value"] == 1 and "read-only" in server.last_problem
     finally:
         server.close()
+        listener.close()
 
 
 def test_the_hud_shows_what_the_show_hears_and_sees():

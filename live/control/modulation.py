@@ -156,6 +156,18 @@ def shape(curve: str, u: float) -> float:
     return u
 
 
+#: Where the measured sources come from, for the error that names a source the show does not measure.
+MEASURED_BY = {"/in/audio/": "[audio_in] source", "/in/video/": "[watch] enabled (and face_model or mask_model)"}
+
+
+def _measured(tree: ParamTree, spec: ModulatorSection) -> str:
+    """The measured sources the show has, and which section to turn on for the one asked for."""
+    measured = ", ".join(a for a, p in tree.params.items() if p.readonly)
+    turn_on = next((f"; {section} gives {prefix}*" for prefix, section in MEASURED_BY.items()
+                    if spec.source.startswith(prefix)), "")
+    return f" (measured ones: {measured or 'none in this show'}{turn_on})"
+
+
 class Source:
     """A number parameter's value as a level 0..1: through the range and curve, then followed with separate rise
     and fall times. The follower is advanced by whichever reader asks next (they read at their own rates, in time
@@ -164,8 +176,7 @@ class Source:
     def __init__(self, name: str, spec: ModulatorSection, tree: ParamTree, clock: Clock) -> None:
         source = tree.params.get(spec.source)
         if source is None or not source.numeric:
-            raise ValueError(f"[mod.{name}] source '{spec.source}' is not a number parameter (measured ones: "
-                             f"{', '.join(a for a, p in tree.params.items() if p.readonly) or 'none in this show'})")
+            raise ValueError(f"[mod.{name}] source '{spec.source}' is not a number parameter" + _measured(tree, spec))
         self.spec, self.address = spec, spec.source
         self.low, self.high = spec.range if spec.range is not None else (source.min, source.max)
         if self.high == self.low:
@@ -225,8 +236,7 @@ class Threshold:
                  fall: Callable[[float], None] | None = None) -> None:
         source = tree.params.get(spec.source)
         if source is None or not source.readonly:
-            raise ValueError(f"[mod.{name}] threshold needs a measured source (one of: "
-                             f"{', '.join(a for a, p in tree.params.items() if p.readonly) or 'none in this show'})")
+            raise ValueError(f"[mod.{name}] threshold needs a measured source" + _measured(tree, spec))
         self.address, self.threshold, self.fire, self.fall = spec.source, float(spec.threshold), fire, fall
         self.rearm = self.threshold - 0.1 * (source.max - source.min)
         self.armed = True
