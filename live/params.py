@@ -250,15 +250,7 @@ class ParamTree:
             if address not in self.params:
                 raise KeyError(address)
             coerced[address] = self.params[address].coerce(value)
-        now = time.perf_counter()
-        with self._lock:
-            merged = dict(self.snapshot)
-            merged.update(coerced)
-            self.snapshot = MappingProxyType(merged)
-            for address in coerced:
-                self.changed_at[address] = now
-                self.written_by[address] = source
-            self.version += 1
+        self._swap(coerced, self.changed_at, time.perf_counter(), source)
         for watcher in self._watchers:
             watcher()
         return coerced
@@ -276,15 +268,23 @@ class ParamTree:
                 clipped[address] = min(max(float(value), param.min), param.max)
         if not clipped:
             return
-        with self._lock:
-            merged = dict(self.snapshot)
-            merged.update(clipped)
-            self.snapshot = MappingProxyType(merged)
-            for address in clipped:
-                self.measured_at[address] = at
-            self.version += 1
+        self._swap(clipped, self.measured_at, at)
         for hook in self._measure_hooks:
             hook(clipped, at)
+
+    def _swap(self, values: Mapping[str, Value], stamps: dict[str, float], at: float,
+              writer: str | None = None) -> None:
+        """A new snapshot with `values` merged in, published in one step; each address stamped `at` in `stamps`
+        (and its writer noted, for a write)."""
+        with self._lock:
+            merged = dict(self.snapshot)
+            merged.update(values)
+            self.snapshot = MappingProxyType(merged)
+            for address in values:
+                stamps[address] = at
+                if writer is not None:
+                    self.written_by[address] = writer
+            self.version += 1
 
     def on_measure(self, hook: Callable[[Mapping[str, float], float], None]) -> None:
         """Call `hook(values, at)` (quick, non-blocking) after each `measure`, from the analysis thread: where a

@@ -102,15 +102,22 @@ SIGNAL = np.concatenate([part for _, part in PARTS])
 
 
 @pytest.fixture(scope="module")
+def following(synth_decoder: Path, follow_input: str, follow: float, **values: float) -> tuple[AudioEngine, list[str]]:
+    """An engine playing to JACK's "system" and following `follow_input` at `follow`, with these parameter values
+    (addresses under /synth/); the lines it says."""
+    tree = ParamTree(*AudioEngine.params())
+    tree.set(FOLLOW, follow)
+    for name, value in values.items():
+        tree.set(f"/synth/{name.replace('_', '/')}", value)
+    said: list[str] = []
+    return AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system", follow_input=follow_input,
+                       say=said.append), said
+
+
 def performance(jack_server: str, synth_decoder: Path) -> dict:
     """The show follows the singer for the whole SIGNAL; what the singer heard, when, and the engine's stats."""
-    tree = ParamTree(*AudioEngine.params())
-    tree.set("/synth/auto", False)
-    tree.set("/synth/timbre/d", -1.0)  # no breath noise: the pitch and onset are the harmonics'
-    tree.set(FOLLOW, 1.0)
-    said: list[str] = []
-    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system", follow_input="system",
-                         say=said.append)
+    # no breath noise: the pitch and onset are the harmonics'
+    engine, said = following(synth_decoder, "system", 1.0, auto=False, timbre_d=-1.0)
     singer = Singer(SIGNAL)
     try:
         assert "'system'" in engine.open()
@@ -200,11 +207,7 @@ def test_input_to_output_latency_through_jack(performance: dict) -> None:
 
 def test_a_missing_input_is_said_once_and_the_synth_plays_on(jack_server: str, synth_decoder: Path) -> None:
     """A follow input that does not exist: one line naming it and listing the inputs there are; the notes play."""
-    said: list[str] = []
-    tree = ParamTree(*AudioEngine.params())
-    tree.set(FOLLOW, 1.0)
-    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system", follow_input="no-such-mic",
-                         say=said.append)
+    engine, said = following(synth_decoder, "no-such-mic", 1.0)
     try:
         assert "'system'" in engine.open()
         time.sleep(0.8)
@@ -216,8 +219,8 @@ def test_a_missing_input_is_said_once_and_the_synth_plays_on(jack_server: str, s
         engine.close()
     lines = [line for line in said if "follow" in line]
     assert lines == ["Audio follow: [audio] follow_input 'no-such-mic': no such input device (inputs: 0: 'system' "
-                     "(JACK Audio Connection Kit)); the synth plays without following — fix: set [audio] follow_input to one of the inputs "
-                     "listed (\"\" turns following off), or start JACK"], said
+                     "(JACK Audio Connection Kit)); the synth plays without following — fix: set [audio] "
+                     "follow_input to one of the inputs listed (\"\" turns following off), or start JACK"], said
     assert stats["starved"] == 0 and np.sqrt(np.mean(tapped ** 2)) > 0.005  # the arpeggio (at follow 1, its share 0
     # would be silence: with no input there is no follow voice, so the notes keep their whole share)
 
@@ -227,11 +230,7 @@ def test_an_input_lost_mid_show_is_said_once_and_found_again(server: Server, syn
     silent and looking; once the server is back, the input records again, said in one line."""
     previous = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = server.name  # the render process inherits it
-    said: list[str] = []
-    tree = ParamTree(*AudioEngine.params())
-    tree.set(FOLLOW, 0.5)
-    engine = AudioEngine(tree, synth_decoder.with_suffix(".json"), device="system", follow_input="system",
-                         say=said.append)
+    engine, said = following(synth_decoder, "system", 0.5)
     try:
         assert "'system'" in engine.open()
         time.sleep(0.5)

@@ -322,3 +322,26 @@ def test_a_missing_model_is_said_and_its_sources_rest(tmp_path):
 
     problems = check(show)
     assert len(problems) == 2 and "face.json" in problems[0] and "person.json" in problems[1], problems
+
+
+def test_a_faces_tilt_and_turn_follow_the_head():
+    """The face's landmarks as sources: the astronaut's picture rotated 20 degrees each way (her head leans with
+    it). BlazeFace's eyes are coarse (a model pixel is 4 of this picture's, a few degrees of tilt), so the test asks
+    for the lean's direction and size, not its degree; she faces the camera, so her turn stays small."""
+    from live.video.analysis import pose
+    from live.video.people import FaceFinder
+
+    finder = FaceFinder(MODELS / "face-detection.json")
+    photo = cv2.imread(str(Path(__file__).resolve().parent.parent / "live" / "assets" / "astronaut.jpg"))
+    height, width = photo.shape[:2]
+
+    def seen(degrees: float) -> tuple[float, float]:  # OpenCV: a positive angle turns the picture anticlockwise
+        image = cv2.warpAffine(photo, cv2.getRotationMatrix2D((width / 2, height / 3), degrees, 1.0), (width, height))
+        faces = finder.faces(image)
+        assert len(faces) == 1
+        return pose(faces[0], width, height)
+
+    (left, left_turn), (upright, turn), (right, right_turn) = seen(20), seen(0), seen(-20)
+    assert left < upright < right  # anticlockwise: her head leans to the picture's left, tilt falls
+    assert right - left == pytest.approx(40 / 45, abs=0.25)  # measured here: 0.76
+    assert max(abs(left_turn), abs(turn), abs(right_turn)) < 0.35

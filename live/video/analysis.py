@@ -20,6 +20,7 @@ Each snapshot is published with `tree.measure(values, at)`, `at` the capture tim
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -40,6 +41,7 @@ from live.video.frame import Frame
 
 if TYPE_CHECKING:
     from live.show import Show
+    from live.video.people import Face
 
 #: Width of the small copy every measure runs on (the height keeps the aspect): 160 columns still tell a hand from a
 #: head, and cost a sixteenth of 640x480.
@@ -91,8 +93,20 @@ class WatchSection(BaseModel):
                                             "mask and presence; \"\" = off")
 
 
-def _in(address: str, doc: str, hi: float = 1.0, unit: str = "") -> Param:
-    return Param(f"/in/video/{address}", "float", 0.0, 0.0, hi, unit=unit, doc=doc, readonly=True)
+def _in(address: str, doc: str, hi: float = 1.0, unit: str = "", lo: float = 0.0) -> Param:
+    return Param(f"/in/video/{address}", "float", 0.0, lo, hi, unit=unit, doc=doc, readonly=True)
+
+
+def pose(face: Face, width: int, height: int) -> tuple[float, float]:
+    """A face's tilt and turn from its landmarks, each -1..1: tilt is the eye line's angle (1 = 45 degrees, the
+    head leaning to the picture's right, clockwise), turn where the nose tip lies between the ears (-1 at the ear on
+    the picture's left, 1 at the other)."""
+    (rx, ry), (lx, ly) = face.keypoints["right_eye"], face.keypoints["left_eye"]  # her right eye: the picture's left
+    tilt = math.degrees(math.atan2((ly - ry) * height, (lx - rx) * width)) / 45.0
+    left_ear, right_ear = face.keypoints["right_ear"][0], face.keypoints["left_ear"][0]
+    half = (right_ear - left_ear) / 2
+    turn = (face.keypoints["nose_tip"][0] - (left_ear + half)) / half if half > 1e-6 else 0.0
+    return min(max(tilt, -1.0), 1.0), min(max(turn, -1.0), 1.0)
 
 
 class Analyser:
@@ -245,6 +259,10 @@ class VideoAnalysis(BasePart):
                 _in("face/x", "horizontal centre of the largest face: 0 = left edge (holds while none is seen)"),
                 _in("face/y", "vertical centre of the largest face: 0 = top edge (holds while none is seen)"),
                 _in("face/size", "height of the largest face as a share of the picture's: 0 = no face"),
+                _in("face/tilt", "the largest face's tilt from its eyes: 1 = leaning 45 degrees to the picture's "
+                                 "right, -1 to its left (holds while none is seen)", lo=-1.0),
+                _in("face/turn", "the largest face turned, from where its nose lies between its ears: -1 towards "
+                                 "the picture's left, 1 its right (holds while none is seen)", lo=-1.0),
             ]
         if section.mask_model:
             params.append(_in("person/area", "share of the picture the person mask covers"))
@@ -320,9 +338,12 @@ class VideoAnalysis(BasePart):
             values["/in/video/faces"] = float(len(found))
             values["/in/video/face/size"] = 0.0
             if found:
-                x0, y0, x1, y1 = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).box
+                largest = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                x0, y0, x1, y1 = largest.box
+                tilt, turn = pose(largest, frame.image.shape[1], frame.image.shape[0])
                 values.update({"/in/video/face/x": (x0 + x1) / 2, "/in/video/face/y": (y0 + y1) / 2,
-                               "/in/video/face/size": y1 - y0})
+                               "/in/video/face/size": y1 - y0, "/in/video/face/tilt": tilt,
+                               "/in/video/face/turn": turn})
                 share = max(share, FULL_PRESENCE)  # a face seen is someone there, still or not
             people = max(people, len(found))
         values["/in/video/presence"] = a.presence(share, people, frame.captured)
