@@ -101,7 +101,6 @@ STARTS = dict(zip([name for name, _ in PARTS], np.cumsum([0] + [len(part) for _,
 SIGNAL = np.concatenate([part for _, part in PARTS])
 
 
-@pytest.fixture(scope="module")
 def following(synth_decoder: Path, follow_input: str, follow: float, **values: float) -> tuple[AudioEngine, list[str]]:
     """An engine playing to JACK's "system" and following `follow_input` at `follow`, with these parameter values
     (addresses under /synth/); the lines it says."""
@@ -114,6 +113,7 @@ def following(synth_decoder: Path, follow_input: str, follow: float, **values: f
                        say=said.append), said
 
 
+@pytest.fixture(scope="module")
 def performance(jack_server: str, synth_decoder: Path) -> dict:
     """The show follows the singer for the whole SIGNAL; what the singer heard, when, and the engine's stats."""
     # no breath noise: the pitch and onset are the harmonics'
