@@ -257,8 +257,12 @@ def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float |
             "mask_model": watch.get("mask_model") or str(models / "person-segmentation.json")}
         if not listen and data.get("tempo", {}).get("source") == "audio":
             data["tempo"]["source"] = "internal"
-        if not listen:  # what listens to nothing would name a source that is not there
-            data["mod"] = {n: m for n, m in data.get("mod", {}).items() if not m.get("source", "").startswith("/in/")}
+        if not listen:  # what listens to nothing would name a source that is not there, and so would its controls
+            gone = {n for n, m in data.get("mod", {}).items() if m.get("source", "").startswith("/in/")}
+            data["mod"] = {n: m for n, m in data.get("mod", {}).items() if n not in gone}
+            controls = {f"/mod/{name}/{key}" for name in gone for key in ("depth", "beats")}
+            midi = data.setdefault("midi", {})
+            midi["map"] = [m for m in midi.get("map", []) if m.get("param") not in controls]
             data["stages"] = [s for s in data.get("stages", []) if s.get("kind") != "mask"]
             data.pop("map", None)
     data.setdefault("audio", {}).update(enabled=True, device="system")

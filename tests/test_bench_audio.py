@@ -155,3 +155,24 @@ def test_the_onset_is_the_new_note_not_the_tail_resuming_after_a_starved_gap() -
     gapped = np.delete(frames, 115)  # the recording missed the block just after the send
     assert np.isnan(_onset_after(np.delete(audio.reshape(200, PERIOD), 115, axis=0), gapped, gapped / RATE, sent,
                                  sent + 1.0))
+
+
+def test_the_inputs_bench_plays_the_show_with_and_without_its_analysis(tmp_path: Path) -> None:
+    """`live bench --audio --inputs` plays two copies of the show: one hearing JACK's input and watching with every
+    analysis, one analysing nothing (its [mod] sources and the MIDI maps to their controls gone), both valid shows."""
+    import tomllib
+
+    from live.bench_audio import bench_show
+    from live.graph import build
+    from live.show import load_show
+
+    for listen in (True, False):
+        folder = tmp_path / str(listen)
+        folder.mkdir()
+        path = bench_show(VJ_SHOW, folder, 9999, listen=listen)
+        data = tomllib.loads(path.read_text())
+        assert data["audio_in"]["source"] == ("system" if listen else "") and data["watch"]["enabled"] is listen
+        assert ("bass" in data["mod"]) is listen and ("pulse" in data["mod"])
+        assert any(m["param"] == "/mod/bass/depth" for m in data["midi"]["map"]) is listen
+        tree = build(load_show(path), window=False, say=lambda _: None).tree
+        assert ("/in/audio/bass" in tree.params) is listen and ("/in/video/face/tilt" in tree.params) is listen
