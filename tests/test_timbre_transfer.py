@@ -56,6 +56,8 @@ class Singer:
         self.ear = self.client.inports.register("in")
         self.client.set_process_callback(self._process)
         self.client.activate()
+        # PortAudio's JACK clients already there (this test process's own, from earlier tests): the engine's is new
+        self.before = {port.name.split(":")[0] for port in self.client.get_ports("PortAudio")}
 
     def _process(self, frames: int) -> None:
         out = self.out.get_array()
@@ -69,8 +71,13 @@ class Singer:
         self.cycle = c + 1
 
     def connect(self) -> None:
-        self.client.connect(self.out, "PortAudio:in_0")
-        self.client.connect("PortAudio:out_0", self.ear)
+        """To the engine's render process: the PortAudio client that came since (named PortAudio, or PortAudio-01
+        where another process had that name first)."""
+        new = {port.name.split(":")[0] for port in self.client.get_ports("PortAudio")} - self.before
+        assert len(new) == 1, new
+        engine = new.pop()
+        self.client.connect(self.out, f"{engine}:in_0")
+        self.client.connect(f"{engine}:out_0", self.ear)
 
     def play(self, timeout: float) -> None:
         self.playing = True

@@ -19,6 +19,7 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,27 @@ def abandon(stream: Any) -> None:
     global _poisoned
     _abandoned.append(stream)
     _poisoned = True
+
+
+#: A stream that takes longer to stop is abandoned: closing never hangs.
+CLOSE_TIMEOUT_S = 1.0
+
+
+def release(stream: Any) -> None:
+    """Stop and close a stream, or abandon it if it is dead or does not stop within CLOSE_TIMEOUT_S (stopping a
+    stream whose JACK server just went away waits forever inside PortAudio)."""
+    if stream.active:
+        closer = threading.Thread(target=_stop_and_close, args=(stream,), name="live-audio-close", daemon=True)
+        closer.start()
+        closer.join(timeout=CLOSE_TIMEOUT_S)
+        if not closer.is_alive():
+            return
+    abandon(stream)
+
+
+def _stop_and_close(stream: Any) -> None:
+    stream.abort(ignore_errors=True)
+    stream.close(ignore_errors=True)
 
 
 def jack_answers() -> bool | None:

@@ -213,9 +213,7 @@ class Follower:
 
     def close(self) -> None:
         """Stop the retry thread and the input stream (bounded: a dead stream is abandoned, not stopped)."""
-        from live.audio.render_process import _release  # noqa: PLC0415
-
         self.stopped.set()
         stream, self.stream = self.stream, None
         if stream is not None:
-            _release(stream)
+            devices.release(stream)

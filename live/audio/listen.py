@@ -128,9 +128,9 @@ class AudioIn:
             self._thread.join(timeout=CLOSE_TIMEOUT_S + 1.0)
             self._thread = None
         if self._stream is not None:
-            from live.audio.render_process import _release  # noqa: PLC0415  (stop, or abandon a dead stream)
+            from live.audio import devices  # noqa: PLC0415
 
-            _release(self._stream)
+            devices.release(self._stream)
             self._stream = None
         if self._file is not None:
             self._file.close()

@@ -57,7 +57,6 @@ PENDING_NOTES = 256  # future-dated notes the child holds (more are lost, counte
 TAP_BLOCKS = 1024  # blocks the show may leave unread (2.7 s at 128/48 kHz) before the oldest are dropped
 CATCH_UP_SECONDS = 1.0  # with no device, a stall up to this long is rendered afterwards, not lost
 RETRY_S = 1.0  # how often a lost device is looked for
-CLOSE_TIMEOUT_S = 1.0  # a stream that takes longer to stop is abandoned: closing never hangs
 START_TIMEOUT_S = 30.0  # spawning imports numpy, ONNX Runtime and PortAudio: seconds on a loaded 2-core machine
 STOP_TIMEOUT_S = 3.0
 PANIC_NOTE = -1
@@ -497,7 +496,9 @@ class _Renderer:
             if self.follower is not None:
                 self.follower.close()
             if self.mixer is not None:
-                _release(self.mixer)
+                from live.audio import devices  # noqa: PLC0415
+
+                devices.release(self.mixer)
 
     def _stopped(self) -> bool:
         """The show closed its end of the pipe, or died."""
@@ -859,25 +860,6 @@ class _Renderer:
                 self._follow(self.position)  # no device to be late for: the follow voice goes in as blocks render
             else:
                 self._nap((self.position + self.block - reader - lead) / self.rate)
-
-
-def _release(mixer: Any) -> None:
-    """Stop and close a stream, or abandon it if it is dead or does not stop within CLOSE_TIMEOUT_S (stopping a
-    stream whose JACK server just went away waits forever inside PortAudio)."""
-    from live.audio import devices  # noqa: PLC0415
-
-    if mixer.active:
-        closer = threading.Thread(target=_stop_and_close, args=(mixer,), name="live-audio-close", daemon=True)
-        closer.start()
-        closer.join(timeout=CLOSE_TIMEOUT_S)
-        if not closer.is_alive():
-            return
-    devices.abandon(mixer)
-
-
-def _stop_and_close(mixer: Any) -> None:
-    mixer.abort(ignore_errors=True)
-    mixer.close(ignore_errors=True)
 
 
 if __name__ == "__main__":
