@@ -130,8 +130,10 @@ def test_a_note_played_now_sounds_after_the_note_delay_whatever_the_lead(synth_d
     heard = onsets(audio, start)
     assert len(heard) == len(wanted), (heard, wanted)
     exact = [abs(h - w) <= 2 for h, w in zip(heard, wanted)]
-    # a note the machine kept from the render process past its margin is counted late, never silently moved
-    assert sum(exact) >= 3 and stats["late_notes"] == len(exact) - sum(exact), (heard, wanted, stats)
+    # a note the machine kept from the render process past its margin is counted late, never silently moved (its
+    # release, 20 ms later, may be counted late too, under load, while its onset was exact)
+    assert sum(exact) >= 3 and len(exact) - sum(exact) <= stats["late_notes"] <= 2 * len(exact) - sum(exact), \
+        (heard, wanted, stats)
     assert stats["redone"] >= 4 * 5 and stats["lost_notes"] == 0, stats
 
 
