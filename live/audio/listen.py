@@ -6,8 +6,9 @@ paced by perf_counter(), looped. One thread of ours wakes about once a hop, take
 has, runs the analysis (live/audio/analysis.py) and publishes each hop's values, read-only, with the time they
 describe (`ParamTree.measure`). With `[tempo] source = "audio"` each beat it hears re-anchors the show's clock.
 
-No device, a wrong device or a missing file stop the show at open with the list of inputs or the path; a device
-lost while playing is one line, the values at rest (0), and a retry every RETRY_S, like the synth's output.
+A missing or unreadable file stops the show at open with its path (a show-file mistake, like a missing model); an
+input device that is not there, or is lost while playing, is one line with the list of inputs, the values at rest
+(0), and a retry every RETRY_S, like the synth's output: the show plays on.
 """
 
 from __future__ import annotations
