@@ -236,7 +236,8 @@ def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float |
     """A copy of the show in `folder` as the bench plays it: audio to JACK's "system", OSC on `osc_port` from this
     machine, MIDI over JACK from the probe's port, the HUD on, the arpeggio off (only the probe's notes sound);
     model paths made absolute; `lead` (not None) for [audio] lead. `listen` True: the show hears JACK's "system"
-    input ([audio_in]) and watches its camera with every analysis ([watch], faces and person mask); False: neither;
+    input ([audio_in]), its synth records and analyses that input for timbre transfer ([audio] follow_input, at the
+    show's /synth/follow), and it watches its camera with every analysis ([watch], faces and person mask); False: none;
     None: as the show says. Everything else (video size, model, stages, outputs) is the show's own."""
     import tomli_w
 
@@ -252,6 +253,7 @@ def bench_show(show_path: Path, folder: Path, osc_port: int, lead: str | float |
     if listen is not None:
         models = Path(__file__).resolve().parent.parent / "exported_models"
         data["audio_in"] = {**data.get("audio_in", {}), "source": "system" if listen else ""}
+        data["audio"]["follow_input"] = "system" if listen else ""  # the synth's own input, for timbre transfer
         data["watch"] = {**watch, "enabled": listen} if not listen else {
             **watch, "enabled": True, "face_model": watch.get("face_model") or str(models / "face-detection.json"),
             "mask_model": watch.get("mask_model") or str(models / "person-segmentation.json")}

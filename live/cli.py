@@ -288,8 +288,8 @@ def parser() -> argparse.ArgumentParser:
                        help="with --audio: play with this [audio] lead (default: the show's own)")
     bench.add_argument("--inputs", action="store_true",
                        help="with --audio: play the show twice, without and with the analysis of its inputs (JACK's "
-                            "input heard, the camera watched with faces and the person mask), and compare frame "
-                            "rate and late cycles")
+                            "input heard, and recorded by the synth for timbre transfer; the camera watched with "
+                            "faces and the person mask), and compare frame rate and late cycles")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")

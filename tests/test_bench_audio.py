@@ -172,6 +172,7 @@ def test_the_inputs_bench_plays_the_show_with_and_without_its_analysis(tmp_path:
         path = bench_show(VJ_SHOW, folder, 9999, listen=listen)
         data = tomllib.loads(path.read_text())
         assert data["audio_in"]["source"] == ("system" if listen else "") and data["watch"]["enabled"] is listen
+        assert data["audio"]["follow_input"] == ("system" if listen else "")
         assert ("bass" in data["mod"]) is listen and ("pulse" in data["mod"])
         assert any(m["param"] == "/mod/bass/depth" for m in data["midi"]["map"]) is listen
         tree = build(load_show(path), window=False, say=lambda _: None).tree
