@@ -61,7 +61,7 @@ def test_keys_in_the_window_run_cues_hud_and_blackout(tmp_path, camera_file, xvf
             return white(with_hud) > 0.01
 
         press(xvfb, "h")
-        assert wait_until(hud_shown, timeout=5, every=0.1)
+        assert wait_until(hud_shown, timeout=15, every=0.1)
         assert level(with_hud) < level(plain) / 2 + 5  # a darkened band, top left ...
         assert white(with_hud) > 0.01 > white(plain)  # ... with white text on it
         press(xvfb, "b")
