@@ -389,8 +389,11 @@ def run_phase(phase: Phase, children: Children, jack_log: TimedLines, port: int,
         if len(samples) >= 2:
             received = samples[-1]["osc"].get("packets", 0) - samples[0]["osc"].get("packets", 0)
             result["storm_received_per_s"] = round(received / max(end - start, 1e-9), 0)
-    result.update(onset_latencies(recording))
-    recording.unlink(missing_ok=True)
+    if recording.exists():
+        result.update(onset_latencies(recording))
+        recording.unlink()
+    else:  # the probe was stopped before it wrote (a machine that held it past its time): the rest still counts
+        result.update({f"{kind}_onset_ms": latency_figures([], 0) for kind in ("osc", "midi")}, probe_lost=True)
     return result
 
 
@@ -578,8 +581,10 @@ def print_table(results: dict, print_: Callable[[str], None] = print) -> None:
         return f"{owner['host']}/{owner['code']}"
 
     def onset(figures: dict) -> str:
+        if not figures.get("sent"):
+            return "no recording (probe stopped)"
         if not figures.get("found"):
-            return f"none of {figures.get('sent', 0)}"
+            return f"none of {figures['sent']}"
         return (f"{figures['p50']:.1f}/{figures['p95']:.1f}/{figures['max']:.1f} ±{figures['jitter']:.1f} "
                 f"({figures['found']}/{figures['sent']})")
 
