@@ -21,7 +21,6 @@ Each snapshot is published with `tree.measure(values, at)`, `at` the capture tim
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -70,10 +69,9 @@ MAX_PEOPLE = 16
 #: Width of the copy the person-mask model is fed (it resizes to its own input, 256 square or 256x144): the mask
 #: stage scales the result up to the frame and feathers it.
 MASK_WIDTH = 256
-#: The analysis thread's nice value above the process's: where the frame path wants every core (a style model on the
-#: CPU), the scheduler runs it first (CFS weights: a thread at +5 gets about a third of the share of one at 0); the
-#: analysis then falls behind (frames skipped, counted), never the picture.
-NICE = 5
+# The analysis thread keeps the process's nice value. At +5 (to give the frame path the CPU first) it was preempted
+# while it held the GIL, and the OSC thread (SCHED_FIFO) waited behind it: `live bench --audio` with every analysis,
+# 45 s a phase, 45 notes reached the synth past their margin at +5 and 12 at 0, at 25.8 and 27.3 fps.
 POLL_S = 0.1  # the analysis thread's longest wait for a frame, so close() is seen promptly
 CLOSE_S = 1.0
 COSTS_KEPT = 300  # analyses whose times make the median in stats()
@@ -352,11 +350,6 @@ class VideoAnalysis(BasePart):
 
     def _run(self) -> None:
         interval = 1.0 / self.section.rate
-        try:  # raising a thread's own nice value needs no permission
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + NICE)
-        except (OSError, AttributeError):  # not Linux: threads share the process's nice value there
-            pass
         while not self._stop.is_set():
             frame = self.inbox.get(timeout=POLL_S)
             if frame is None:
