@@ -128,6 +128,25 @@ def _learn(args: argparse.Namespace) -> int:
         return 1
 
 
+def _service(args: argparse.Namespace) -> int:
+    from live.service import install
+
+    path, how = install(Path(args.show), Path(args.folder) if args.folder else None, args.watchdog)
+    print(f"Wrote {path}: the show starts on boot, and restarts when it exits or stops sending frames for "
+          f"{args.watchdog:g} s\nEnable it: {how}")
+    return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    from live.service import Supervisor
+
+    show = load_show(args.show)  # a show that does not load is said now, not restarted forever
+    if args.stall <= 0:
+        raise LiveError(f"--stall {args.stall}: must be positive", "give seconds, e.g. --stall 10")
+    Supervisor(show.path, args.stall).run()
+    return 0
+
+
 def _map(args: argparse.Namespace) -> int:
     from live.control import learned_map
 
@@ -256,6 +275,21 @@ def parser() -> argparse.ArgumentParser:
     learned.add_argument("action", choices=("train", "info"))
     learned.add_argument("show")
     learned.set_defaults(func=_map)
+    service = sub.add_parser("service", help="install the show as a systemd user service: started on boot, "
+                                             "restarted when it exits or hangs (watchdog)")
+    service.add_argument("action", choices=("install",))
+    service.add_argument("show")
+    service.add_argument("--folder", help="where the unit goes (default ~/.config/systemd/user)")
+    service.add_argument("--watchdog", type=float, default=10.0, metavar="S",
+                         help="restart the show when no frame has gone out for S seconds (default %(default)s)")
+    service.set_defaults(func=_service)
+    supervise = sub.add_parser("supervise", help="play the show as a child and restart it when it exits or stops "
+                                                 "sending frames, backing off when it keeps failing (where there "
+                                                 "is no systemd)")
+    supervise.add_argument("show")
+    supervise.add_argument("--stall", type=float, default=10.0, metavar="S",
+                           help="restart when no frame has gone out for S seconds (default %(default)s)")
+    supervise.set_defaults(func=_supervise)
 
     doctor = sub.add_parser("doctor", help="check providers, cameras, audio, MIDI and display, with fixes")
     doctor.add_argument("--strict", action="store_true", help="exit 1 if anything is missing")

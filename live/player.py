@@ -25,6 +25,7 @@ from live.errors import LiveError
 from live.control.surface import HUD
 from live.graph import build
 from live.parts import Part, close_in_reverse, open_in_order
+from live.service import Watchdog
 from live.show import Show, ShowFile
 from live.video import hud
 from live.video.frame import Frame
@@ -82,6 +83,7 @@ class Player:
         self._opened: list[Part] = []
         self._stop = threading.Event()
         self._switch_interval = sys.getswitchinterval()
+        self.watchdog = Watchdog()  # systemd's, or `live supervise`'s: told the show plays and that frames go out
 
     @property
     def show(self) -> Show:
@@ -94,6 +96,7 @@ class Player:
         open_in_order(self.graph.parts, self._opened, self.say, announce=self.say)
         if self.graph.audio:
             self.graph.audio.read_tap()  # recordings start with what plays from now, not with the synth's pre-roll
+        self.watchdog.ready()
 
     def run(self, seconds: float | None = None) -> Summary:
         """Play until `seconds` pass, the window is closed, Ctrl-C, SIGTERM or SIGHUP (a closed terminal); then
@@ -151,6 +154,7 @@ class Player:
         now = time.perf_counter()
         self.longest_gap = max(self.longest_gap, now - self._last_out)
         self._last_out = now
+        self.watchdog.alive(now)
         if frame.index != self._last_index:  # a re-render of the same camera frame (a control moved) is not a
             self.latencies.append((now - frame.captured) * 1000)  # new measurement of capture -> output latency
             self._last_index = frame.index
