@@ -96,6 +96,13 @@ class Signal(Protocol):
 SIGNALS: Kinds[Callable[[str, ModulatorSection, ParamTree, Clock], Signal]] = Kinds("signal", "[mod] signal")
 
 
+def attack_decay(t: float, attack: float) -> float:
+    """An envelope's level `t` of its length after it started: up for the `attack` share, then down; 0 outside."""
+    if t < 0 or t >= 1:
+        return 0.0
+    return t / attack if t < attack else 1.0 - (t - attack) / (1.0 - attack)
+
+
 class Lfo:
     """Free-running on the beat: one period every `/mod/NAME/beats` beats."""
 
@@ -134,11 +141,7 @@ class Envelope:
         else:
             every = 1.0 if self.spec.trigger == "beat" else float(self.clock.beats_per_bar)
             age = beat % every
-        t = age / beats
-        if t < 0 or t >= 1:
-            return 0.0
-        attack = self.spec.attack
-        return t / attack if t < attack else 1.0 - (t - attack) / (1.0 - attack)
+        return attack_decay(age / beats, self.spec.attack)
 
     def close(self) -> None:
         if self._events is not None:
@@ -218,11 +221,7 @@ class Fired:
         if self.fired_at == -math.inf:
             return 0.0
         beats = float(values.get(self.beats_address, self.spec.beats))
-        t = (self.clock.beat_at(now) - self.clock.beat_at(self.fired_at)) / beats
-        if t < 0 or t >= 1:
-            return 0.0
-        attack = self.spec.attack
-        return t / attack if t < attack else 1.0 - (t - attack) / (1.0 - attack)
+        return attack_decay((self.clock.beat_at(now) - self.clock.beat_at(self.fired_at)) / beats, self.spec.attack)
 
     def close(self) -> None:
         pass
