@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install the system packages `live` needs, where this machine lacks them.
 #   scripts/install-system.sh run    PortAudio, JACK, FFmpeg (to play a show)
-#   scripts/install-system.sh test   the same plus Xvfb and liblo-tools (to run the test suite)
+#   scripts/install-system.sh test   the same plus Xvfb, liblo-tools and Chromium with its driver (to run the test suite)
 # Debian/Ubuntu: apt-get as root or through sudo. Elsewhere: prints what to install and carries on.
 set -euo pipefail
 want=(libportaudio2 jackd2 libjack-jackd2-0 ffmpeg)
-[ "${1:-run}" = test ] && want+=(xvfb liblo-tools)
+[ "${1:-run}" = test ] && want+=(xvfb liblo-tools chromium chromium-driver)
 
 if [ "$(uname -s)" = Darwin ]; then
   echo "macOS: install PortAudio and FFmpeg with Homebrew if missing: brew install portaudio ffmpeg"
