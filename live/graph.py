@@ -25,6 +25,7 @@ from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
 from live.parts import Part
 from live.show import Show
+from live.status_page import StatusPage
 from live.video.analysis import VideoAnalysis
 from live.video.capture import Capture
 from live.video.chain import STAGES, Blackout, ChainThread, Stage
@@ -97,29 +98,35 @@ class Graph:
     styles: StyleFolder | None = None  # pictures becoming styles while the show plays (a style-vector model's)
     audio_in: AudioIn | None = None  # [audio_in]: the input analysed into /in/audio/*
     watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
+    status: StatusPage | None = None  # [status]: the status page and /metrics (port 0: none)
 
     @property
     def tree(self) -> ParamTree:
         return self.surface.tree
 
+    @staticmethod
+    def part_names() -> tuple[str, ...]:
+        """The graph's parts by name, in the order they open."""
+        return ("surface", "audio_in", "watch", "capture", "chain", "styles", "audio", "outputs", "status")
+
     @property
     def parts(self) -> list[Part]:
-        return [p for p in (self.surface, self.audio_in, self.watch, self.capture, self.chain, self.styles,
-                            self.audio, self.outputs) if p is not None]
+        return [p for p in (getattr(self, name) for name in self.part_names()) if p is not None]
 
     def reload(self, new: Show) -> list[str]:
         """Apply a saved show while playing, as a diff against the running one; returns what changed. A part whose
         settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
         is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
         old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch")
+        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch", "status")
                    if getattr(new, name) != getattr(old, name)]
         if new.video.model_copy(update={"source": old.video.source}) != old.video:
             restart.insert(0, "[video]")
         # what really plays: the new show's control sections over the running parts' settings
         playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
                                          "audio": old.audio, "audio_in": old.audio_in, "stages": old.stages,
-                                         "outputs": old.outputs, "styles": old.styles, "watch": old.watch})
+                                         "outputs": old.outputs, "styles": old.styles, "watch": old.watch,
+                                         "status": old.status})
         playing._path = new.path
         params, events = parameters(playing, self.chain.stages)
         notes += self.surface.reload(playing, params, events)
@@ -158,8 +165,9 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
     if show.audio_in.source != "":
         audio_in = AudioIn(show.audio_in, show.path.parent, surface.tree,
                            surface.clock if show.tempo.source == "audio" else None, say)
+    status = StatusPage(show.status, say) if show.status.port else None
     return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in,
-                 watch)
+                 watch, status)
 
 
 def check(show: Show) -> list[str]:

@@ -24,6 +24,7 @@ from live.audio.engine import counters
 from live.errors import LiveError
 from live.control.surface import HUD
 from live.graph import build
+from live.health import Problems
 from live.parts import Part, close_in_reverse, open_in_order
 from live.service import Watchdog
 from live.show import Show, ShowFile
@@ -70,12 +71,17 @@ class Player:
 
     def __init__(self, show: Show, source: str | None = None, record: Path | None = None,
                  window: bool | None = None, say=print) -> None:
-        self.say = say
+        self.problems = Problems(say)  # the lines that report a problem, kept for the status page
+        self.say = say = self.problems.say
         self.graph = build(show, source, record, window, say)
         self.graph.surface.parts_status = self.part_lines
         self.show_file = ShowFile(show.path)
         self.latencies: deque[float] = deque(maxlen=100_000)
+        self.measured = 0  # latencies measured so far (the deque keeps the newest)
+        self.out_times: deque[float] = deque(maxlen=1024)  # when the newest frames went out (the fps of /metrics)
+        self.newest: Frame | None = None  # the newest frame put out (the status page's thumbnail)
         self.frames = 0
+        self.reloads = {"applied": 0, "refused": 0}
         self._last_index = -1
         self._last_out: float | None = None
         self.longest_gap = 0.0
@@ -84,6 +90,8 @@ class Player:
         self._stop = threading.Event()
         self._switch_interval = sys.getswitchinterval()
         self.watchdog = Watchdog()  # systemd's, or `live supervise`'s: told the show plays and that frames go out
+        if self.graph.status:
+            self.graph.status.attach(self)
 
     @property
     def show(self) -> Show:
@@ -134,9 +142,11 @@ class Player:
             notes = self.graph.reload(show)
         except LiveError as err:
             self.reload_error = str(err)
+            self.reloads["refused"] += 1
             self.say(f"Show: {self.show_file.path.name} was saved but not applied, the show goes on as it was: {err}")
             return
         self.reload_error = ""
+        self.reloads["applied"] += 1
         self.say(f"Show: reloaded {self.show_file.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     def show_frame(self, frame: Frame) -> None:
@@ -157,8 +167,16 @@ class Player:
         self.watchdog.alive(now)
         if frame.index != self._last_index:  # a re-render of the same camera frame (a control moved) is not a
             self.latencies.append((now - frame.captured) * 1000)  # new measurement of capture -> output latency
+            self.measured += 1
             self._last_index = frame.index
+        self.out_times.append(now)
+        self.newest = frame
         self.frames += 1
+
+    @property
+    def parts(self) -> list[Part]:
+        """The parts open now."""
+        return list(self._opened)
 
     def part_lines(self) -> list[str]:
         """Each open part's status line (for /live/status and the HUD)."""

@@ -100,6 +100,12 @@ def install(show: Path, folder: Path | None = None, watchdog_s: float = WATCHDOG
     return folder / name, how
 
 
+def history_path(show: Path) -> Path:
+    """Where `live supervise` keeps a show's restarts and their causes: SHOW.restarts.json beside it."""
+    show = show.resolve()
+    return show.with_name(f"{show.stem}.restarts.json")
+
+
 class Supervisor:
     """Plays the show as a child and restarts it when it exits or stalls (no READY within START_S, or no WATCHDOG
     ping for `stall_s`), waiting longer each time it fails quickly; each restart and its cause go to the history
@@ -109,7 +115,7 @@ class Supervisor:
                  child: list[str] | None = None) -> None:
         self.show, self.stall_s, self.say = show.resolve(), stall_s, say
         self.child = child or command(show)
-        self.history_path = self.show.with_name(f"{self.show.stem}.restarts.json")
+        self.history_path = history_path(self.show)
         self.history: deque[dict] = deque(self._load(), maxlen=HISTORY)
         self.restarts = 0
         self._stop = False

@@ -26,6 +26,7 @@ from live.control.tempo import TempoSection
 from live.errors import LiveError
 from live.params import CLIP_MODES, CURVES, SMOOTHING
 from live.parts import KindSection
+from live.status_page import StatusSection
 from live.video.analysis import WatchSection
 from live.video.chain import STAGES
 from live.video.output import SINKS, WindowSection
@@ -111,6 +112,7 @@ class Show(_Section):
     midi: MidiSection = Field(default_factory=MidiSection)
     tempo: TempoSection = Field(default_factory=TempoSection)
     watch: WatchSection = Field(default_factory=WatchSection)
+    status: StatusSection = Field(default_factory=StatusSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     controls: dict[str, ControlSection] = Field(default_factory=dict)
     mod: dict[str, ModulatorSection] = Field(default_factory=dict)

@@ -80,6 +80,7 @@ def show_with(tmp_path: Path, **sections: dict | list) -> Path:
 
     data = tomllib.loads(DEFAULT_SHOW.read_text())
     data["oscquery"].update(port=0, zeroconf=False)  # tests run shows side by side: no fixed port, no announcing
+    data["status"].update(port=0)  # no status page unless a test asks for one (on a free port)
     # tests play the fast procedural model at 640x480 (their pictures and style names); the shipped shows are checked
     # as they are by test_show.py
     data["video"].update(model="styles-procedural.json", width=640, height=480, style_scale=1.0)
