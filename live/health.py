@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from live.service import history_path
 
@@ -153,7 +154,7 @@ class Metrics:
         yield GaugeMetricFamily("live_fps", f"frames put out per second over the last {FPS_WINDOW_S:g} s", s["fps"])
         with self._lock:
             cumulative = np.cumsum(self._buckets)
-            buckets = [(f"{le:g}", int(n)) for le, n in zip(LATENCY_BUCKETS, cumulative)]
+            buckets = [(floatToGoString(le), int(n)) for le, n in zip(LATENCY_BUCKETS, cumulative)]
             yield HistogramMetricFamily("live_latency_seconds", "capture to output latency of each new frame",
                                         buckets=[*buckets, ("+Inf", int(cumulative[-1]))], sum_value=self._sum)
         recent = GaugeMetricFamily("live_latency_recent_seconds",
