@@ -33,7 +33,7 @@ FPS_WINDOW_S = 2.0  # live_fps counts the frames put out in the last this many s
 RECENT_FRAMES = 300  # live_latency_recent_seconds: quantiles over this many of the newest frames
 #: A line the show says that reports something wrong (the show has no log levels: its lines say what happened).
 PROBLEM = re.compile(r"^(Control|Close):|^Source: .*unavailable|fail|not applied|not switched|cannot|could not|"
-                     r"did not|\blost\b|stalled|stopped|error|refused|missing", re.IGNORECASE)
+                     r"did not|\blost\b|stalled|stopped|error|refused|missing|goes on|plays on|plays without", re.IGNORECASE)
 #: A part whose status line says this is down (live_device_up 0): failing, lost, stalled, retrying, or silent.
 DOWN = re.compile(r"FAIL|\blost\b|stalled|retrying|silent")
 

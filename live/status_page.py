@@ -84,6 +84,7 @@ class StatusPage(BasePart):
         """Listen on [status] bind:port; a port already taken is said and the show plays on without the page
         (it is for watching the show, not for playing it)."""
         host, port = self.section.bind, self.section.port
+        sock = None
         try:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
             sock = socket.socket(info[0], socket.SOCK_STREAM)
@@ -91,14 +92,16 @@ class StatusPage(BasePart):
             sock.bind(info[4])
             sock.listen(64)
         except OSError as err:
+            if sock is not None:
+                sock.close()
             self.say(f"Status: cannot listen on {host}:{port} ({err.strerror or err}); the show plays without its "
                      "status page (fix: another [status] port, or port = 0 for none)")
             return ""
         started = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(sock, started), name="status", daemon=True)
         self._thread.start()
-        if not started.wait(START_S):
-            self.say(f"Status: the page did not start within {START_S:g} s; the show plays without it")
+        if not started.wait(START_S) or not self.url:
+            self.say(f"Status: the page did not start on {host}:{port}; the show plays without it")
             return ""
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{sock.getsockname()[1]}/"
@@ -107,15 +110,20 @@ class StatusPage(BasePart):
     def _serve(self, sock: socket.socket, started: threading.Event) -> None:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock, shutdown_timeout=0.5).start())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
+            self.url = "starting"
             started.set()
             loop.run_forever()
+        except Exception as err:  # the page is for watching the show: its failure is said, never the show's end
+            self.say(f"Status: the page stopped ({type(err).__name__}: {err}); the show plays on without it")
         finally:
+            started.set()
             loop.run_until_complete(runner.cleanup())
             loop.close()
+            sock.close()  # the server closes its own copy of the listening socket, not this one
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
@@ -147,8 +155,13 @@ class StatusPage(BasePart):
     @web.middleware
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         """With a token, every request carries it (?token= or Authorization: Bearer); a missing or wrong one is 401,
-        counted. Compared in constant time."""
+        counted, compared in constant time. Without one (loopback only), a request must name the loopback address
+        as its host, so a page elsewhere cannot reach the controls by DNS rebinding."""
         token = self.section.token
+        if not token and not _loopback(request.url.host or ""):  # a web page's name rebound to this machine
+            self.refused += 1
+            return web.Response(status=403, text="403: without a [status] token the page answers only to "
+                                "http://127.0.0.1 or http://localhost\n")
         if token:
             given = request.query.get("token", "")
             bearer = request.headers.get("Authorization", "")

@@ -188,3 +188,41 @@ def test_status_on_the_network_without_a_token_is_refused(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "[status] token" in output and "bind" in output and "Traceback" not in output, output
+
+
+def test_loopback_page_answers_only_to_loopback_names_and_a_taken_port_is_said(tmp_path):
+    """Without a token a page elsewhere must not reach the controls by a rebound name; a taken port does not stop
+    the show. Problems and restarts are read as the show says and `live supervise` writes them."""
+    import http.client
+
+    from live.health import Problems, restarts
+    from live.service import history_path
+    from live.status_page import StatusPage, StatusSection
+
+    said: list[str] = []
+    page = StatusPage(StatusSection(port=free_port()), said.append)
+    line = page.open()
+    try:
+        port = int(line.rsplit(":", 1)[1].strip("/"))
+        for host, expected in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200), (f"evil.example:{port}", 403)):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.putrequest("GET", "/metrics", skip_host=True)
+            connection.putheader("Host", host)
+            connection.endheaders()
+            assert connection.getresponse().status == expected, host
+            connection.close()
+        taken = StatusPage(StatusSection(port=port), said.append)
+        assert taken.open() == "" and taken.status() == ""
+        assert f"cannot listen on 127.0.0.1:{port}" in said[-1] and "[status] port" in said[-1]
+    finally:
+        page.close()
+    assert page.stats()["refused"] == 1
+
+    problems = Problems(said.append)
+    for text in ("Source: camera plays", "Output: disk full; closed it, the show goes on", "Cue: go"):
+        problems.say(text)
+    assert problems.total == 1 and [text for _, text in problems.recent] == [said[-2]]
+    show = tmp_path / "show.toml"
+    assert restarts(show) == 0
+    history_path(show).write_text(json.dumps([{"at": 1, "cause": "exited with code 1"}] * 3))
+    assert restarts(show) == 3
