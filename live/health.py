@@ -33,7 +33,8 @@ FPS_WINDOW_S = 2.0  # live_fps counts the frames put out in the last this many s
 RECENT_FRAMES = 300  # live_latency_recent_seconds: quantiles over this many of the newest frames
 #: A line the show says that reports something wrong (the show has no log levels: its lines say what happened).
 PROBLEM = re.compile(r"^(Control|Close):|^Source: .*unavailable|fail|not applied|not switched|cannot|could not|"
-                     r"did not|\blost\b|stalled|stopped|error|refused|missing|goes on|plays on|plays without", re.IGNORECASE)
+                     r"did not|\blost\b|stalled|stopped|error|refused|missing|goes on|plays on|plays without",
+                     re.IGNORECASE)
 #: A part whose status line says this is down (live_device_up 0): failing, lost, stalled, retrying, or silent.
 DOWN = re.compile(r"FAIL|\blost\b|stalled|retrying|silent")
 
@@ -114,7 +115,8 @@ class Metrics:
         for name in graph.part_names():
             part = getattr(graph, name)
             if part is not None and part in opened:
-                parts[name] = part.status()
+                line = part.status()
+                parts[name] = {"status": line, "up": is_up(line)}
         return {
             "show": player.show.name,
             "frames": player.frames,
@@ -169,8 +171,8 @@ class Metrics:
                       {"ok": s["osc_ok"], "error": s["osc_error"]}, "result")
         up = GaugeMetricFamily("live_device_up", "1 while an open part works, 0 when its status says it does not",
                                labels=["part"])
-        for name, line in s["parts"].items():
-            up.add_metric([name], float(is_up(line)))
+        for name, part in s["parts"].items():
+            up.add_metric([name], float(part["up"]))
         yield up
         yield counter("live_restarts_total", "restarts recorded by live supervise beside the show", s["restarts"])
         yield GaugeMetricFamily("live_uptime_seconds", "seconds since the show started", s["uptime_s"])

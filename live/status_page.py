@@ -243,7 +243,7 @@ class StatusPage(BasePart):
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>live: status</title>
+<title>live: status</title><link rel="icon" href="data:,">
 <style>
 body { font: 14px system-ui, sans-serif; margin: 0; background: #111; color: #ddd; }
 header { padding: 8px 12px; background: #222; display: flex; gap: 16px; align-items: baseline; }
@@ -284,7 +284,8 @@ async function health() {
   $("summary").textContent = h.fps.toFixed(1) + " fps, latency p50 " + (h.latency_p50_s * 1000).toFixed(1) + " ms";
   const t = $("health"); t.textContent = "";
   row(t, ["fps", h.fps.toFixed(1)]);
-  row(t, ["latency p50 / p95", (h.latency_p50_s * 1000).toFixed(1) + " / " + (h.latency_p95_s * 1000).toFixed(1) + " ms"]);
+  const ms = (s) => (s * 1000).toFixed(1);
+  row(t, ["latency p50 / p95", ms(h.latency_p50_s) + " / " + ms(h.latency_p95_s) + " ms"]);
   row(t, ["frames", h.frames]); row(t, ["dropped", h.dropped]);
   row(t, ["uptime", Math.round(h.uptime_s) + " s"]); row(t, ["restarts", h.restarts]);
   row(t, ["audio underruns", h.audio_underruns]);
@@ -292,7 +293,7 @@ async function health() {
   row(t, ["reloads applied / refused", h.reloads.applied + " / " + h.reloads.refused]);
   if (h.reload_error) row(t, ["reload", h.reload_error], "down");
   const p = $("parts"); p.textContent = "";
-  for (const [name, line] of Object.entries(h.parts)) row(p, [name, line], /FAIL|\\blost\\b|stalled|retrying|silent/.test(line) ? "down" : "");
+  for (const [name, part] of Object.entries(h.parts)) row(p, [name, part.status], part.up ? "" : "down");
   const box = $("problems"); box.textContent = h.recent_problems.length ? "" : "none";
   for (const item of h.recent_problems.slice().reverse()) {
     const div = document.createElement("div"); div.className = "problem";
@@ -324,7 +325,9 @@ function build(params) {
     let input;
     if (p.type === "enum") {
       input = document.createElement("select");
-      for (const c of p.choices) { const o = document.createElement("option"); o.value = o.textContent = c; input.appendChild(o); }
+      for (const c of p.choices) {
+        const o = document.createElement("option"); o.value = o.textContent = c; input.appendChild(o);
+      }
       input.addEventListener("change", () => send(p.address, input.value));
     } else if (p.type === "bool") {
       input = document.createElement("input"); input.type = "checkbox";

@@ -59,6 +59,7 @@ def browser(tmp_path: Path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's own errors, for the test
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
@@ -147,6 +148,8 @@ def test_metrics_and_page_of_a_running_show(tmp_path, camera_file):
             strength.send_keys(Keys.HOME)  # a user takes the slider to its minimum: the camera, unstyled
             assert wait_until(lambda: mean_diff(shown_thumbnail(driver), camera) < 6, timeout=10, every=0.2), \
                 mean_diff(shown_thumbnail(driver), camera)
+            errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+            assert not errors, errors  # the page's script ran without an error
         finally:
             driver.quit()
 
