@@ -43,8 +43,10 @@ VIDEO_SWAPPED = ("model", "backend", "providers", "threads", "style_scale", "wid
 STYLE_KEYS = ("model", "backend", "providers", "threads", "style_scale")
 #: [audio] keys that still need a restart: a recording's sound track was opened at the show's sample rate.
 AUDIO_RESTART = ("enabled", "samplerate")
-#: How long the swap thread waits for the video chain to reach a frame boundary.
+#: How long the swap thread waits for the video chain to reach a frame boundary, and at most for a part it is
+#: opening when the show closes.
 CHANGE_S = 5.0
+CLOSE_S = 5.0
 
 
 def stylizer_of(show: Show) -> Stylizer:
@@ -196,6 +198,7 @@ class Graph:
             try:
                 opened = style.open()
                 style.warm(video.width, video.height)
+                self.swapper.check_open()
             except BaseException:
                 style.close()
                 raise
@@ -232,6 +235,7 @@ class Graph:
         engine = engine_of(with_sections(self.show, audio=audio), self.surface, self.say)
         line = engine.open()
         try:
+            self.swapper.check_open()
             if engine.stats()["device"] is None and (audio.device != "" or old.stats()["device"] is not None):
                 what, _, fix = line.removeprefix("Audio: ").partition("; running silent — fix: ")
                 raise LiveError(f"{self.show.path}: [audio] device {audio.device!r} did not open: {what}",
@@ -248,7 +252,7 @@ class Graph:
             raise
         replaced(old, engine)
         old.close()
-        return f"[audio] now plays: {line.removeprefix('Audio: ')}"
+        return f"[audio] now plays {Path(audio.model).stem}: {line.removeprefix('Audio: ')}"
 
 
 def one_line(text: str) -> str:
@@ -288,12 +292,18 @@ class Swapper(BasePart):
         self._thread.start()
         return ""
 
+    def check_open(self) -> None:
+        """LiveError once the show is closing: a part opened meanwhile is closed, not played."""
+        if self._stop.is_set():
+            raise LiveError("the show closed while it opened", "")
+
     def close(self) -> None:
-        """Stop; a model still loading is left to finish on its own (a daemon thread), then closed unplayed."""
+        """Stop, waiting up to CLOSE_S for a part being opened to be closed again (a model or a synth process
+        still loading after that is left to a daemon thread and the end of the process)."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=1.0)
+            self._thread.join(timeout=CLOSE_S)
 
     def stats(self) -> dict[str, int]:
         return {"swaps": self.swaps}
@@ -320,6 +330,8 @@ class Swapper(BasePart):
                     self.done(swap(section))
                     self.swaps += 1
                 except LiveError as err:
+                    if self._stop.is_set():
+                        break
                     self.failed(one_line(f"[{name}] not applied, the running one plays on: {err.what}; fix: "
                                          f"{err.fix}"))
                 except Exception as err:  # anything a new part raises must leave the show playing

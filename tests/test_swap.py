@@ -12,7 +12,7 @@ import cv2
 import jack
 import numpy as np
 
-from fixtures_live import ROOT, LiveProcess, decode_frames, free_port, headless_env, show_with, wait_until
+from fixtures_live import ROOT, LiveProcess, audio_of, decode_frames, free_port, headless_env, show_with, wait_until
 from live.models.manifest import sha256_of
 from live.video.stylize import Stylizer
 
@@ -50,30 +50,72 @@ def expected(camera_file, model: str, scale: float) -> np.ndarray:
         style.close()
 
 
-def test_a_saved_video_model_plays_without_a_gap_and_a_broken_one_keeps_the_old(tmp_path, camera_file):
+def connections(client: jack.Client, device: str, port: str = "in_1") -> list[str]:
+    """The ports playing into one of `device`'s inputs."""
+    return [connected.name for connected in client.get_all_connections(f"{device}:{port}")]
+
+
+def test_saved_models_and_device_play_without_a_gap_and_broken_ones_keep_the_old(tmp_path, camera_file,
+                                                                                  jack_server):
+    """One show, saved five times while it plays and records: a corrupt and a replaced style model, and an output
+    device that is not there (the running ones play on, each said in one line); then a new style model with another
+    scale (it takes over with no gap in the picture); then a new synth model on another output device (it takes
+    over, and the recording's sound goes on)."""
+    listener = jack.Client(f"swap-{time.monotonic_ns() % 100000}", no_start_server=True)
+    sink = f"{listener.name}-sink"
+    device = jack.Client(sink, no_start_server=True)  # a second output: PortAudio lists it by its client name
+    for i in (1, 2):
+        device.inports.register(f"in_{i}")
+    device.activate()
     video = {"source": str(camera_file), "width": SIZE[0], "height": SIZE[1]}
-    show = show_with(tmp_path, video=video, osc={"port": free_port()}, audio={"enabled": False})
+    show = show_with(tmp_path, video=video, osc={"port": free_port()},
+                     audio={"device": "system", "model": "synth-decoder.json"})
     text = show.read_text()
     old_model = str(MODELS / "styles-procedural.json")
     corrupt, replaced = broken_copies(tmp_path / "broken")
     out = tmp_path / "out.mp4"
-    live = LiveProcess(["run", str(show), "--for", "10", "--record", str(out), "--no-window"])
-    live.wait_for("Playing")
-    t0 = time.monotonic()
-    time.sleep(1.0)
-    show.write_text(text.replace(old_model, str(corrupt)))
-    line = live.wait_for("not applied", timeout=10)
-    assert f"{corrupt.with_suffix('.onnx')}" in line and "fix:" in line and "plays on" in line, line
-    show.write_text(text.replace(old_model, str(replaced)))
-    line = live.wait_for("not applied", timeout=10)
-    assert "does not match the sha256" in line and str(replaced) in line and "fix:" in line, line
-    t_broken = time.monotonic() - t0
-    show.write_text(text.replace(old_model, str(MODELS / "styles-cpu.json"))
-                    .replace("style_scale = 1.0", f"style_scale = {NEW_SCALE}"))
-    line = live.wait_for("[video] now plays", timeout=15)
-    t_swap = time.monotonic() - t0
-    assert "styles-cpu" in line
-    code, output = live.finish()
+    live = LiveProcess(["run", str(show), "--for", "40", "--record", str(out), "--no-window"],
+                       env=headless_env(JACK_DEFAULT_SERVER=jack_server))
+    try:
+        live.wait_for("Playing")
+        t0 = time.monotonic()
+        assert not connections(listener, sink) and connections(listener, "system", "playback_1")
+        show.write_text(text.replace(old_model, str(corrupt)))
+        line = live.wait_for("not applied", timeout=10)
+        assert f"{corrupt.with_suffix('.onnx')}" in line and "fix:" in line and "plays on" in line, line
+        show.write_text(text.replace(old_model, str(replaced)))
+        line = live.wait_for("not applied", timeout=10)
+        assert "does not match the sha256" in line and str(replaced) in line and "fix:" in line, line
+        t_broken = time.monotonic() - t0
+        show.write_text(text.replace('device = "system"', 'device = "nowhere"'))
+        line = live.wait_for("not applied", timeout=20)
+        assert "[audio]" in line and "'nowhere'" in line and "fix:" in line and "plays on" in line, line
+        t_missing = time.monotonic() - t0
+        assert connections(listener, "system", "playback_1")  # the old device plays on
+        saved = (text.replace(old_model, str(MODELS / "styles-cpu.json"))
+                 .replace("style_scale = 1.0", f"style_scale = {NEW_SCALE}"))
+        show.write_text(saved)
+        line = live.wait_for("[video] now plays", timeout=15)
+        t_swap = time.monotonic() - t0
+        assert "styles-cpu" in line
+        time.sleep(1.0)  # the new model plays a while before the sound changes over too
+        t_audio_saved = time.monotonic() - t0
+        show.write_text(saved.replace('device = "system"', f'device = "{sink}"')
+                        .replace(str(MODELS / "synth-decoder.json"), str(MODELS / "synth-ddsp.json")))
+        line = live.wait_for("[audio] now plays", timeout=20)
+        t_audio = time.monotonic() - t0
+        assert sink in line and "synth-ddsp" in line
+        assert wait_until(lambda: len(connections(listener, sink)) == 1, timeout=3)
+        time.sleep(1.6)  # the recording goes on with the new synth
+        live.proc.terminate()
+        code, output = live.finish()
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+        device.close()
+        listener.close()
+    print(f"broken saves said by {t_broken:.1f} s, missing device by {t_missing:.1f} s, new model at {t_swap:.1f} s, "
+          f"new synth at {t_audio:.1f} s")
     assert code == 0 and "Traceback" not in output and "failed on a frame" not in output, output
     frames = decode_frames(out)
     times = np.array([t for t, _ in frames])
@@ -90,51 +132,14 @@ def test_a_saved_video_model_plays_without_a_gap_and_a_broken_one_keeps_the_old(
     assert not any(before)  # the broken saves kept the old model's picture
     assert all(after)  # the saved model's picture, from the change on
     gaps = np.diff(times)
-    print(f"{len(frames)} frames, longest gap {gaps.max():.3f} s, swap said at {t_swap:.1f} s; gaps over 0.2 s at "
-          f"{[(round(t, 2), round(g, 2)) for t, g in zip(times, gaps) if g > 0.2]}, broken saves until {t_broken:.1f} s")
-    assert gaps.max() < 0.5  # the picture never waited for the new model to load
-
-
-def connections(client: jack.Client, sink: str) -> list[str]:
-    """The ports playing into `sink`'s first input."""
-    return [port.name for port in client.get_all_connections(f"{sink}:in_1")]
-
-
-def test_a_saved_audio_device_and_model_play_and_a_missing_device_keeps_the_old(tmp_path, camera_file,
-                                                                                 jack_server, synth_decoder):
-    listener = jack.Client(f"swap-{time.monotonic_ns() % 100000}", no_start_server=True)
-    sink = f"{listener.name}-sink"
-    device = jack.Client(sink, no_start_server=True)  # a second output PortAudio lists by its client name
-    for i in (1, 2):
-        device.inports.register(f"in_{i}")
-    device.activate()
-    try:
-        sections = dict(osc={"port": free_port()}, video={"source": str(camera_file), "width": SIZE[0],
-                                                          "height": SIZE[1]})
-        show = show_with(tmp_path, audio={"device": "system", "model": str(synth_decoder.with_suffix(".json"))},
-                         **sections)
-        text = show.read_text()
-        live = LiveProcess(["run", str(show), "--for", "30", "--no-window"],
-                           env=headless_env(JACK_DEFAULT_SERVER=jack_server))
-        try:
-            live.wait_for("Playing")
-            assert not connections(listener, sink)
-            show.write_text(text.replace('device = "system"', f'device = "{sink}"')
-                            .replace(str(synth_decoder.with_suffix(".json")), str(MODELS / "synth-ddsp.json")))
-            line = live.wait_for("[audio] now plays", timeout=20)
-            assert sink in line
-            assert wait_until(lambda: len(connections(listener, sink)) == 1, timeout=3)
-            playing = show.read_text()
-            show.write_text(playing.replace(f'device = "{sink}"', 'device = "nowhere"'))
-            line = live.wait_for("not applied", timeout=20)
-            assert "[audio]" in line and "'nowhere'" in line and "fix:" in line and "plays on" in line, line
-            time.sleep(0.5)
-            assert len(connections(listener, sink)) == 1  # still playing there
-        finally:
-            live.proc.terminate()
-            code, output = live.finish(timeout=60)
-    finally:
-        device.close()
-        listener.close()
-    assert code == 0 and "Traceback" not in output, output
-    assert "synth-ddsp" in output
+    print(f"{len(frames)} frames, longest gap {gaps.max():.3f} s; over 0.2 s: "
+          f"{[(round(t, 2), round(g, 2)) for t, g in zip(times, gaps) if g > 0.2]}")
+    assert gaps[times[1:] < t_audio_saved].max() < 0.5  # the picture never waited for a model to load
+    # nor for the synth's new render process, which takes seconds of CPU to start beside the show: on its own
+    # (`live run`, 2 cores) no frame came more than 0.2 s after the last, but under a loaded machine that start
+    # competes for the same two cores
+    assert gaps.max() < 2.0
+    sound = audio_of(out).reshape(-1, 2)[:, 0]
+    rate = 48000
+    after_audio = sound[int((t_audio + 0.3) * rate):int((t_audio + 1.3) * rate)]
+    assert len(after_audio) == rate and float(np.sqrt(np.mean(after_audio ** 2))) > 1e-3  # the recording goes on
