@@ -165,27 +165,40 @@ class Graph:
                 restart.insert(0, "[video]")
             swapped_video = any(getattr(new.video, key) != getattr(old.video, key) for key in VIDEO_SWAPPED)
             # what really plays: the new show's control sections over the running parts' settings
-            playing = with_sections(new, video=old.video.model_copy(update={"source": new.video.source}),
-                                    audio=old.audio, audio_in=old.audio_in, stages=old.stages, outputs=old.outputs,
-                                    styles=old.styles, watch=old.watch)
-            params, events = parameters(playing, self.chain.stages)
-            notes += self.surface.reload(playing, params, events)
+            playing = self.playing(new, video=old.video.model_copy(update={"source": new.video.source}))
+            controls = None  # a show whose control sections fit the new model only: applied with it, at the change
+            try:
+                params, events = parameters(playing, self.chain.stages)
+                notes += self.surface.reload(playing, params, events)
+            except LiveError:
+                if not swapped_video:
+                    raise
+                controls = new
+                notes.append("the other sections wait for the new [video] model (they name what only it has)")
             if new.video.source != old.video.source:
                 self.capture.switch(new.video.source)
                 notes.append(f"[video] source now {new.video.source!r}")
             notes += [f"{section} changed: restart the show to apply it" for section in restart]
             self.show = self.surface.show
-        wanted = (new.video if swapped_video else None, new.audio if swapped_audio else None)
-        if (swapped_video or swapped_audio) and self.swapper.want(*wanted):
+        video = old.video.model_copy(update={key: getattr(new.video, key) for key in VIDEO_SWAPPED})
+        wanted = (video if swapped_video else None, new.audio if swapped_audio else None)
+        if (swapped_video or swapped_audio) and self.swapper.want(*wanted, controls):
             notes += [f"[{name}] opening beside the running one" for name, section in zip(("video", "audio"), wanted)
                       if section is not None]
         return notes
 
-    def swap_video(self, video: VideoSection) -> str:
+    def playing(self, controls: Show, **parts) -> Show:
+        """What plays: the control sections of `controls` over the running parts' settings (some replaced)."""
+        running = {name: getattr(self.show, name) for name in ("video", "audio", "audio_in", "stages", "outputs",
+                                                                "styles", "watch")}
+        return with_sections(controls, **{**running, **parts})
+
+    def swap_video(self, video: VideoSection, controls: Show | None = None) -> str:
         """On the swap thread: a new style stage (if the model or its settings changed) built, opened and run once
-        beside the running one; then, at a frame boundary, the tree rebuilt for it, the frame size changed and the
-        stage played; then the old one closed. LiveError, the running stage playing on, if the new one cannot
-        play (a missing, replaced or corrupt model) or its parameters do not fit the show."""
+        beside the running one; then, at a frame boundary, the tree rebuilt for it (with the control sections of
+        `controls`, a saved show's that name what only the new model has), the frame size changed and the stage
+        played; then the old one closed. LiveError, the running stage playing on, if the new one cannot play (a
+        missing, replaced or corrupt model) or its parameters do not fit the show."""
         show = self.show
         target = with_sections(show, video=video.model_copy(update={"source": show.video.source}))
         old_style = style = style_of(self.chain.stages)
@@ -206,7 +219,8 @@ class Graph:
 
         def apply() -> None:  # on the chain thread, between two frames
             with self._lock:
-                playing = with_sections(self.show, video=video.model_copy(update={"source": self.show.video.source}))
+                playing = self.playing(controls or self.show,
+                                       video=video.model_copy(update={"source": self.show.video.source}))
                 params, events = parameters(playing, stages)
                 self.surface.reload(playing, params, events)
                 self.show = self.surface.show
@@ -241,7 +255,7 @@ class Graph:
                 raise LiveError(f"{self.show.path}: [audio] device {audio.device!r} did not open: {what}",
                                 fix or "check the device with `live doctor`")
             with self._lock:
-                playing = with_sections(self.show, audio=audio)
+                playing = self.playing(self.show, audio=audio)
                 params, events = parameters(playing, self.chain.stages)
                 self.surface.reload(playing, params, events)
                 self.show = self.surface.show
@@ -272,19 +286,20 @@ class Swapper(BasePart):
         self.failed: Callable[[str], None] = graph.say
         self.replaced: Callable[[Part, Part], None] = lambda old, new: None
         self.swaps = 0
-        self._wanted: tuple[VideoSection | None, AudioSection | None] | None = None
-        self._asked: tuple[VideoSection | None, AudioSection | None] | None = None  # waiting or being done
+        self._wanted: tuple[VideoSection | None, AudioSection | None, Show | None] | None = None
+        self._asked: tuple[VideoSection | None, AudioSection | None, Show | None] | None = None  # waiting or doing
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="swap", daemon=True)
 
-    def want(self, video: VideoSection | None, audio: AudioSection | None) -> bool:
-        """Play these sections (None: as they are) once open; False if exactly this is already on its way."""
+    def want(self, video: VideoSection | None, audio: AudioSection | None, controls: Show | None = None) -> bool:
+        """Play these sections (None: as they are) once open, the new video with the control sections of
+        `controls` if given (Graph.swap_video); False if exactly this is already on its way."""
         with self._lock:
-            if (video, audio) == self._asked:
+            if (video, audio, controls) == self._asked:
                 return False
-            self._wanted = self._asked = (video, audio)
+            self._wanted = self._asked = (video, audio, controls)
         self._wake.set()
         return True
 
@@ -315,9 +330,9 @@ class Swapper(BasePart):
                 wanted, self._wanted = self._wanted, None
             if wanted is None:
                 continue
-            video, audio = wanted
+            video, audio, controls = wanted
             graph = self.graph
-            jobs = (("video", video, graph.show.video, graph.swap_video),
+            jobs = (("video", video, graph.show.video, lambda v: graph.swap_video(v, controls)),
                     ("audio", audio, graph.show.audio, lambda a: graph.swap_audio(a, self.replaced)))
             for name, section, playing, swap in jobs:
                 if section is None or self._stop.is_set():

@@ -19,6 +19,7 @@ from live.video.stylize import Stylizer
 MODELS = ROOT / "exported_models"
 SIZE = (320, 240)  # small frames: both models keep well above 10 fps on a loaded 2-core machine
 NEW_SCALE = 0.5  # the new model's style_scale (a [video] style setting, swapped with it)
+NEW_STYLES = ("starry-blue", "umber-oil")  # the new model's, in the show's [params]: they fit no other model
 
 
 def broken_copies(folder):
@@ -37,13 +38,12 @@ def broken_copies(folder):
     return paths
 
 
-def expected(camera_file, model: str, scale: float) -> np.ndarray:
-    """What `model` makes of the camera's (still) picture at the show's size and starting values."""
+def expected(camera_file, model: str, scale: float, styles: tuple[str, str]) -> np.ndarray:
+    """What `model` makes of the camera's (still) picture at the show's size with these styles in its slots."""
     image = cv2.resize(cv2.VideoCapture(str(camera_file)).read()[1], SIZE, interpolation=cv2.INTER_AREA)
     style = Stylizer(MODELS / f"{model}.json", ("cpu",), scale=scale)
     style.open()
-    values = {"/video/style_a": "pop-art", "/video/style_b": "watercolour", "/video/blend": 0.0,
-              "/video/strength": 1.0}
+    values = {"/video/style_a": styles[0], "/video/style_b": styles[1], "/video/blend": 0.0, "/video/strength": 1.0}
     try:
         return style.process(image, values).astype(np.float32)
     finally:
@@ -59,7 +59,7 @@ def test_saved_models_and_device_play_without_a_gap_and_broken_ones_keep_the_old
                                                                                   jack_server):
     """One show, saved five times while it plays and records: a corrupt and a replaced style model, and an output
     device that is not there (the running ones play on, each said in one line); then a new style model with another
-    scale (it takes over with no gap in the picture); then a new synth model on another output device (it takes
+    scale and other style names, named in the same save (it takes over with no gap in the picture); then a new synth model on another output device (it takes
     over, and the recording's sound goes on)."""
     listener = jack.Client(f"swap-{time.monotonic_ns() % 100000}", no_start_server=True)
     sink = f"{listener.name}-sink"
@@ -92,12 +92,13 @@ def test_saved_models_and_device_play_without_a_gap_and_broken_ones_keep_the_old
         assert "[audio]" in line and "'nowhere'" in line and "fix:" in line and "plays on" in line, line
         t_missing = time.monotonic() - t0
         assert connections(listener, "system", "playback_1")  # the old device plays on
-        saved = (text.replace(old_model, str(MODELS / "styles-cpu.json"))
-                 .replace("style_scale = 1.0", f"style_scale = {NEW_SCALE}"))
+        saved = (text.replace(old_model, str(MODELS / "painterly-26.json"))  # other styles, named in the same save
+                 .replace("style_scale = 1.0", f"style_scale = {NEW_SCALE}")
+                 .replace('"pop-art"', f'"{NEW_STYLES[0]}"').replace('"watercolour"', f'"{NEW_STYLES[1]}"'))
         show.write_text(saved)
         line = live.wait_for("[video] now plays", timeout=15)
         t_swap = time.monotonic() - t0
-        assert "styles-cpu" in line
+        assert "painterly-26" in line
         time.sleep(1.0)  # the new model plays a while before the sound changes over too
         t_audio_saved = time.monotonic() - t0
         show.write_text(saved.replace('device = "system"', f'device = "{sink}"')
@@ -119,7 +120,8 @@ def test_saved_models_and_device_play_without_a_gap_and_broken_ones_keep_the_old
     assert code == 0 and "Traceback" not in output and "failed on a frame" not in output, output
     frames = decode_frames(out)
     times = np.array([t for t, _ in frames])
-    old, new = expected(camera_file, "styles-procedural", 1.0), expected(camera_file, "styles-cpu", NEW_SCALE)
+    old = expected(camera_file, "styles-procedural", 1.0, ("pop-art", "watercolour"))
+    new = expected(camera_file, "painterly-26", NEW_SCALE, NEW_STYLES)
     assert np.abs(old - new).mean() > 20  # the two models really paint differently
 
     def nearer_new(image: np.ndarray) -> bool:
