@@ -5,7 +5,6 @@ running one and says why in one line. Real `live run` processes, real ONNX Runti
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import cv2
@@ -136,12 +135,13 @@ def test_saved_models_and_device_play_without_a_gap_and_broken_ones_keep_the_old
     gaps = np.diff(times)
     print(f"{len(frames)} frames, longest gap {gaps.max():.3f} s; over 0.2 s: "
           f"{[(round(t, 2), round(g, 2)) for t, g in zip(times, gaps) if g > 0.2]}")
-    assert gaps[times[1:] < t_audio_saved].max() < 0.5  # the picture never waited for a model to load
+    playing = (times[1:] > 1.0) & (times[1:] < t_audio_saved)  # after the start (a show's own first frames)
+    assert gaps[playing].max() < 0.5  # the picture never waited for a model to load
     # nor for the synth's new render process, which takes seconds of CPU to start beside the show: on its own
     # (`live run`, 2 cores) no frame came more than 0.2 s after the last, but under a loaded machine that start
     # competes for the same two cores
     assert gaps.max() < 2.0
     sound = audio_of(out).reshape(-1, 2)[:, 0]
     rate = 48000
-    after_audio = sound[int((t_audio + 0.3) * rate):int((t_audio + 1.3) * rate)]
-    assert len(after_audio) == rate and float(np.sqrt(np.mean(after_audio ** 2))) > 1e-3  # the recording goes on
+    after_audio = sound[int((t_audio + 0.3) * rate):int((t_audio + 1.0) * rate)]
+    assert len(after_audio) == int(0.7 * rate) and float(np.sqrt(np.mean(after_audio ** 2))) > 1e-3  # the recording goes on
