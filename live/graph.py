@@ -6,12 +6,16 @@ parts that answer it can never disagree. The frame path it wires, camera to proj
     Capture (video/capture.py) -> Mailbox -> ChainThread (video/chain.py: style model, [[stages]], blackout)
     -> Mailbox -> the player's output loop -> Outputs (video/output.py: [[outputs]] window, record, ...)
 
-A saved show is applied by `Graph.reload`: a diff of the running graph against the one the new file builds.
+A saved show is applied by `Graph.reload`: a diff of the running graph against the one the new file builds. A new
+style model, frame size or provider, and a new synth device or model, are opened beside the running ones on the swap
+thread (`Swapper`), so the picture and the sound never wait for a model to load; the frame path changes over at a
+frame boundary and the old part closes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,24 +27,55 @@ from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
-from live.parts import Part
-from live.show import Show
+from live.parts import BasePart, Part, close_in_reverse
+from live.show import AudioSection, Show, VideoSection
 from live.status_page import StatusPage
 from live.video.analysis import VideoAnalysis
 from live.video.capture import Capture
 from live.video.chain import STAGES, Blackout, ChainThread, Stage
 from live.video.frame import Frame
 from live.video.output import SINKS, Outputs, output_sections
-from live.video.styles import StyleFolder, show_bank
+from live.video.styles import StyleFolder, predictor_of, show_bank
 from live.video.stylize import Stylizer
+
+
+#: [video] keys applied while playing by a swap (`Graph.reload`); of these, STYLE_KEYS need a new style stage.
+VIDEO_SWAPPED = ("model", "backend", "providers", "threads", "style_scale", "width", "height")
+STYLE_KEYS = ("model", "backend", "providers", "threads", "style_scale")
+#: [audio] keys that still need a restart: a recording's sound track was opened at the show's sample rate.
+AUDIO_RESTART = ("enabled", "samplerate")
+#: How long the swap thread waits for the video chain to reach a frame boundary, and at most for a part it is
+#: opening when the show closes.
+CHANGE_S = 5.0
+CLOSE_S = 5.0
+
+
+def stylizer_of(show: Show) -> Stylizer:
+    """The show's style model stage, from its `[video]` section (opens nothing)."""
+    video = show.video
+    return Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
+                    show_bank=show_bank(show), scale=video.style_scale)
+
+
+def engine_of(show: Show, surface: ControlSurface, say: Callable[[str], None]) -> AudioEngine:
+    """The show's synth from its `[audio]` section, steered by `surface` (opens nothing)."""
+    a = show.audio
+    return AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize, a.voices,
+                       a.pattern, surface.reader(), say, lead_ms=None if a.lead == "auto" else a.lead,
+                       follow_input=a.follow_input)
+
+
+def with_sections(show: Show, **sections) -> Show:
+    """`show` with some sections replaced, still naming its file."""
+    copy = show.model_copy(update=sections)
+    copy._path = show.path
+    return copy
 
 
 def stages_of(show: Show) -> list[Stage]:
     """The video chain as the show lists it: `[[stages]]` routed "before-style" (in order), its style model, the
     other `[[stages]]` in order, then blackout."""
-    video = show.video
-    style = Stylizer(show.resolve(video.model), tuple(video.providers), video.threads, video.backend,
-                     show_bank=show_bank(show), scale=video.style_scale)
+    style = stylizer_of(show)
     stages = [(getattr(section, "route", "after-style"), STAGES.get(section.kind)(section, show))
               for section in show.stages]
     return [*(s for route, s in stages if route == "before-style"), style,
@@ -99,6 +134,12 @@ class Graph:
     audio_in: AudioIn | None = None  # [audio_in]: the input analysed into /in/audio/*
     watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
     status: StatusPage | None = None  # [status]: the status page and /metrics (port 0: none)
+    say: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.swapper = Swapper(self)
+        #: held while `show` and the tree change (a reload on the player's thread, a swap at a frame boundary)
+        self._lock = threading.Lock()
 
     @property
     def tree(self) -> ParamTree:
@@ -107,35 +148,220 @@ class Graph:
     @staticmethod
     def part_names() -> tuple[str, ...]:
         """The graph's parts by name, in the order they open."""
-        return ("surface", "audio_in", "watch", "capture", "chain", "styles", "audio", "outputs", "status")
+        return ("surface", "audio_in", "watch", "capture", "chain", "styles", "audio", "outputs", "swapper",
+                "status")
 
     @property
     def parts(self) -> list[Part]:
         return [p for p in (getattr(self, name) for name in self.part_names()) if p is not None]
 
     def reload(self, new: Show) -> list[str]:
-        """Apply a saved show while playing, as a diff against the running one; returns what changed. A part whose
-        settings changed in a way that needs a restart keeps running as it was, and so do its parameters (the tree
-        is rebuilt from the parts really playing). Raises LiveError, changing nothing, if the new show is invalid."""
-        old, notes = self.show, []
-        restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch", "status")
-                   if getattr(new, name) != getattr(old, name)]
-        if new.video.model_copy(update={"source": old.video.source}) != old.video:
-            restart.insert(0, "[video]")
-        # what really plays: the new show's control sections over the running parts' settings
-        playing = new.model_copy(update={"video": old.video.model_copy(update={"source": new.video.source}),
-                                         "audio": old.audio, "audio_in": old.audio_in, "stages": old.stages,
-                                         "outputs": old.outputs, "styles": old.styles, "watch": old.watch,
-                                         "status": old.status})
-        playing._path = new.path
-        params, events = parameters(playing, self.chain.stages)
-        notes += self.surface.reload(playing, params, events)
-        if new.video.source != old.video.source:
-            self.capture.switch(new.video.source)
-            notes.append(f"[video] source now {new.video.source!r}")
-        notes += [f"{section} changed: restart the show to apply it" for section in restart]
-        self.show = self.surface.show
+        """Apply a saved show while playing, as a diff against the running one; returns what changed. A new
+        `[video]` model, size or provider and a new `[audio]` device or model go to the swap thread, which says
+        when they play (or why not: then the running ones play on). A part whose settings changed in a way that
+        needs a restart keeps running as it was, and so do its parameters (the tree is rebuilt from the parts
+        really playing). Raises LiveError, changing nothing, if the new show is invalid."""
+        with self._lock:
+            old, notes = self.show, []
+            swapped_audio = self.audio is not None and new.audio != old.audio and \
+                all(getattr(new.audio, key) == getattr(old.audio, key) for key in AUDIO_RESTART)
+            restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch", "status")
+                       if getattr(new, name) != getattr(old, name) and not (name == "audio" and swapped_audio)]
+            kept = {key: getattr(old.video, key) for key in ("source", *VIDEO_SWAPPED)}
+            if new.video.model_copy(update=kept) != old.video:
+                restart.insert(0, "[video]")
+            swapped_video = any(getattr(new.video, key) != getattr(old.video, key) for key in VIDEO_SWAPPED)
+            # what really plays: the new show's control sections over the running parts' settings
+            playing = self.playing(new, video=old.video.model_copy(update={"source": new.video.source}))
+            controls = None  # a show whose control sections fit the new model only: applied with it, at the change
+            try:
+                params, events = parameters(playing, self.chain.stages)
+                notes += self.surface.reload(playing, params, events)
+            except LiveError:
+                if not swapped_video:
+                    raise
+                controls = new
+                notes.append("the other sections wait for the new [video] model (they name what only it has)")
+            if new.video.source != old.video.source:
+                self.capture.switch(new.video.source)
+                notes.append(f"[video] source now {new.video.source!r}")
+            notes += [f"{section} changed: restart the show to apply it" for section in restart]
+            self.show = self.surface.show
+        video = old.video.model_copy(update={key: getattr(new.video, key) for key in VIDEO_SWAPPED})
+        wanted = (video if swapped_video else None, new.audio if swapped_audio else None)
+        if (swapped_video or swapped_audio) and self.swapper.want(*wanted, controls):
+            notes += [f"[{name}] opening beside the running one" for name, section in zip(("video", "audio"), wanted)
+                      if section is not None]
         return notes
+
+    def playing(self, controls: Show, **parts) -> Show:
+        """What plays: the control sections of `controls` over the running parts' settings (some replaced)."""
+        running = {name: getattr(self.show, name) for name in ("video", "audio", "audio_in", "stages", "outputs",
+                                                                "styles", "watch", "status")}
+        return with_sections(controls, **{**running, **parts})
+
+    def swap_video(self, video: VideoSection, controls: Show | None = None) -> str:
+        """On the swap thread: a new style stage (if the model or its settings changed) built, opened and run once
+        beside the running one; then, at a frame boundary, the tree rebuilt for it (with the control sections of
+        `controls`, a saved show's that name what only the new model has), the frame size changed and the stage
+        played; then the old one closed. LiveError, the running stage playing on, if the new one cannot play (a
+        missing, replaced or corrupt model) or its parameters do not fit the show."""
+        show = self.show
+        target = with_sections(show, video=video.model_copy(update={"source": show.video.source}))
+        old_style = style = style_of(self.chain.stages)
+        if any(getattr(video, key) != getattr(show.video, key) for key in STYLE_KEYS):
+            style = stylizer_of(target)
+            if (style.takes_vectors or old_style.takes_vectors) and \
+                    (self.styles is None or not style.takes_vectors or predictor_of(target) != predictor_of(show)):
+                raise LiveError(f"{show.path}: [video] model {video.model}: a model fed style vectors by another "
+                                "predictor, or none, changes the show's style folder", "restart the show to apply it")
+            try:
+                opened = style.open()
+                style.warm(video.width, video.height)
+                self.swapper.check_open()
+            except BaseException:
+                style.close()
+                raise
+        stages = [style if stage is old_style else stage for stage in self.chain.stages]
+
+        def apply() -> None:  # on the chain thread, between two frames
+            with self._lock:
+                playing = self.playing(controls or self.show,
+                                       video=video.model_copy(update={"source": self.show.video.source}))
+                params, events = parameters(playing, stages)
+                self.surface.reload(playing, params, events)
+                self.show = self.surface.show
+                self.capture.resize(video.width, video.height)
+                if self.styles is not None:
+                    self.styles.stylizer = style  # pictures becoming styles now go to the model that plays
+
+        try:
+            gone = self.chain.swap(stages, apply, CHANGE_S)
+        except BaseException:
+            if style is not old_style:
+                style.close()
+            raise
+        close_in_reverse(gone, self.say)
+        size = f" at {video.width}x{video.height}"
+        return f"[video] now plays {style.status()}{size}" + (f" ({opened})" if style is not old_style else "")
+
+    def swap_audio(self, audio: AudioSection, replaced: Callable[[Part, Part], None]) -> str:
+        """On the swap thread: a new synth engine opened beside the running one (its own render process), then
+        played in its place and the old one closed; `replaced(old, new)` tells the player. Both sound for the
+        moment they overlap; on a device change the new device starts as the old one is released, and a server
+        or driver may leave a short gap in the sound. LiveError, the running engine playing on, if the new model
+        cannot load or the new device is not there."""
+        old = self.audio
+        assert old is not None
+        engine = engine_of(with_sections(self.show, audio=audio), self.surface, self.say)
+        line = engine.open()
+        try:
+            self.swapper.check_open()
+            if engine.stats()["device"] is None and (audio.device != "" or old.stats()["device"] is not None):
+                what, _, fix = line.removeprefix("Audio: ").partition("; running silent — fix: ")
+                raise LiveError(f"{self.show.path}: [audio] device {audio.device!r} did not open: {what}",
+                                fix or "check the device with `live doctor`")
+            with self._lock:
+                playing = self.playing(self.show, audio=audio)
+                params, events = parameters(playing, self.chain.stages)
+                self.surface.reload(playing, params, events)
+                self.show = self.surface.show
+                engine.tap.follow(old.tap)
+                self.audio = engine
+        except BaseException:
+            engine.close()
+            raise
+        replaced(old, engine)
+        old.close()
+        return f"[audio] now plays {Path(audio.model).stem}: {line.removeprefix('Audio: ')}"
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (ONNX Runtime's messages span several)."""
+    return " ".join(text.split())
+
+
+class Swapper(BasePart):
+    """The swap thread: opens a saved show's new style model or synth beside the running one, then changes over
+    (`Graph.swap_video`, `Graph.swap_audio`), so loading never holds the picture or the sound. The newest save
+    wins: one waiting is replaced by a newer one. What it says goes to `done` and `failed` (the player's: a
+    failure is also shown in the HUD); `replaced(old, new)` tells the player which part it closes now."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.done: Callable[[str], None] = graph.say
+        self.failed: Callable[[str], None] = graph.say
+        self.replaced: Callable[[Part, Part], None] = lambda old, new: None
+        self.swaps = 0
+        self._wanted: tuple[VideoSection | None, AudioSection | None, Show | None] | None = None
+        self._asked: tuple[VideoSection | None, AudioSection | None, Show | None] | None = None  # waiting or doing
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swap", daemon=True)
+
+    def want(self, video: VideoSection | None, audio: AudioSection | None, controls: Show | None = None) -> bool:
+        """Play these sections (None: as they are) once open, the new video with the control sections of
+        `controls` if given (Graph.swap_video); False if exactly this is already on its way."""
+        with self._lock:
+            if (video, audio, controls) == self._asked:
+                return False
+            self._wanted = self._asked = (video, audio, controls)
+        self._wake.set()
+        return True
+
+    def open(self) -> str:
+        self._thread.start()
+        return ""
+
+    def check_open(self) -> None:
+        """LiveError once the show is closing: a part opened meanwhile is closed, not played."""
+        if self._stop.is_set():
+            raise LiveError("the show closed while it opened", "")
+
+    def close(self) -> None:
+        """Stop, waiting up to CLOSE_S for a part being opened to be closed again (a model or a synth process
+        still loading after that is left to a daemon thread and the end of the process)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=CLOSE_S)
+
+    def stats(self) -> dict[str, int]:
+        return {"swaps": self.swaps}
+
+    def _run(self) -> None:
+        while self._wake.wait() and not self._stop.is_set():
+            self._wake.clear()
+            with self._lock:
+                wanted, self._wanted = self._wanted, None
+            if wanted is None:
+                continue
+            video, audio, controls = wanted
+            graph = self.graph
+            jobs = (("video", video, graph.show.video, lambda v: graph.swap_video(v, controls)),
+                    ("audio", audio, graph.show.audio, lambda a: graph.swap_audio(a, self.replaced)))
+            for name, section, playing, swap in jobs:
+                if section is None or self._stop.is_set():
+                    continue
+                if name == "video" and section.model_copy(update={"source": playing.source}) == playing:
+                    continue  # already plays (a later save asked for it again)
+                if name == "audio" and section == playing:
+                    continue
+                try:
+                    self.done(swap(section))
+                    self.swaps += 1
+                except LiveError as err:
+                    if self._stop.is_set():
+                        break
+                    self.failed(one_line(f"[{name}] not applied, the running one plays on: {err.what}; fix: "
+                                         f"{err.fix}"))
+                except Exception as err:  # anything a new part raises must leave the show playing
+                    self.failed(one_line(f"[{name}] not applied, the running one plays on: {type(err).__name__}: "
+                                         f"{err}"))
+            with self._lock:
+                if self._wanted is None:
+                    self._asked = None  # a later save asking for the same again (after a failure) is tried again
 
 
 def build(show: Show, source: str | int | None = None, record: Path | None = None, window: bool | None = None,
@@ -152,12 +378,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
                       say)
     watch = VideoAnalysis.from_show(show, surface.tree, stages, say)
     chain = ChainThread(stages, surface.reader(), captured, stylized, say, taps=[watch.offer] if watch else [])
-    audio = None
-    if show.audio.enabled:
-        a = show.audio
-        audio = AudioEngine(surface.tree, show.resolve(a.model), a.device or None, a.samplerate, a.blocksize,
-                            a.voices, a.pattern, surface.reader(), say,
-                            lead_ms=None if a.lead == "auto" else a.lead, follow_input=a.follow_input)
+    audio = engine_of(show, surface, say) if show.audio.enabled else None
     sinks = [SINKS.get(section.kind)(section, show) for section in output_sections(show, record, window, say)]
     style = style_of(stages)
     styles = StyleFolder.from_show(show, style, surface.tree, say) if style.takes_vectors else None
@@ -167,7 +388,7 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
                            surface.clock if show.tempo.source == "audio" else None, say)
     status = StatusPage(show.status, say) if show.status.port else None
     return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in,
-                 watch, status)
+                 watch, status, say)
 
 
 def check(show: Show) -> list[str]:

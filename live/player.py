@@ -75,6 +75,8 @@ class Player:
         self.say = say = self.problems.say
         self.graph = build(show, source, record, window, say)
         self.graph.surface.parts_status = self.part_lines
+        swapper = self.graph.swapper
+        swapper.done, swapper.failed, swapper.replaced = self._swapped, self._swap_failed, self._replaced
         self.show_file = ShowFile(show.path)
         self.latencies: deque[float] = deque(maxlen=100_000)
         self.measured = 0  # latencies measured so far (the deque keeps the newest)
@@ -148,6 +150,20 @@ class Player:
         self.reload_error = ""
         self.reloads["applied"] += 1
         self.say(f"Show: reloaded {self.show_file.path.name}" + (f" ({'; '.join(notes)})" if notes else ""))
+
+    def _swapped(self, line: str) -> None:
+        """The swap thread changed over to a saved show's new model or device (graph.Swapper)."""
+        self.reload_error = ""
+        self.say(f"Show: {line}")
+
+    def _swap_failed(self, line: str) -> None:
+        """A saved show's new model or device could not play; the running one plays on (and the HUD says why)."""
+        self.reload_error = line
+        self.say(f"Show: {self.show_file.path.name}: {line}")
+
+    def _replaced(self, old: Part, new: Part) -> None:
+        """A part the swap thread opened in place of `old`, which it closes now: close `new` at the end instead."""
+        self._opened = [new if part is old else part for part in self._opened]
 
     def show_frame(self, frame: Frame) -> None:
         """Put one stylized frame on every output; its latency is measured once it is out."""

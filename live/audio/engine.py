@@ -98,6 +98,16 @@ class Tap:
             self._buffer[target] = 0.0 if block is None else block[part]
         self._written += frames
 
+    def follow(self, other: Tap) -> None:
+        """Go on with `other`'s timeline (this engine replaces that one while the show plays): positions continue
+        from where it ends, and the time between its last block and this tap's next one is silence, so a recording
+        stays in step across the change. What this tap held before is dropped (it played beside the old one)."""
+        with other._lock:
+            written, next_at = other._written, other._next_at
+        with self._lock:
+            self._read = self._written = written
+            self._next_at = next_at
+
     def time_at(self, position: int) -> float:
         """When the frame at absolute `position` plays (perf_counter() time), on the timeline since the last gap:
         lines a tap position up with an event's time."""

@@ -55,7 +55,7 @@ class Reader:
         self.fix = ""
         self.reading_since: float | None = None  # when the read in progress began
         self._factory = factory
-        self._width, self._height, self._fps = width, height, fps
+        self.size, self._fps = (width, height), fps  # size: replaced whole (Capture.resize), read once a frame
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source {self.name}", daemon=True)
 
@@ -76,7 +76,7 @@ class Reader:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                source = self._factory(self.spec, self._width, self._height)
+                source = self._factory(self.spec, *self.size)
             except LiveError as err:
                 self.problem, self.fix = err.what, err.fix
             except Exception as err:  # a kind's or a backend's failure retries; it never ends the show
@@ -124,8 +124,9 @@ class Reader:
                 self._stop.wait(MISS_WAIT_S)
                 continue
             misses, self.problem = 0, ""
-            if img.shape[1] != self._width or img.shape[0] != self._height:
-                img = cv2.resize(img, (self._width, self._height), interpolation=cv2.INTER_AREA)
+            size = self.size
+            if (img.shape[1], img.shape[0]) != size:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
             self.frames.put((img, captured))
             delivered += 1
         return delivered
@@ -180,6 +181,14 @@ class Capture:
             self._pending = (spec, factory_for(spec))
         except LiveError as err:
             self.say(f"Source: not switched, {describe(self.spec)} plays on: {err}")
+
+    def resize(self, width: int, height: int) -> None:
+        """Deliver frames of this size from the next one on (a re-saved show); the source stays open."""
+        self.width, self.height = width, height
+        self.builtin = BuiltinSource(width, height)
+        reader = self._reader
+        if reader is not None:
+            reader.size = (width, height)
 
     def close(self) -> None:
         """Stop, waiting at most about CLOSE_S; a reader still blocked in its source is left to close it itself."""

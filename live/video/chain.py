@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from live.control.reader import ParamReader
+from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.params import Event, Param
 from live.parts import BasePart, Kinds, Part, close_in_reverse, open_in_order
@@ -64,6 +65,8 @@ class ChainThread(BasePart):
         #: Writes to the tree so far. Not tree.version, which measurements (/in/...) bump too, up to 200 times a
         #: second: a measurement changes no picture by itself, so it must not re-render one.
         self.writes = 0
+        self._swap: _Swap | None = None  # stages waiting for the next frame boundary (Graph's swap thread)
+        self._swap_lock = threading.Lock()
 
     def open(self) -> str:
         """Open each stage in order (a LiveError closes those already open), then start the thread."""
@@ -96,9 +99,50 @@ class ChainThread(BasePart):
         lines += [f"{name} FAILING, passed through: {why[:50]}" for name, why in self.errors.items()]
         return "; ".join(lines)
 
+    def swap(self, stages: Sequence[Stage], apply: Callable[[], None], timeout: float) -> list[Stage]:
+        """Play `stages` (the new ones already open) from the next frame boundary, after `apply()` (which rebuilds
+        the parameter tree for them): both run on this thread between two frames, so no frame meets a stage with
+        values meant for another. Returns the stages no longer played (the caller closes them). Raises what
+        `apply` raised, or LiveError if the thread took nothing within `timeout`; either way nothing changed."""
+        swap = _Swap(list(stages), apply)
+        with self._swap_lock:
+            self._swap = swap
+        self.inbox.poke()
+        if not swap.done.wait(timeout):
+            with self._swap_lock:
+                if self._swap is swap:  # not taken: withdraw it (a late take would play stages about to close)
+                    self._swap = None
+                    raise LiveError("the video chain took no frame to change over at", "save the show again")
+            swap.done.wait()  # taken meanwhile: it is being applied now
+        if swap.error is not None:
+            raise swap.error
+        return swap.gone
+
+    def _take_swap(self) -> None:
+        """At a frame boundary, on this thread: the waiting swap's tree, then its stages."""
+        with self._swap_lock:
+            swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        try:
+            swap.apply()
+            swap.gone = [stage for stage in self.stages if stage not in swap.stages]
+            self._opened = [*(s for s in self._opened if s in swap.stages),
+                            *(s for s in swap.stages if s not in self._opened)]
+            self.stages = swap.stages
+            for stage in swap.gone:
+                self.errors.pop(type(stage).__name__, None)
+        except Exception as err:  # the new tree did not fit (a LiveError, say): the running stages play on
+            swap.error = err
+        finally:
+            swap.done.set()
+
     def _run(self) -> None:
         last, seen, began = None, -1, 0.0
         while not self._stop.is_set():
+            if self._swap is not None:
+                self._take_swap()
+                seen = -1 if last is not None else seen  # the new stages render the last frame at once
             wait = 0.1
             if last is not None and self.writes != seen:  # re-render due once RERENDER_S has passed
                 wait = max(RERENDER_S - (time.perf_counter() - began), 0.0)
@@ -124,6 +168,16 @@ class ChainThread(BasePart):
                         self.errors[name] = str(err)
                         self.say(f"Video: {name} failed on a frame ({err}); passing its input through")
             self.out.put(Frame(image, frame.captured, frame.index, now))
+
+
+class _Swap:
+    """Stages waiting to play, what to do first, and the answer for the thread that asked."""
+
+    def __init__(self, stages: list[Stage], apply: Callable[[], None]) -> None:
+        self.stages, self.apply = stages, apply
+        self.done = threading.Event()
+        self.error: Exception | None = None
+        self.gone: list[Stage] = []
 
 
 class Blackout(BasePart):

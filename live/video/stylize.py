@@ -119,6 +119,14 @@ class Stylizer(BasePart):
         self.frames = self.session.frame_path([self._output])
         return self.session.describe()
 
+    def warm(self, width: int, height: int) -> None:
+        """One run on a black frame of the size that will play (at this stage's scale), off the frame path: ONNX
+        Runtime's first run allocates and picks its kernels, and a model swapped in while playing must not make the
+        first frame it is given pay for that. The flicker remover is not fed."""
+        black = np.zeros((height, width, 3), np.uint8)
+        values = {param.address: param.default for param in self.params()[0]}
+        self.frames.run(self.feeds(black if self.scale >= 1.0 else downscale(black, self.scale), values))
+
     def status(self) -> str:
         return f"style {self.manifest.name} on {self.session.provider if self.session else 'nothing (closed)'}"
 
