@@ -1,12 +1,10 @@
 """NDI both ways between a real `live run` and cyndilib in this process, over loopback, and the virtual camera sink.
 
-NDI finds sources by mDNS through avahi-daemon, which a test machine need not run (this sandbox's loopback has no
-multicast at all); the tests use NDI's other way, the senders' addresses in its own config file
-(ndi.networks.ips = 127.0.0.1, in NDI_CONFIG_DIR), for this process and the show alike. Frame rates are asserted
-loosely: on a loaded 2-core machine NDI delivers a fraction of the frames it is given (measured here: 8-13 of 30 per
-second, at any frame size), though each arrives within milliseconds.
+NDI finds sources by mDNS through avahi-daemon, which a test machine need not run (this sandbox runs none, and its
+loopback has no multicast); the tests use NDI's other way, the senders' addresses in its own config file
+(ndi.networks.ips = 127.0.0.1 in NDI_CONFIG_DIR), for this process and the shows alike. Frame rates are asserted
+loosely: a show on a loaded 2-core machine plays 6-25 fps, and NDI carries what it plays.
 """
-
 from __future__ import annotations
 
 import json
@@ -96,13 +94,13 @@ def test_a_show_sends_its_picture_and_sound_over_ndi(tmp_path: Path, camera_file
     name = f"live-test-out-{os.getpid()}"
     show = show_with(tmp_path, outputs=[{"kind": "ndi", "name": name}], osc={"port": free_port()})
     out = tmp_path / "out.mp4"
-    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--record", str(out), "--for", "7",
+    live = LiveProcess(["run", str(show), "--source", str(camera_file), "--record", str(out), "--for", "6",
                         "--no-window"], env=headless_env(NDI_CONFIG_DIR=ndi_config))
     try:
         said = live.wait_for("Output: NDI source")
         assert f"({name})'" in said and "48000 Hz" in said, said
         live.wait_for("Playing")
-        frames, ages, sound, spent = receive(name, 4.0)
+        frames, ages, sound, spent = receive(name, 3.5)
         code, output = live.finish(timeout=60)
     finally:
         if live.proc.poll() is None:
@@ -120,7 +118,7 @@ def test_a_show_sends_its_picture_and_sound_over_ndi(tmp_path: Path, camera_file
           f"(to the camera {camera:.1f}); audio {samples.shape[1] / 48000:.2f} s at {rates}, peak "
           f"{np.abs(samples).max(initial=0):.3f}\n{output.splitlines()[-1]}")
     assert frames and frames[0].shape == (480, 640, 3)
-    assert fps > 1.5  # see the module's docstring: the show itself plays 7-25 fps here
+    assert fps > 2.0  # see the module's docstring
     assert np.median(diffs) < 6.0 < camera  # the stylized picture, not the camera's (NDI's SpeedHQ + H.264 apart)
     assert 0.0 <= np.median(ages) < 0.5  # stamped when sent: it arrives within half a second
     assert rates == {48000} and samples.shape[0] == 2 and samples.shape[1] > 4800  # > 0.1 s of stereo at 48 kHz
@@ -195,9 +193,9 @@ def test_a_show_plays_an_ndi_sender_as_its_camera(tmp_path: Path, ndi_config: st
         assert f"NDI source '{name}' not found in" in missing and "built-in" in missing, missing
         pattern = Pattern(name).start()
         live.wait_for(f"({name})' plays", timeout=20)
-        time.sleep(2.5)
+        time.sleep(2.0)
         pattern.switch()
-        time.sleep(2.5)
+        time.sleep(2.0)
         pattern.stop()
         live.wait_for("stalled", timeout=10)
         live.proc.terminate()
@@ -217,7 +215,7 @@ def test_a_show_plays_an_ndi_sender_as_its_camera(tmp_path: Path, ndi_config: st
           f"from {blues[0] if blues else None} s; sent {pattern.sent}\n{output.splitlines()[-1]}")
     assert len(reds) >= 3 and len(blues) >= 3, colours
     assert max(reds) < min(blues)  # red until the switch, blue after it: in the order sent
-    assert 1.0 < min(blues) - min(reds) < 4.5  # the switch came 2.5 s after the show said it plays
+    assert 1.0 < min(blues) - min(reds) < 3.5  # the switch came 2 s after the show said it plays
     assert colours[0][1] == "other"  # the built-in source played while the sender was not there
 
 

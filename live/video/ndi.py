@@ -163,8 +163,9 @@ class NdiSource:
     this machine's clock) where the two clocks agree.
 
     Frames are taken through NDI's frame-sync, polled: it hands over the newest frame at once, and a new one is told
-    by its timestamp. (NDI's direct capture, cyndilib's Receiver.receive, gave only one frame in three to ten here on
-    a loaded 2-core machine, with or without a time-out, while the frame-sync gave 28 of 30 a second.)"""
+    by its timestamp. cyndilib gives every Receiver a frame-sync, and NDI's frame-sync takes the frames for itself,
+    so the direct capture (Receiver.receive) saw only one frame in three to ten here (none without a time-out) while
+    the frame-sync gave 28 of 30 a second."""
 
     paced = False  # frames come as the sender sends them
     fps = 0.0
