@@ -92,7 +92,7 @@ def test_a_show_sends_its_picture_and_sound_over_ndi(tmp_path: Path, camera_file
     frame rate, stamped when it went out, with the synth's sound at the show's rate (rendered in time with no sound
     card, as here)."""
     name = f"live-test-out-{os.getpid()}"
-    show = show_with(tmp_path, outputs=[{"kind": "ndi", "name": name}], osc={"port": free_port()})
+    show = show_with(tmp_path, outputs=[{"kind": "ndi", "name": name}], osc={"port": free_port()}, stages=[])
     out = tmp_path / "out.mp4"
     live = LiveProcess(["run", str(show), "--source", str(camera_file), "--record", str(out), "--for", "6",
                         "--no-window"], env=headless_env(NDI_CONFIG_DIR=ndi_config))
@@ -217,6 +217,45 @@ def test_a_show_plays_an_ndi_sender_as_its_camera(tmp_path: Path, ndi_config: st
     assert max(reds) < min(blues)  # red until the switch, blue after it: in the order sent
     assert 1.0 < min(blues) - min(reds) < 3.5  # the switch came 2 s after the show said it plays
     assert colours[0][1] == "other"  # the built-in source played while the sender was not there
+
+
+class Counting:
+    """A sink that counts the frames it gets."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def open(self) -> str:
+        return ""
+
+    def write(self, image: np.ndarray, t: float) -> None:
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> str:
+        return f"{self.frames} frames"
+
+
+def test_an_ndi_sender_that_stops_is_closed_and_the_other_outputs_play_on(ndi_config: str) -> None:
+    """The NDI runtime's sender stopping under a show (as when it fails) is a failing sink like any other."""
+    from live.video.ndi import NdiOutput
+    from live.video.output import Outputs
+
+    ndi_out, other, said = NdiOutput(f"live-test-fail-{os.getpid()}", 64, 48, 30.0, None), Counting(), []
+    outputs = Outputs([ndi_out, other], say=said.append)
+    assert "NDI source" in outputs.open()
+    image = np.zeros((48, 64, 3), np.uint8)
+    outputs.write(image, time.perf_counter())
+    assert ndi_out.frames == 1
+    ndi_out._sender.close()
+    for _ in range(3):
+        outputs.write(image, time.perf_counter())
+    assert other.frames == 4 and outputs.live == [other] and len(outputs.failed) == 1, said
+    outputs.close()
+    assert said == [f"Output: the NDI sender 'live-test-fail-{os.getpid()}' stopped; closed it, the show goes on "
+                    "(fix: restart the show)"]
 
 
 def test_a_virtual_camera_without_a_loopback_device_says_how_to_load_one(tmp_path: Path) -> None:
