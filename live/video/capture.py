@@ -113,7 +113,7 @@ class Reader:
                 return delivered
             finally:
                 self.reading_since = None
-            captured = time.perf_counter()
+            captured = getattr(source, "captured", None) or time.perf_counter()
             if self._stop.is_set():
                 break
             if img is None:

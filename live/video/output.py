@@ -1,6 +1,6 @@
 """Outputs (sinks): where each finished frame goes. A window on a chosen monitor (fullscreen for a projector), an
-.mp4 recording with the show's audio, and whatever kind comes next (NDI, a virtual camera): the show lists them
-in `[[outputs]]`, each a kind from SINKS.
+.mp4 recording with the show's audio, an NDI source on the network (live/video/ndi.py), a virtual camera
+(live/video/virtualcam.py), and whatever kind comes next: the show lists them in `[[outputs]]`, each a kind from SINKS.
 
 `Outputs` hands every frame to each sink and isolates them: a sink that fails (disk full, a peer gone) is closed
 and the show plays on with the others.
@@ -26,7 +26,9 @@ import cv2  # noqa: E402
 from live.errors import LiveError  # noqa: E402
 from live.parts import BasePart, KindSection, Kinds, Part, close_in_reverse, open_in_order  # noqa: E402
 from live.video import hud  # noqa: E402
+from live.video.ndi import NdiOutput, NdiSection  # noqa: E402
 from live.video.record import Recorder, RecordSection  # noqa: E402
+from live.video.virtualcam import VirtualCamera, VirtualCamSection  # noqa: E402
 
 if TYPE_CHECKING:
     from live.show import Show
@@ -145,6 +147,8 @@ class WindowOutput(BasePart):
 SINKS: Kinds[Callable[[Any, "Show"], Sink]] = Kinds("output", "[[outputs]] kind")
 SINKS.register("window", WindowOutput.from_show, WindowSection)
 SINKS.register("record", Recorder.from_show, RecordSection)
+SINKS.register("ndi", NdiOutput.from_show, NdiSection)
+SINKS.register("virtualcam", VirtualCamera.from_show, VirtualCamSection)
 
 
 def output_sections(show: Show, record: Path | None = None, window: bool | None = None,

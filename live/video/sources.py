@@ -50,7 +50,9 @@ OPENCV_SCHEMES = ("file", "http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "rt
 
 class Source(Protocol):
     """What a kind's factory returns. `read` runs on the source's own reader thread and may block; `close` is
-    called by that same thread only, once its last `read` has returned."""
+    called by that same thread only, once its last `read` has returned. A source that knows when its frames were
+    captured (an NDI sender stamps each) also sets `captured`, the perf_counter() time of the frame `read` just
+    returned; for the others the time `read` returned is used."""
 
     name: str  # how the user is told about it: "camera 0", "'http://...'"
     paced: bool  # frames come as fast as asked (a file, a generator): the reader paces it to `fps`
