@@ -58,6 +58,7 @@ FUZZ_PACKETS = 2000  # datagrams per OSC fault
 START_S = 180.0  # the show loads its models before it plays
 STOP_S = 30.0
 SWAP_MODELS = ("styles-procedural.json", "styles-cpu.json")  # the model fault's other model: the first not the show's
+SHOW_LINES = 60  # the show's last lines kept in the report
 _PLAYED = re.compile(r"Played ([\d.]+) s: (\d+) frames, ([\d.]+) fps, latency p50 ([\d.]+) ms / p95 ([\d.]+) ms, "
                      r"(\d+) dropped")
 _STARVED = re.compile(r"starved (\d+)x")
@@ -95,7 +96,8 @@ def soak_show(show_path: Path, folder: Path, source: str, osc_port: int, status_
     try:
         data = tomllib.loads(show_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
-        raise LiveError(f"{show_path}: cannot read it as a show ({err})", "give a show file, e.g. show_configs/default.toml")
+        raise LiveError(f"{show_path}: cannot read it as a show ({err})",
+                        "give a show file, e.g. show_configs/default.toml")
     watch = data.get("watch", {})
     for table, key in ((data.get("video", {}), "model"), (data.get("audio", {}), "model"), (watch, "face_model"),
                        (watch, "mask_model"), *((stage, "model") for stage in data.get("stages", []))):
@@ -405,8 +407,6 @@ class Soak:
             return
         self.children.stop(show, timeout=STOP_S)
         self.lines.wait(5.0)
-        if os.environ.get("SOAK_DEBUG"):
-            print("\n".join(line for _, line in self.lines.lines))
         played = self.lines.find("Played ")
         if played:
             self.runs.append(played[played.find("Played "):])
@@ -497,6 +497,7 @@ class Soak:
                                       - q[0]["metrics"].get("live_frames_total", 0))
                                   if len(q := [s for s in qs if "metrics" in s]) > 1 else None for qs in quarters],
             "samples": len(self.samples),
+            "show_lines": self.lines.last(SHOW_LINES) if self.lines else [],
         }
         report["goals"] = {key: {"limit": limit, "value": report[key],
                                  "pass": None if report[key] is None else report[key] <= limit}
