@@ -173,7 +173,6 @@ class Soak:
         self.show: subprocess.Popen | None = None
         self.lines: TimedLines | None = None
         self._stopping = threading.Event()
-        self._lock = threading.Lock()  # the child is restarted by the sampler while faults read its lines
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -241,18 +240,14 @@ class Soak:
         self.jack = self.children.procs[-1]
         return self._said_since("is back after", restarted, RECOVER_S), f"jackd away {DOWN_S:g} s"
 
-    def _save(self, text: str) -> None:
-        """Write the show copy so its watcher sees a change even within one mtime tick."""
-        self.copy.write_text(text)
-
     def _reload(self) -> tuple[float | None, str]:
         bad = self.count["reload"] % 2 == 0
         broken = self.good + ("\n[video\n" if bad else "\n[video_typo]\nnot_a_key = 1\n")
         saved = time.monotonic()
-        self._save(broken)
+        self.copy.write_text(broken)
         refused = self._said_since("saved but not applied", saved, RECOVER_S)
         restored = time.monotonic()
-        self._save(self.good)
+        self.copy.write_text(self.good)
         back = self._said_since("Show: reloaded", restored, RECOVER_S)
         what = "TOML syntax error" if bad else "unknown section"
         return (back if refused is not None else None), f"{what}: {'refused' if refused else 'NOT refused'}"
@@ -279,10 +274,10 @@ class Soak:
             Path(__file__).resolve().parent.parent / "exported_models" / Path(other).name
         swapped = self._video_model(other_path)
         at = time.monotonic()
-        self._save(swapped)
+        self.copy.write_text(swapped)
         there = self._line_since("Show: reloaded", at, RECOVER_S)
         at = time.monotonic()
-        self._save(self.good)
+        self.copy.write_text(self.good)
         back = self._said_since("Show: reloaded", at, RECOVER_S)
         how = "not reloaded" if there is None else "restart to apply" if "restart" in there[1] else "applied"
         return (back if there is not None else None), f"{mine} -> {other_path.name} -> {mine} ({how})"
@@ -375,6 +370,9 @@ class Soak:
                     self._wait(at)
                     self._inject(kind)
                 self._wait(self.seconds)
+            except KeyboardInterrupt:  # Ctrl-C reaches the soak alone (its children run in sessions of their own)
+                self.seconds = time.monotonic() - self.started
+                self.say(f"soak: stopped after {self.seconds:.0f} s; the report covers that")
             finally:
                 self._stopping.set()
                 sampler.join(5.0)
@@ -446,10 +444,10 @@ class Soak:
         outside = None
         if metered:
             m1 = metered[-1]["metrics"]
-            frames = int(m1.get("live_frames_total", frames))
-            dropped = int(m1.get("live_frames_dropped_total", dropped))
+            frames = int(counted(metered, "live_frames_total", frames))
+            dropped = int(counted(metered, "live_frames_dropped_total", dropped))
             if "live_audio_underruns_total" in m1:
-                underruns = int(m1["live_audio_underruns_total"])
+                underruns = int(counted(metered, "live_audio_underruns_total", 0))
             window = max(0.1 * seconds, 5.0)
 
             def p95(lo: float, hi: float) -> float | None:
@@ -504,6 +502,14 @@ class Soak:
                            for key, limit, _ in GOALS}
         report["pass"] = all(g["pass"] is not False for g in report["goals"].values())
         return report
+
+
+def counted(samples: list[dict[str, Any]], name: str, default: float) -> float:
+    """A Prometheus counter's total over the run, across restarts of the show (each starts it again at 0)."""
+    values = [s["metrics"][name] for s in samples if name in s["metrics"]]
+    if not values:
+        return default
+    return values[0] + sum(b - a if b >= a else b for a, b in zip(values, values[1:]))
 
 
 def _free_port(kind: int) -> int:
