@@ -171,6 +171,9 @@ class Soak:
         self.crashes: list[dict[str, Any]] = []
         self.runs: list[str] = []  # each child run's last "Played ..." line
         self.show: subprocess.Popen | None = None
+        self.writer: subprocess.Popen | None = None  # FFmpeg feeding the camera FIFO
+        self.fifo: Path | None = None
+        self._writer_lock = threading.Lock()  # the fault thread and the sampler (after a crash) both restart it
         self.lines: TimedLines | None = None
         self._stopping = threading.Event()
 
@@ -204,18 +207,21 @@ class Soak:
                                 f"run `live run {self.show_path}` by itself to see why")
             time.sleep(0.1)
 
-    def _said_since(self, text: str, since: float, timeout: float) -> float | None:
-        """When the show said a line containing `text` after `since` (monotonic), waiting up to `timeout`."""
+    def _said_since(self, text: str | tuple[str, ...], since: float, timeout: float) -> float | None:
+        """When the show said a line containing `text` (or one of them) after `since` (monotonic), waiting up to
+        `timeout`."""
         hit = self._line_since(text, since, timeout)
         return hit[0] if hit else None
 
-    def _line_since(self, text: str, since: float, timeout: float) -> tuple[float, str] | None:
-        """(when, line): the show's first line containing `text` after `since`, waiting up to `timeout`."""
+    def _line_since(self, text: str | tuple[str, ...], since: float, timeout: float) -> tuple[float, str] | None:
+        """(when, line): the show's first line containing `text` (or one of them) after `since`, waiting up to
+        `timeout`."""
+        texts = (text,) if isinstance(text, str) else text
         deadline = time.monotonic() + timeout
         while True:
             lines = self.lines
-            hit = next(((at, line) for at, line in list(lines.lines) if at >= since and text in line), None) \
-                if lines else None
+            hit = next(((at, line) for at, line in list(lines.lines)
+                        if at >= since and any(t in line for t in texts)), None) if lines else None
             if hit is not None or time.monotonic() > deadline or self._stopping.is_set():
                 return hit
             time.sleep(0.05)
@@ -223,11 +229,20 @@ class Soak:
     # -------------------------------------------------------------------------------------------------- faults
 
     def _source(self) -> tuple[float | None, str]:
-        self.children.stop(self.writer, signal.SIGKILL)
+        with self._writer_lock:
+            self.children.stop(self.writer, signal.SIGKILL)
         time.sleep(DOWN_S)
         restarted = time.monotonic()
-        self.writer = self.children.start(self._writer_args(self.fifo))
-        return self._said_since("is back", restarted, RECOVER_S), f"writer away {DOWN_S:g} s"
+        self._restart_writer()
+        # "is back", or "plays" from a show that was started again meanwhile
+        return self._said_since(("is back", f"'{self.fifo}' plays"), restarted, RECOVER_S), f"writer away {DOWN_S:g} s"
+
+    def _restart_writer(self) -> None:
+        """Start the FIFO's writer again if it is not running; one writer at most (two would interleave frames)."""
+        with self._writer_lock:
+            if self.writer is not None and self.writer.poll() is not None:
+                self.children.stop(self.writer)
+                self.writer = self.children.start(self._writer_args(self.fifo))
 
     def _audio(self) -> tuple[float | None, str]:
         jack = self.jack
@@ -319,6 +334,7 @@ class Soak:
         if played:
             self.runs.append(played)
         self.children.stop(show)
+        self._restart_writer()  # the FIFO's reader died with the show, and so did its writer
         try:
             self._start_show()
         except LiveError as err:
