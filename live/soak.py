@@ -58,6 +58,7 @@ FUZZ_PACKETS = 2000  # datagrams per OSC fault
 START_S = 180.0  # the show loads its models before it plays
 STOP_S = 30.0
 SWAP_MODELS = ("styles-procedural.json", "styles-cpu.json")  # the model fault's other model: the first not the show's
+MIN_S = 30.0  # the shortest soak: every kind of fault, each with time to recover
 SHOW_LINES = 60  # the show's last lines kept in the report
 _PLAYED = re.compile(r"Played ([\d.]+) s: (\d+) frames, ([\d.]+) fps, latency p50 ([\d.]+) ms / p95 ([\d.]+) ms, "
                      r"(\d+) dropped")
@@ -162,8 +163,9 @@ class Soak:
 
     def __init__(self, show_path: Path, seconds: float, source: str | None = None, swap_model: str | None = None,
                  say: Callable[[str], None] = print) -> None:
-        if seconds <= 0:
-            raise LiveError(f"{seconds:g} s: the soak's duration must be positive", "give minutes, e.g. --minutes 60")
+        if seconds < MIN_S:
+            raise LiveError(f"{seconds:g} s is too short for a soak: each fault kind needs a few seconds to recover",
+                            f"give at least {MIN_S:g} s, e.g. --minutes 60")
         self.show_path, self.seconds, self.say = show_path, seconds, say
         self.user_source, self.swap_model = source, swap_model
         self.samples: list[dict[str, Any]] = []
