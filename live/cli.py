@@ -1,4 +1,4 @@
-"""The `live` command: run, params, styles, doctor, bench.
+"""The `live` command: run, params, styles, doctor, bench, soak.
 
 Every user-facing failure is a LiveError printed as one message with its fix; an unexpected error is summarised in
 one line too (LIVE_DEBUG=1 shows the traceback).
@@ -205,6 +205,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from live.soak import Soak, print_report
+
+    seconds = args.seconds if args.seconds is not None else args.minutes * 60
+    result = Soak(load_show(args.show).path, seconds, args.source, args.swap_model).run()
+    print_report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+    return 1 if args.strict and not result["pass"] else 0
+
+
 def _styles(args: argparse.Namespace) -> int:
     from live.video import styles
 
@@ -326,6 +338,20 @@ def parser() -> argparse.ArgumentParser:
                             "faces and the person mask), and compare frame rate and late cycles")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
+    soak = sub.add_parser("soak", help="play the show for a long time while injecting faults (source lost, audio "
+                                       "server killed, bad reloads, OSC fuzz, model swaps); measure memory, threads, "
+                                       "files, latency and drops, and judge them against the goals for one hour")
+    soak.add_argument("show", nargs="?", default=str(DEFAULT_SHOW), help="show file (default: %(default)s)")
+    soak.add_argument("--minutes", type=float, default=60.0, help="how long (default %(default)g)")
+    soak.add_argument("--seconds", type=float, help=argparse.SUPPRESS)  # short runs for the tests
+    soak.add_argument("--source", help="a video file, or 'builtin' (FFmpeg's test pattern; the default), relayed "
+                                       "through a FIFO the soak can take away; a camera or URL plays as it is, "
+                                       "without the source fault")
+    soak.add_argument("--swap-model", metavar="MODEL.json", help="the model fault's other [video] model (default: "
+                                                                 "styles-procedural, or styles-cpu)")
+    soak.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    soak.add_argument("--strict", action="store_true", help="exit 1 if a goal fails")
+    soak.set_defaults(func=_soak)
     styles = sub.add_parser("styles", help="the show's own styles: add pictures as a style, list, remove")
     actions = styles.add_subparsers(dest="action", required=True)
     for action, about in (("add", "predict a style from one or more pictures (averaged) into the show's bank"),

@@ -113,7 +113,8 @@ def check_midi(say: Callable[[str], None]) -> list[str]:
 
 
 def check_display(say: Callable[[str], None]) -> list[str]:
-    from live.video.output import has_display, monitor_origin
+    from live.video.output import has_display
+    from live.video.window import monitor_origin
 
     if not has_display():
         say("Display: none (DISPLAY/WAYLAND_DISPLAY unset)\n          fix: run on the machine's desktop, or "

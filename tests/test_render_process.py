@@ -19,7 +19,7 @@ import pytest
 
 from live.audio.engine import AudioEngine
 from live.audio.render_process import QUIET_S, Lead, OffCpu, ReadClock
-from live.audio.shm_ring import SeqlockFloats, ShmRing
+from live.audio.shm_ring import Seqlock, ShmRing
 from live.control.osc import OscServer
 from live.params import ParamTree
 
@@ -87,8 +87,8 @@ def test_ring_keeps_order_across_the_wrap_and_counts_overflow() -> None:
 
 
 def test_seqlock_reader_gets_whole_snapshots() -> None:
-    writer = SeqlockFloats(3)
-    reader = SeqlockFloats(3, name=writer.name)
+    writer = Seqlock(3)
+    reader = Seqlock(3, name=writer.name)
     try:
         writer.write(np.array([1.0, 2.0, 3.0]))
         writer.write(np.array([4.0, 5.0, 6.0]))

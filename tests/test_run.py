@@ -237,7 +237,8 @@ def test_bad_input_gets_one_clear_message(tmp_path):
 
 
 def test_monitor_geometry_is_read_from_the_display(xvfb, monkeypatch):
-    from live.video.output import has_display, monitor_origin
+    from live.video.output import has_display
+    from live.video.window import monitor_origin
 
     monkeypatch.setenv("DISPLAY", xvfb)
     assert has_display()

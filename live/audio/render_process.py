@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from live.audio.shm_ring import SeqlockFloats, ShmRing
+from live.audio.shm_ring import Seqlock, ShmRing
 from live.clock_offset import ClockOffset
 from live.errors import LiveError
 
@@ -89,7 +89,7 @@ def note_delay(blocksize: int, samplerate: int) -> float:
 
 
 def shared_blocks(blocksize: int, names: dict[str, str] | None = None
-                  ) -> tuple[ShmRing, ShmRing, SeqlockFloats, SeqlockFloats]:
+                  ) -> tuple[ShmRing, ShmRing, Seqlock, Seqlock]:
     """The four shared-memory blocks, one layout for both sides: new ones (names None: the show's side) or the
     show's, attached by their names under "events", "tap", "params" and "counters" (the child's side). Events are
     (time, note, velocity) records; the tap has a block per record: the time its first frame plays, its render
@@ -98,7 +98,7 @@ def shared_blocks(blocksize: int, names: dict[str, str] | None = None
     names = names or {}
     return (ShmRing(EVENT_CAPACITY, 3, np.float64, name=names.get("events")),
             ShmRing(TAP_BLOCKS, TAP_HEAD + 2 * blocksize, np.float64, name=names.get("tap")),
-            SeqlockFloats(PARAMS, name=names.get("params")), SeqlockFloats(COUNTERS, name=names.get("counters")))
+            Seqlock(PARAMS, name=names.get("params")), Seqlock(COUNTERS, name=names.get("counters")))
 
 
 class RenderProcess:
@@ -124,8 +124,8 @@ class RenderProcess:
                        "lead_blocks": lead_blocks, "follow_input": follow_input}
         self.events: ShmRing | None = None
         self.tap: ShmRing | None = None
-        self.params: SeqlockFloats | None = None
-        self.counters: SeqlockFloats | None = None
+        self.params: Seqlock | None = None
+        self.counters: Seqlock | None = None
         self._conn: Connection | None = None
         self._wake: int | None = None  # an eventfd: a note written tells the child at once
         self.process: subprocess.Popen | None = None

@@ -1,4 +1,5 @@
-"""Lock-free hand-off between two processes through shared memory: a ring of fixed-size records and a seqlock.
+"""Lock-free hand-off between two processes through shared memory: a ring of fixed-size records and a seqlock (the
+synth's parameters; the frame the window's own process shows).
 
 Why no locks: the synth's render process and the show's process must never wait on each other (a lock held by a
 process that the machine or the GIL stalls would stall the other). Each structure has exactly one writer and one
@@ -110,8 +111,9 @@ class ShmRing:
             self.shm.unlink()
 
 
-class SeqlockFloats:
-    """A snapshot of `size` float64 values that one process writes and another reads without locks (a seqlock).
+class Seqlock:
+    """A snapshot of `size` values (float64 by default; uint8 for a video frame) that one process writes and
+    another reads without locks.
 
     The writer makes the sequence number odd, writes the values, and makes it even again; a reader copies the
     values between two reads of the sequence number and keeps the copy only if both were the same even number.
@@ -119,15 +121,16 @@ class SeqlockFloats:
     copy: it never waits.
     """
 
-    def __init__(self, size: int, name: str | None = None) -> None:
-        self.size = size
-        self.shm = _attach(name, 8 * (size + 1))
+    def __init__(self, size: int, name: str | None = None, dtype: type = np.float64) -> None:
+        self.size, self.dtype = size, np.dtype(dtype)
+        self.shm = _attach(name, 8 + size * self.dtype.itemsize)
         self._owner = name is None
-        self._view = np.ndarray((size + 1,), dtype=np.float64, buffer=self.shm.buf)
         self._seq = np.ndarray((1,), dtype=np.int64, buffer=self.shm.buf)
+        self._data = np.ndarray((size,), dtype=self.dtype, buffer=self.shm.buf, offset=8)
         if self._owner:
-            self._view[:] = 0.0
-        self._last = np.zeros(size)
+            self._seq[0] = 0
+            self._data[:] = 0
+        self._last = np.zeros(size, self.dtype)
         self.torn = 0  # reads that found the writer mid-update (retried)
 
     @property
@@ -142,7 +145,7 @@ class SeqlockFloats:
     def write(self, values: np.ndarray) -> None:
         seq = int(self._seq[0])
         self._seq[0] = seq + 1
-        self._view[1:] = values
+        self._data[:] = values
         self._seq[0] = seq + 2
 
     def read(self, tries: int = 4) -> np.ndarray:
@@ -150,7 +153,7 @@ class SeqlockFloats:
         for _ in range(tries):
             before = int(self._seq[0])
             if before % 2 == 0:
-                copy = self._view[1:].copy()
+                copy = self._data.copy()
                 if int(self._seq[0]) == before:
                     self._last = copy
                     return copy
@@ -161,7 +164,7 @@ class SeqlockFloats:
         """Detach; the creating side also frees the memory. Safe to call twice."""
         if self.shm.buf is None:
             return
-        del self._view, self._seq
+        del self._data, self._seq
         self.shm.close()
         if self._owner:
             self.shm.unlink()

@@ -8,11 +8,14 @@ and the show plays on with the others.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +26,7 @@ os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt High
 
 import cv2  # noqa: E402
 
+from live.audio.shm_ring import Seqlock  # noqa: E402
 from live.errors import LiveError  # noqa: E402
 from live.parts import BasePart, KindSection, Kinds, Part, close_in_reverse, open_in_order  # noqa: E402
 from live.video import hud  # noqa: E402
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     from live.show import Show
 
 QUIT_KEYS = {27, ord("q")}  # Esc, q
+WINDOW_START_S = 30.0  # the window's process imports OpenCV and Qt before it answers: seconds on a loaded machine
+WINDOW_STOP_S = 2.0
 
 
 def has_display() -> bool:
@@ -66,20 +72,6 @@ def _x_server_answers(display: str) -> bool:
     return True
 
 
-def monitor_origin(index: int) -> tuple[int, int, int, int] | None:
-    """(x, y, width, height) of monitor `index`, or None when it cannot be told."""
-    try:
-        import screeninfo
-
-        monitors = screeninfo.get_monitors()
-    except Exception:  # screeninfo raises its own error types per platform when it finds no monitor
-        return None
-    if not monitors:
-        return None
-    m = monitors[min(index, len(monitors) - 1)]
-    return m.x, m.y, m.width, m.height
-
-
 class Sink(Part, Protocol):
     """Takes each finished frame, shown at perf_counter() time `t`. A sink that also takes the show's sound has
     `write_audio(samples, position)`; one that shows the HUD to the performer has `hud = True`."""
@@ -96,51 +88,81 @@ class WindowSection(KindSection):
 
 
 class WindowOutput(BasePart):
-    """An OpenCV window; Esc or q in it ends the show, other keys are left in `keys` for the player."""
+    """A window, drawn by a process of its own (live/video/window.py), so a display that goes away fails this sink
+    and not the show; Esc or q in it ends the show, other keys are left in `keys` for the player."""
 
     hud = True
 
     def __init__(self, title: str, width: int, height: int, fullscreen: bool, monitor: int) -> None:
         self.title, self.size, self.fullscreen, self.monitor = title, (width, height), fullscreen, monitor
-        self.quit = self._open = False
+        self.quit = False
         self.keys: list[str] = []  # keys pressed since the player last looked (it clears the list)
+        self.process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._frame: Seqlock | None = None
 
     @classmethod
     def from_show(cls, section: WindowSection, show: Show) -> WindowOutput:
         return cls(section.title, show.video.width, show.video.height, section.fullscreen, section.monitor)
 
     def open(self) -> str:
-        title, (width, height) = self.title, self.size
+        width, height = self.size
+        self._frame = Seqlock(width * height * 3, dtype=np.uint8)
+        config = {"title": self.title, "width": width, "height": height, "fullscreen": self.fullscreen,
+                  "monitor": self.monitor, "frame": self._frame.name}
+        mine, theirs = socket.socketpair()
+        # a plain interpreter running the module (as the synth's render process): spawn would import __main__ again
+        self.process = subprocess.Popen([sys.executable, "-m", "live.video.window", json.dumps(config),
+                                         str(theirs.fileno())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(mine.detach())
         try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)  # no toolbar
-        except cv2.error as err:
-            raise LiveError(f"could not open a window: {err.msg.strip()}",
-                            "check DISPLAY, or record instead with --record FILE.mp4") from None
-        self._open = True
-        cv2.resizeWindow(title, width, height)
-        origin = monitor_origin(self.monitor)
-        if origin:
-            cv2.moveWindow(title, origin[0], origin[1])
-        if self.fullscreen:
-            cv2.setWindowProperty(title, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
-        return f"Output: window '{title}'" + (" (fullscreen)" if self.fullscreen else "")
+            word = self._conn.recv() if self._conn.poll(WINDOW_START_S) else ("error", "it did not open in time")
+        except (EOFError, OSError):
+            word = ("error", f"its process ended (exit code {self.process.wait(WINDOW_STOP_S)})")
+        if word[0] != "opened":
+            self.close()
+            raise LiveError(f"could not open a window: {word[1]}",
+                            "check DISPLAY, or record instead with --record FILE.mp4")
+        return f"Output: window '{self.title}'" + (" (fullscreen)" if self.fullscreen else "")
 
     def status(self) -> str:
         return f"window '{self.title}'"
 
     def write(self, image: np.ndarray, t: float) -> None:
-        cv2.imshow(self.title, image)
-        key = cv2.waitKey(1) & 0xFF
-        if key in QUIT_KEYS:
-            self.quit = True
-        elif key != 0xFF and len(self.keys) < 16:
-            self.keys.append(chr(key))
+        code = self.process.poll() if self.process else None
+        if code is not None:
+            raise LiveError(f"window '{self.title}' is gone: its display went away (the window's process ended, "
+                            f"exit code {code})", "start the show again once the display is back")
+        width, height = self.size
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        self._frame.write(image.reshape(-1))
+        try:
+            while self._conn.poll(0):
+                _, key = self._conn.recv()
+                if key in QUIT_KEYS:
+                    self.quit = True
+                elif len(self.keys) < 16:
+                    self.keys.append(chr(key))
+        except (EOFError, OSError):  # the process ended: said at the next frame
+            pass
 
     def close(self) -> None:
-        if self._open:
-            self._open = False
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
+        """Hang up (the window's process closes its window and ends), waiting at most WINDOW_STOP_S."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.process is not None:
+            try:
+                self.process.wait(WINDOW_STOP_S)
+            except subprocess.TimeoutExpired:  # stuck in the display: it must not outlive the show
+                self.process.kill()
+                self.process.wait(WINDOW_STOP_S)
+            self.process = None
+        if self._frame is not None:
+            self._frame.close()
+            self._frame = None
 
 
 #: Sink kinds for `[[outputs]]`: factory(section, show) -> Sink.
