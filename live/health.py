@@ -120,7 +120,8 @@ class Metrics:
         return {
             "show": player.show.name,
             "frames": player.frames,
-            "dropped": graph.captured.dropped + graph.stylized.dropped,
+            "dropped": graph.stylized.dropped,
+            "skipped": graph.captured.dropped,
             "fps": sum(t > now - window for t in times) / window,
             "latency_p50_s": float(np.percentile(recent, 50)) if recent.size else 0.0,
             "latency_p95_s": float(np.percentile(recent, 95)) if recent.size else 0.0,
@@ -151,8 +152,13 @@ class Metrics:
             return family
 
         yield counter("live_frames_total", "frames put on the outputs", s["frames"])
-        yield counter("live_frames_dropped_total", "frames dropped, newest wins (captured and stylized mailboxes)",
+        # Two kinds of loss, told apart: a stylized frame replaced before any output took it was rendered and never
+        # seen (a stutter); a camera frame replaced before the models took it is how a show slower than its camera
+        # keeps its latency (newest wins), and is no fault.
+        yield counter("live_frames_dropped_total", "stylized frames never put out (a newer one replaced them)",
                       s["dropped"])
+        yield counter("live_camera_frames_skipped_total", "camera frames the models had no time for (newest wins)",
+                      s["skipped"])
         yield GaugeMetricFamily("live_fps", f"frames put out per second over the last {FPS_WINDOW_S:g} s", s["fps"])
         with self._lock:
             cumulative = np.cumsum(self._buckets)

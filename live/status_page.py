@@ -286,7 +286,7 @@ async function health() {
   row(t, ["fps", h.fps.toFixed(1)]);
   const ms = (s) => (s * 1000).toFixed(1);
   row(t, ["latency p50 / p95", ms(h.latency_p50_s) + " / " + ms(h.latency_p95_s) + " ms"]);
-  row(t, ["frames", h.frames]); row(t, ["dropped", h.dropped]);
+  row(t, ["frames", h.frames]); row(t, ["dropped", h.dropped]); row(t, ["camera frames skipped", h.skipped]);
   row(t, ["uptime", Math.round(h.uptime_s) + " s"]); row(t, ["restarts", h.restarts]);
   row(t, ["audio underruns", h.audio_underruns]);
   row(t, ["OSC ok / error", h.osc_ok + " / " + h.osc_error]);

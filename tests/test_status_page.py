@@ -116,7 +116,8 @@ def test_metrics_and_page_of_a_running_show(tmp_path, camera_file):
         assert second["live_restarts_total"][()] == 0 and second["live_reloads_total"][(("result", "applied"),)] == 0
         up = second["live_device_up"]
         assert up[(("part", "capture"),)] == up[(("part", "chain"),)] == up[(("part", "status"),)] == 1
-        for name in ("live_frames_dropped_total", "live_audio_underruns_total", "live_problems_total"):
+        for name in ("live_frames_dropped_total", "live_camera_frames_skipped_total", "live_audio_underruns_total",
+                     "live_problems_total"):
             assert name in second
         assert set(second["live_osc_messages_total"]) == {(("result", "ok"),), (("result", "error"),)}
 
