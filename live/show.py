@@ -16,12 +16,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator, field_validator
 
 from live.audio.listen import AudioInSection
+from live.control.attract import AttractSection
 from live.control.learned_map import MapSection
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
 from live.control.osc import OscSection
 from live.control.oscquery import OscQuerySection
 from live.control.scenes import CueSection
+from live.control.schedule import ScheduleSection
 from live.control.tempo import TempoSection
 from live.errors import LiveError
 from live.params import CLIP_MODES, CURVES, SMOOTHING
@@ -111,6 +113,8 @@ class Show(_Section):
     midi: MidiSection = Field(default_factory=MidiSection)
     tempo: TempoSection = Field(default_factory=TempoSection)
     watch: WatchSection = Field(default_factory=WatchSection)
+    attract: AttractSection = Field(default_factory=AttractSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     controls: dict[str, ControlSection] = Field(default_factory=dict)
     mod: dict[str, ModulatorSection] = Field(default_factory=dict)

@@ -38,6 +38,7 @@ AUTO = "/synth/auto"
 FOLLOW = "/synth/follow"
 NOTE = "/synth/note"
 BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/control/surface.py) the synth obeys
+REST = "/live/rest"  # live/control/schedule.py: silent, and the arpeggio stops (no notes to render)
 TEMPO = "/tempo/bpm"
 TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
 
@@ -234,8 +235,10 @@ class AudioEngine:
 
     def _steer(self, now: float) -> None:
         values = self.reader.read(now)
-        gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
-        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]), float(values.get(TEMPO, DEFAULT_BPM)),
+        resting = bool(values.get(REST))
+        gain = 0.0 if values.get(BLACKOUT) or resting else float(values[GAIN])  # the synth ramps it: no click
+        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]) and not resting,
+                         float(values.get(TEMPO, DEFAULT_BPM)),
                          float(values.get(FOLLOW, 0.0)))
 
     def _collect(self) -> None:

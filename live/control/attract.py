@@ -1,0 +1,87 @@
+"""Attract mode (`[attract]`): the idle scene while nobody is there, the active scene once someone is.
+
+Presence is a parameter (by default the camera analysis's /in/video/presence, `[watch]`): at or above `threshold`
+someone is there. The state changes only after it has held: `active_after` seconds of presence (a flicker of the
+background is nobody), `idle_after` seconds without (a visitor standing still a moment has not left). A change
+recalls its scene through the scene engine (the scene's cue fade, live/control/scenes.py) and is published as the
+read-only /live/attract (1 active, 0 idle), so OSC feedback, OSCQuery and the HUD show it. Ticked by the control
+thread (live/control/surface.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from live.errors import LiveError
+from live.params import Param, ParamTree
+
+STATE = "/live/attract"
+IDLE, ACTIVE = 0, 1
+
+
+class AttractSection(BaseModel):
+    """`[attract]`: switch between an idle (attract) scene and an active one on presence."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    source: str = Field("/in/video/presence", description="the parameter that says someone is there")
+    threshold: float = Field(0.5, description="someone is there while source >= threshold")
+    active: str = Field("", description="scene played while someone is there")
+    idle: str = Field("", description="scene played while nobody is (the attract mode)")
+    idle_after: float = Field(60.0, ge=0, le=86400, description="seconds without presence before going idle")
+    active_after: float = Field(0.5, ge=0, le=3600, description="seconds of presence before going active")
+
+    def params(self) -> list[Param]:
+        if not self.enabled:
+            return []
+        return [Param(STATE, "float", 0.0, 0.0, 1.0, readonly=True,
+                      doc=f"attract mode: 1 = someone is there (scene '{self.active}'), 0 = idle (scene '{self.idle}')")]
+
+    def check(self, path, tree: ParamTree, scenes: Mapping, watching: bool) -> None:
+        """LiveError naming the key and the fix for an attract mode that cannot work in this show."""
+        if not self.enabled:
+            return
+        if self.source.startswith("/in/video/") and not watching:
+            raise LiveError(f"{path}: [attract] reads {self.source}, which [watch] publishes, but [watch] is off",
+                            "set enabled = true under [watch], or give [attract] another source")
+        param = tree.params.get(self.source)
+        if param is None or not param.numeric:
+            raise LiveError(f"{path}: [attract] source '{self.source}' is not a number parameter of this show",
+                            "run `live params` for the list of addresses")
+        for key in ("active", "idle"):
+            name = getattr(self, key)
+            if name not in scenes:
+                raise LiveError(f"{path}: [attract] {key} = '{name}' is not a scene of this show (scenes: "
+                                f"{', '.join(scenes) or 'none'})", f"name a [scenes.NAME] table as {key}")
+
+
+class Attract:
+    """The presence state machine; `tick(now)` at control rate."""
+
+    def __init__(self, section: AttractSection, tree: ParamTree, goto: Callable[[str], str],
+                 say: Callable[[str], None] = print) -> None:
+        self.section, self.tree, self.goto, self.say = section, tree, goto, say
+        self.state: int | None = None
+        self._since: float | None = None  # when the presence began to disagree with the state
+
+    def tick(self, now: float) -> None:
+        s = self.section
+        present = float(self.tree.snapshot.get(s.source, 0.0)) >= s.threshold
+        want = ACTIVE if present else IDLE
+        if self.state is None:  # the show starts idle: nobody has been seen yet
+            self._switch(IDLE, now)
+        if want == self.state:
+            self._since = None
+            return
+        if self._since is None:
+            self._since = now
+        if now - self._since >= (s.active_after if want == ACTIVE else s.idle_after):
+            self._switch(want, now)
+
+    def _switch(self, state: int, now: float) -> None:
+        self.state, self._since = state, None
+        self.tree.measure({STATE: float(state)}, now)
+        scene = self.section.active if state == ACTIVE else self.section.idle
+        self.say(f"Attract: {'active' if state == ACTIVE else 'idle'}, {self.goto(scene)}")
