@@ -203,7 +203,7 @@ def _explain(err: ValidationError, path: Path, text: str) -> str:
         loc = [str(part) for part in problem["loc"]
                if str(part) not in ("int", "float", "str", "bool") and not str(part).startswith(("literal[", "function"))]
         line = _line_of(text, loc)
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")  # a validator's own sentence says it all
         if problem["type"] == "extra_forbidden":
             section = _section_model(loc[:-1])
             allowed = ", ".join(section.model_fields) if section else ""
