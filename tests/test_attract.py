@@ -118,11 +118,11 @@ def test_live_check_says_attract_needs_watch(tmp_path):
 
 
 def write_clip(path: Path) -> Path:
-    """3 s of a still, dim room, then 3 s of a person-sized block walking to and fro in it (the file loops)."""
+    """2 s of a still, dim room, then 2 s of a person-sized block walking to and fro in it (the file loops)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
-    for n in range(180):
+    for n in range(120):
         image = np.full((HEIGHT, WIDTH, 3), 70, np.uint8)
-        if n >= 90:
+        if n >= 60:
             x = 20 + abs((n % 40) - 20) * 10
             cv2.rectangle(image, (x, 40), (x + 50, 200), (30, 30, 230), -1)
         writer.write(image)
@@ -155,7 +155,7 @@ def test_attract_mode_follows_a_figure_walking_into_the_room(tmp_path):
     clip = write_clip(tmp_path / "room.mp4")
     feedback = listen()
     port = free_port()
-    show = show_text(tmp_path, '[attract]\nenabled = true\nactive = "busy"\nidle = "calm"\nidle_after = 1.0\n'
+    show = show_text(tmp_path, '[attract]\nenabled = true\nactive = "busy"\nidle = "calm"\nidle_after = 0.5\n'
                                'active_after = 0.3\n',
                      outputs=[], watch={"enabled": True, "rate": 15.0},
                      video={"source": str(clip), "width": WIDTH, "height": HEIGHT, "fps": FPS},
