@@ -17,6 +17,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
+from live.control.attract import STATE, Attract
 from live.control.schedule import REST, Schedule, ScheduleSection, mode_at, weekdays
 from live.errors import LiveError
 from live.graph import build, check
@@ -86,6 +87,34 @@ def test_a_manual_rest_holds_until_the_next_boundary(tmp_path):
     clock[0] = at("2026-12-08T09:30:00+00:00").astimezone()
     schedule.tick(4.0)
     assert tree.get(REST) is False and schedule.mode == "play"
+
+
+def test_idle_rest_rests_the_show_until_someone_comes_unless_the_schedule_rests(tmp_path):
+    show = load_show(show_text(tmp_path, '[attract]\nenabled = true\nactive = "busy"\nidle = "rest"\nidle_after = 2\n'
+                                         'active_after = 0.5\n', watch={"enabled": True}))
+    tree = build(show, window=False, say=lambda _: None).tree
+    closed = [False]
+    attract = Attract(show.attract, tree, goto=lambda scene: scene, say=lambda _: None, schedule_rests=lambda: closed[0])
+    presence = lambda value, now: tree.measure({"/in/video/presence": value}, now)  # noqa: E731
+    attract.tick(0.0)
+    assert tree.get(REST) is True and tree.get(STATE) == 0.0  # nobody seen yet: resting
+    presence(0.9, 1.0)
+    attract.tick(1.0)
+    attract.tick(1.4)
+    assert tree.get(REST) is True  # a flicker is nobody
+    attract.tick(1.6)
+    assert tree.get(REST) is False and tree.get(STATE) == 1.0  # someone stayed: awake
+    presence(0.1, 2.0)
+    attract.tick(2.0)
+    attract.tick(3.9)
+    assert tree.get(REST) is False  # a moment without presence is not gone
+    attract.tick(4.1)
+    assert tree.get(REST) is True and tree.get(STATE) == 0.0
+    closed[0] = True  # the schedule's rest hours: presence no longer wakes the show
+    presence(0.9, 5.0)
+    attract.tick(5.0)
+    attract.tick(6.0)
+    assert tree.get(STATE) == 1.0 and tree.get(REST) is True
 
 
 def show_text(tmp_path: Path, extra: str, **sections) -> Path:

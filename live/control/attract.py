@@ -6,6 +6,10 @@ background is nobody), `idle_after` seconds without (a visitor standing still a 
 recalls its scene through the scene engine (the scene's cue fade, live/control/scenes.py) and is published as the
 read-only /live/attract (1 active, 0 idle), so OSC feedback, OSCQuery and the HUD show it. Ticked by the control
 thread (live/control/surface.py).
+
+`idle = "rest"` rests the show while nobody is there (/live/rest: black, silent, no models run) and presence wakes
+it, unless the schedule (live/control/schedule.py) is in its rest hours: the camera analysis keeps running while the
+show rests, so the show can still see someone arrive.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from live.control.schedule import REST
 from live.errors import LiveError
 from live.params import Param, ParamTree
 
 STATE = "/live/attract"
+SOURCE = "attract"
 IDLE, ACTIVE = 0, 1
 
 
@@ -29,7 +35,8 @@ class AttractSection(BaseModel):
     source: str = Field("/in/video/presence", description="the parameter that says someone is there")
     threshold: float = Field(0.5, description="someone is there while source >= threshold")
     active: str = Field("", description="scene played while someone is there")
-    idle: str = Field("", description="scene played while nobody is (the attract mode)")
+    idle: str = Field("", description="scene played while nobody is (the attract mode); \"rest\" = the show rests "
+                                      "until someone comes")
     idle_after: float = Field(60.0, ge=0, le=86400, description="seconds without presence before going idle")
     active_after: float = Field(0.5, ge=0, le=3600, description="seconds of presence before going active")
 
@@ -52,17 +59,20 @@ class AttractSection(BaseModel):
                             "run `live params` for the list of addresses")
         for key in ("active", "idle"):
             name = getattr(self, key)
-            if name not in scenes:
+            if name not in scenes and not (key == "idle" and name == "rest"):
                 raise LiveError(f"{path}: [attract] {key} = '{name}' is not a scene of this show (scenes: "
-                                f"{', '.join(scenes) or 'none'})", f"name a [scenes.NAME] table as {key}")
+                                f"{', '.join(scenes) or 'none'})", f"name a [scenes.NAME] table as {key}"
+                                + (' (or "rest")' if key == "idle" else ""))
 
 
 class Attract:
     """The presence state machine; `tick(now)` at control rate."""
 
     def __init__(self, section: AttractSection, tree: ParamTree, goto: Callable[[str], str],
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, schedule_rests: Callable[[], bool] = lambda: False) -> None:
+        """`schedule_rests`: whether the schedule is in its rest hours now (then presence does not wake the show)."""
         self.section, self.tree, self.goto, self.say = section, tree, goto, say
+        self.schedule_rests = schedule_rests
         self.state: int | None = None
         self._since: float | None = None  # when the presence began to disagree with the state
 
@@ -83,5 +93,17 @@ class Attract:
     def _switch(self, state: int, now: float) -> None:
         self.state, self._since = state, None
         self.tree.measure({STATE: float(state)}, now)
-        scene = self.section.active if state == ACTIVE else self.section.idle
-        self.say(f"Attract: {'active' if state == ACTIVE else 'idle'}, {self.goto(scene)}")
+        self.say(f"Attract: {'active' if state == ACTIVE else 'idle'}, {self.apply()}")
+
+    def apply(self) -> str:
+        """Recall the state's scene, or rest / wake for `idle = "rest"`; also when the schedule has just changed its
+        mode (its rest hours over, the show rests again if nobody is there). Returns what it did."""
+        if self.state is None:
+            return ""
+        idle, resting = self.section.idle, self.schedule_rests()
+        if self.state == IDLE and idle == "rest":
+            self.tree.set(REST, True, SOURCE)
+            return "resting"
+        if idle == "rest" and not resting:
+            self.tree.set(REST, False, SOURCE)
+        return self.goto(self.section.active if self.state == ACTIVE else idle)

@@ -170,18 +170,19 @@ class Schedule:
         self.mode: str | None = None
         self._checked = -CHECK_S
 
-    def tick(self, now: float) -> None:
-        """At most every CHECK_S (perf_counter `now`): if the mode changed, apply it."""
+    def tick(self, now: float) -> bool:
+        """At most every CHECK_S (perf_counter `now`): if the mode changed, apply it; True when it did."""
         if now - self._checked < CHECK_S:
-            return
+            return False
         self._checked = now
         when = self.now()
         mode = mode_at(self.section, when)
         if mode == self.mode:
-            return
+            return False
         self.mode = mode
         self.tree.set(REST, mode == "rest", "schedule")
         said = f"Schedule: {mode} from {when:%a %H:%M}"
         if mode.startswith("scene:"):
             said += f" ({self.goto(mode[6:].strip())})"
         self.say(said)
+        return True

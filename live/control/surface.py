@@ -109,13 +109,16 @@ class ControlSurface:
         """The show's opening hours and attract mode, where it has them."""
         goto = lambda scene: self.goto(scene)  # noqa: E731  (the scene engine is replaced on reload)
         schedule = Schedule(show.schedule, self.tree, goto, self.say) if show.schedule.enabled else None
-        attract = Attract(show.attract, self.tree, goto, self.say) if show.attract.enabled else None
+        rests = lambda: schedule is not None and schedule.mode == "rest"  # noqa: E731
+        attract = Attract(show.attract, self.tree, goto, self.say, rests) if show.attract.enabled else None
         return schedule, attract
 
     def _tick_unattended(self, now: float) -> None:
-        if self.schedule:
-            self.schedule.tick(now)
+        """The schedule, then attract mode, which re-applies its state at a boundary of the schedule."""
+        boundary = self.schedule is not None and self.schedule.tick(now)
         if self.attract:
+            if boundary and self.schedule.mode == "play":  # a scene the schedule names holds until its end
+                self.attract.apply()
             self.attract.tick(now)
 
     def modulators(self) -> tuple[Modulator, ...]:
