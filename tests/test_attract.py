@@ -71,7 +71,7 @@ def test_the_rules_read_the_clock_in_the_schedules_time_zone():
 def test_a_manual_rest_holds_until_the_next_boundary(tmp_path):
     tree = build(load_show(show_with(tmp_path, audio={"enabled": False},
                                      stages=[], outputs=[])), window=False, say=lambda _: None).tree
-    schedule = Schedule(OPENING, tree, goto=lambda scene: scene, say=lambda _: None)
+    schedule = Schedule(OPENING, tree, goto=lambda scene, fade: scene, say=lambda _: None)
     clock = [at("2026-12-07T17:59:00+00:00").astimezone()]
     schedule.now = lambda: clock[0]
     schedule.tick(0.0)
@@ -94,7 +94,7 @@ def test_idle_rest_rests_the_show_until_someone_comes_unless_the_schedule_rests(
                                          'active_after = 0.5\n', watch={"enabled": True}))
     tree = build(show, window=False, say=lambda _: None).tree
     closed = [False]
-    attract = Attract(show.attract, tree, goto=lambda scene: scene, say=lambda _: None, schedule_rests=lambda: closed[0])
+    attract = Attract(show.attract, tree, goto=lambda scene, fade: scene, say=lambda _: None, schedule_rests=lambda: closed[0])
     presence = lambda value, now: tree.measure({"/in/video/presence": value}, now)  # noqa: E731
     attract.tick(0.0)
     assert tree.get(REST) is True and tree.get(STATE) == 0.0  # nobody seen yet: resting

@@ -68,9 +68,10 @@ class AttractSection(BaseModel):
 class Attract:
     """The presence state machine; `tick(now)` at control rate."""
 
-    def __init__(self, section: AttractSection, tree: ParamTree, goto: Callable[[str], str],
+    def __init__(self, section: AttractSection, tree: ParamTree, goto: Callable[[str, bool], str],
                  say: Callable[[str], None] = print, schedule_rests: Callable[[], bool] = lambda: False) -> None:
-        """`schedule_rests`: whether the schedule is in its rest hours now (then presence does not wake the show)."""
+        """`goto(scene, fade)` recalls a scene (with its cue's fade, or at once); `schedule_rests`: whether the
+        schedule is in its rest hours now (then presence does not wake the show)."""
         self.section, self.tree, self.goto, self.say = section, tree, goto, say
         self.schedule_rests = schedule_rests
         self.state: int | None = None
@@ -80,8 +81,8 @@ class Attract:
         s = self.section
         present = float(self.tree.snapshot.get(s.source, 0.0)) >= s.threshold
         want = ACTIVE if present else IDLE
-        if self.state is None:  # the show starts idle: nobody has been seen yet
-            self._switch(IDLE, now)
+        if self.state is None:  # the show starts idle, at once (no fade from the [params]): nobody is seen yet
+            self._switch(IDLE, now, fade=False)
         if want == self.state:
             self._since = None
             return
@@ -90,12 +91,12 @@ class Attract:
         if now - self._since >= (s.active_after if want == ACTIVE else s.idle_after):
             self._switch(want, now)
 
-    def _switch(self, state: int, now: float) -> None:
+    def _switch(self, state: int, now: float, fade: bool = True) -> None:
         self.state, self._since = state, None
         self.tree.measure({STATE: float(state)}, now)
-        self.say(f"Attract: {'active' if state == ACTIVE else 'idle'}, {self.apply()}")
+        self.say(f"Attract: {'active' if state == ACTIVE else 'idle'}, {self.apply(fade)}")
 
-    def apply(self) -> str:
+    def apply(self, fade: bool = True) -> str:
         """Recall the state's scene, or rest / wake for `idle = "rest"`; also when the schedule has just changed its
         mode (its rest hours over, the show rests again if nobody is there). Returns what it did."""
         if self.state is None:
@@ -106,4 +107,4 @@ class Attract:
             return "resting"
         if idle == "rest" and not resting:
             self.tree.set(REST, False, SOURCE)
-        return self.goto(self.section.active if self.state == ACTIVE else idle)
+        return self.goto(self.section.active if self.state == ACTIVE else idle, fade)

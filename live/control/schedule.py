@@ -163,7 +163,7 @@ def wall_clock(zone: tzinfo | None) -> Callable[[], datetime]:
 class Schedule:
     """Applies the schedule's mode at each boundary: rest on or off (/live/rest), and a mode's scene recalled."""
 
-    def __init__(self, section: ScheduleSection, tree: ParamTree, goto: Callable[[str], str],
+    def __init__(self, section: ScheduleSection, tree: ParamTree, goto: Callable[[str, bool], str],
                  say: Callable[[str], None] = print) -> None:
         self.section, self.tree, self.goto, self.say = section, tree, goto, say
         self.now = wall_clock(section.zone)
@@ -179,10 +179,10 @@ class Schedule:
         mode = mode_at(self.section, when)
         if mode == self.mode:
             return False
-        self.mode = mode
+        first, self.mode = self.mode is None, mode
         self.tree.set(REST, mode == "rest", "schedule")
         said = f"Schedule: {mode} from {when:%a %H:%M}"
         if mode.startswith("scene:"):
-            said += f" ({self.goto(mode[6:].strip())})"
+            said += f" ({self.goto(mode[6:].strip(), not first)})"  # the show opens in it at once
         self.say(said)
         return True

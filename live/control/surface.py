@@ -21,7 +21,7 @@ from live.control.modulation import Modulator
 from live.control.osc import OscServer
 from live.control.oscquery import OscQueryServer
 from live.control.reader import ParamReader
-from live.control.scenes import SceneEngine
+from live.control.scenes import CueSection, SceneEngine
 from live.control.schedule import Schedule
 from live.control.tempo import Clock, TempoControl
 from live.errors import LiveError
@@ -107,7 +107,11 @@ class ControlSurface:
 
     def _unattended(self, show: Show) -> tuple[Schedule | None, Attract | None]:
         """The show's opening hours and attract mode, where it has them."""
-        goto = lambda scene: self.goto(scene)  # noqa: E731  (the scene engine is replaced on reload)
+        def goto(scene: str, fade: bool) -> str:  # self.scenes is replaced on reload: looked up at each call
+            if not self.scenes:
+                return "no scenes in this show"
+            return self.scenes.goto(scene) if fade else self.scenes.recall(scene, CueSection(scene=scene, fade=0))
+
         schedule = Schedule(show.schedule, self.tree, goto, self.say) if show.schedule.enabled else None
         rests = lambda: schedule is not None and schedule.mode == "rest"  # noqa: E731
         attract = Attract(show.attract, self.tree, goto, self.say, rests) if show.attract.enabled else None
