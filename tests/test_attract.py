@@ -94,7 +94,8 @@ def test_idle_rest_rests_the_show_until_someone_comes_unless_the_schedule_rests(
                                          'active_after = 0.5\n', watch={"enabled": True}))
     tree = build(show, window=False, say=lambda _: None).tree
     closed = [False]
-    attract = Attract(show.attract, tree, goto=lambda scene, fade: scene, say=lambda _: None, schedule_rests=lambda: closed[0])
+    attract = Attract(show.attract, tree, goto=lambda scene, fade: scene, say=lambda _: None,
+                      schedule_rests=lambda: closed[0])
     presence = lambda value, now: tree.measure({"/in/video/presence": value}, now)  # noqa: E731
     attract.tick(0.0)
     assert tree.get(REST) is True and tree.get(STATE) == 0.0  # nobody seen yet: resting

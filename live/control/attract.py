@@ -44,7 +44,8 @@ class AttractSection(BaseModel):
         if not self.enabled:
             return []
         return [Param(STATE, "float", 0.0, 0.0, 1.0, readonly=True,
-                      doc=f"attract mode: 1 = someone is there (scene '{self.active}'), 0 = idle (scene '{self.idle}')")]
+                      doc=f"attract mode: 1 = someone is there (scene '{self.active}'), 0 = idle "
+                          f"('{self.idle}')")]
 
     def check(self, path, tree: ParamTree, scenes: Mapping, watching: bool) -> None:
         """LiveError naming the key and the fix for an attract mode that cannot work in this show."""
