@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
+import tomllib
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
+import tomli_w
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
@@ -22,6 +24,7 @@ from live.control.schedule import REST, Schedule, ScheduleSection, mode_at, week
 from live.errors import LiveError
 from live.graph import build, check
 from live.show import load_show
+from live.video import hud
 from fixtures_live import LiveProcess, audio_of, decode_frames, free_port, headless_env, show_with
 
 WIDTH, HEIGHT, FPS = 320, 240, 30.0
@@ -111,6 +114,7 @@ def test_idle_rest_rests_the_show_until_someone_comes_unless_the_schedule_rests(
     assert tree.get(REST) is False  # a moment without presence is not gone
     attract.tick(4.1)
     assert tree.get(REST) is True and tree.get(STATE) == 0.0
+    assert "REST  attract idle" in hud.lines("gallery", tree.snapshot, 0.0, 0, [], "")[1]  # the HUD shows both
     closed[0] = True  # the schedule's rest hours: presence no longer wakes the show
     presence(0.9, 5.0)
     attract.tick(5.0)
@@ -119,8 +123,16 @@ def test_idle_rest_rests_the_show_until_someone_comes_unless_the_schedule_rests(
 
 
 def show_text(tmp_path: Path, extra: str, **sections) -> Path:
-    path = show_with(tmp_path, audio={"enabled": False}, stages=[], **sections)
-    path.write_text(path.read_text() + SCENES + extra)
+    """The default show (silent, no latent stage unless `sections` say otherwise) with two scenes and the TOML in
+    `extra` merged in, table by table."""
+    path = show_with(tmp_path, **{"audio": {"enabled": False}, "stages": [], **sections})
+    data = tomllib.loads(path.read_text())
+    for key, value in tomllib.loads(SCENES + extra).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    path.write_text(tomli_w.dumps(data))
     return path
 
 
@@ -225,10 +237,8 @@ def cpu_seconds(process: psutil.Process, seconds: float) -> float:
 def test_a_show_in_its_rest_hours_is_black_silent_and_cheap_until_woken(tmp_path, camera_file):
     port = free_port()
     out = tmp_path / "rest.mp4"
-    show = show_with(tmp_path, osc={"port": port}, audio={"enabled": True}, stages=[],
-                     video={"width": WIDTH, "height": HEIGHT})
-    show.write_text(show.read_text() + '[[schedule.rule]]\ndays = "daily"\nfrom = "22:00"\nto = "02:00"\n'
-                                       'mode = "rest"\n')
+    show = show_text(tmp_path, '[[schedule.rule]]\ndays = "daily"\nfrom = "22:00"\nto = "02:00"\nmode = "rest"\n',
+                     osc={"port": port}, audio={"enabled": True}, video={"width": WIDTH, "height": HEIGHT})
     live = LiveProcess(["run", str(show), "--source", str(camera_file), "--for", "40", "--record", str(out),
                         "--no-window"], env=headless_env(LIVE_FAKE_START="2026-12-05T23:00:00"))
     try:
