@@ -276,3 +276,18 @@ def test_a_show_in_its_rest_hours_is_black_silent_and_cheap_until_woken(tmp_path
     quiet, loud = sound[int(0.3 * rate):int((woken - 0.3) * rate)], sound[int((woken + 1.5) * rate):]
     assert len(quiet) > rate and np.abs(quiet).max() < 1e-4, np.abs(quiet).max()  # silent while resting
     assert len(loud) > rate // 2 and np.sqrt(np.mean(loud ** 2)) > 1e-3  # the synth plays once woken
+
+
+def test_a_saved_schedule_and_attract_mode_apply_while_playing(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    graph = build(load_show(show_text(tmp_path / "a", "", watch={"enabled": True})), window=False, say=lambda _: None)
+    saved = load_show(show_text(tmp_path / "b", '[attract]\nenabled = true\nactive = "busy"\nidle = "calm"\n'
+                                                '[schedule]\noutside = "rest"\n', watch={"enabled": True}))
+    try:
+        assert graph.reload(saved) == ["[schedule] applied", "[attract] applied"]
+        assert STATE in graph.tree.params
+        graph.surface._tick_unattended(0.0)
+        assert graph.tree.get(REST) is True and graph.tree.get(STATE) == 0.0
+    finally:
+        graph.surface.close()

@@ -325,6 +325,7 @@ class ControlSurface:
             notes.append(self.learned.open() or "[map] off")
         self.show = show
         notes = ([f"{len(changed)} value(s) changed"] if changed else []) + notes
+        notes += [f"[{name}] applied" for name in ("schedule", "attract") if getattr(show, name) != getattr(old, name)]
         if show.tempo.source != old.tempo.source:
             notes.append("[tempo] source changed: restart the show to apply it")
         return notes
