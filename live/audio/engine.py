@@ -29,6 +29,7 @@ from live.audio import render_process as rp
 from live.audio.arpeggio import Arpeggio
 from live.audio.synth import TIMBRE_AXES
 from live.control.reader import ParamReader
+from live.control.schedule import REST  # resting: silent, and the arpeggio stops
 from live.errors import LiveError
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
@@ -38,7 +39,6 @@ AUTO = "/synth/auto"
 FOLLOW = "/synth/follow"
 NOTE = "/synth/note"
 BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/control/surface.py) the synth obeys
-REST = "/live/rest"  # live/control/schedule.py: silent, and the arpeggio stops (no notes to render)
 TEMPO = "/tempo/bpm"
 TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from live.control.reader import ParamReader
+from live.control.schedule import REST
 from live.mailbox import Mailbox
 from live.params import Event, Param
 from live.parts import BasePart, Kinds, Part, close_in_reverse, open_in_order
@@ -42,7 +43,6 @@ RERENDER_S = 1 / 60
 #: While the show rests (/live/rest, live/control/schedule.py) no stage runs: a black frame goes out this often, so
 #: the outputs, the recording and the watchdog (live/service.py) see the show alive at almost no cost.
 REST_FRAME_S = 0.5
-REST = "/live/rest"
 
 
 class ChainThread(BasePart):
