@@ -3,7 +3,8 @@
 `live params`, `live check`, `live bench` and the player all start from `build(show)`, so the parameter list and the
 parts that answer it can never disagree. The frame path it wires, camera to projector:
 
-    Capture (video/capture.py) -> Mailbox -> ChainThread (video/chain.py: style model, [[stages]], blackout)
+    Capture (video/capture.py) -> Mailbox -> ChainThread (video/chain.py: style model, [[stages]], blackout;
+    nothing but black while resting)
     -> Mailbox -> the player's output loop -> Outputs (video/output.py: [[outputs]] window, record, ...)
 
 A saved show is applied by `Graph.reload`: a diff of the running graph against the one the new file builds. A new
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from live.audio.engine import AudioEngine
 from live.audio.listen import AudioIn
+from live.control.schedule import REST
 from live.control.surface import BLACKOUT, HUD, PANIC, ControlSurface
 from live.errors import LiveError
 from live.mailbox import Mailbox
@@ -99,8 +101,10 @@ def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event
     synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     control_params, control_events = ControlSurface.params(show)
     params += [*synth_params, *control_params, *AudioIn.params(show.audio_in),
-               *VideoAnalysis.params(show.watch),
+               *VideoAnalysis.params(show.watch), *show.attract.params(),
                Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
+               Param(REST, "bool", False, doc="rest: black video at 2 frames/s, silent audio, no models run (low "
+                                              "CPU); set by [schedule] at its boundaries, or by hand until the next"),
                Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
                                              "window's picture; key h")]
     events += [*synth_events, *control_events,

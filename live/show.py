@@ -16,12 +16,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WrapValidator, field_validator
 
 from live.audio.listen import AudioInSection
+from live.control.attract import AttractSection
 from live.control.learned_map import MapSection
 from live.control.midi_map import MidiSection
 from live.control.modulation import ModulatorSection
 from live.control.osc import OscSection
 from live.control.oscquery import OscQuerySection
 from live.control.scenes import CueSection
+from live.control.schedule import ScheduleSection
 from live.control.tempo import TempoSection
 from live.errors import LiveError
 from live.params import CLIP_MODES, CURVES, SMOOTHING
@@ -113,6 +115,8 @@ class Show(_Section):
     tempo: TempoSection = Field(default_factory=TempoSection)
     watch: WatchSection = Field(default_factory=WatchSection)
     status: StatusSection = Field(default_factory=StatusSection)
+    attract: AttractSection = Field(default_factory=AttractSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
     controls: dict[str, ControlSection] = Field(default_factory=dict)
     mod: dict[str, ModulatorSection] = Field(default_factory=dict)
@@ -201,7 +205,7 @@ def _explain(err: ValidationError, path: Path, text: str) -> str:
         loc = [str(part) for part in problem["loc"]
                if str(part) not in ("int", "float", "str", "bool") and not str(part).startswith(("literal[", "function"))]
         line = _line_of(text, loc)
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")  # a validator's own sentence says it all
         if problem["type"] == "extra_forbidden":
             section = _section_model(loc[:-1])
             allowed = ", ".join(section.model_fields) if section else ""

@@ -29,6 +29,7 @@ from live.audio import render_process as rp
 from live.audio.arpeggio import Arpeggio
 from live.audio.synth import TIMBRE_AXES
 from live.control.reader import ParamReader
+from live.control.schedule import REST  # resting: silent, and the arpeggio stops
 from live.errors import LiveError
 from live.models.manifest import load_manifest
 from live.params import Event, Param, ParamTree
@@ -47,6 +48,8 @@ TAP_GAP_BLOCKS = 3  # a block this much later than the last one ended was preced
 PEAK_FALL_DB_PER_S = 20.0
 RENDER_TIMES = 1024  # the render-time p99 is over the last this many blocks (about 2.7 s at 128/48 kHz)
 RESTART_S = 5.0  # a render process that died is started again at most this often
+#: The control thread's period while the show rests (silent): the tap holds 2.7 s of blocks, and waking takes this long
+REST_PERIOD_S = 0.05
 CLOSE_TIMEOUT_S = 1.0
 
 
@@ -181,6 +184,7 @@ class AudioEngine:
         self._opened = ""  # what open() said
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._resting = False  # /live/rest as last steered: the control thread slows down
         self._render_s = np.zeros(RENDER_TIMES)  # the last RENDER_TIMES render times (a ring: no allocation)
         self._timed = 0
         self._follow_s = np.zeros(RENDER_TIMES)  # and the follow voice's, of the blocks that had it
@@ -231,10 +235,10 @@ class AudioEngine:
     # --- the control thread ----------------------------------------------------------------------------------
 
     def _control(self) -> None:
-        """Once per block period: publish the parameters, collect the rendered blocks and the child's words, and
-        start a new render process if the one playing died (at most every RESTART_S)."""
+        """Once per block period (REST_PERIOD_S while resting): publish the parameters, collect the rendered blocks
+        and the child's words, and start a new render process if the one playing died (at most every RESTART_S)."""
         period, last_try = self.blocksize / self.samplerate, 0.0
-        while not self._stop.wait(period):
+        while not self._stop.wait(REST_PERIOD_S if self._resting else period):
             now = time.perf_counter()
             self._steer(now)
             self._collect()
@@ -244,8 +248,10 @@ class AudioEngine:
 
     def _steer(self, now: float) -> None:
         values = self.reader.read(now)
-        gain = 0.0 if values.get(BLACKOUT) else float(values[GAIN])  # the synth ramps it: no click
-        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]), float(values.get(TEMPO, DEFAULT_BPM)),
+        resting = self._resting = bool(values.get(REST))
+        gain = 0.0 if values.get(BLACKOUT) or resting else float(values[GAIN])  # the synth ramps it: no click
+        self.process.set(gain, [values[a] for a in TIMBRE], bool(values[AUTO]) and not resting,
+                         float(values.get(TEMPO, DEFAULT_BPM)),
                          float(values.get(FOLLOW, 0.0)))
 
     def _collect(self) -> None:

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from live.control import learned_map
+from live.control.attract import Attract
 from live.control.learned_map import LearnedMap
 from live.control.midi import MidiControl
 from live.control.modulation import Modulator
 from live.control.osc import OscServer
 from live.control.oscquery import OscQueryServer
 from live.control.reader import ParamReader
-from live.control.scenes import SceneEngine
+from live.control.scenes import CueSection, SceneEngine
+from live.control.schedule import Schedule
 from live.control.tempo import Clock, TempoControl
 from live.errors import LiveError
 from live.params import Event, Param, ParamTree
@@ -62,6 +64,11 @@ def _checked_tree(show: Show, params: list[Param], events: list[Event], clock: C
     problems = SceneEngine.check(tree, show.scenes, show.cues)
     if problems:
         raise LiveError(f"{show.path}: " + "; ".join(problems), "fix the scene or cue in the show file")
+    show.attract.check(show.path, tree, show.scenes, show.watch.enabled)
+    for key, scene in show.schedule.scenes():
+        if scene not in show.scenes:
+            raise LiveError(f"{show.path}: {key} names scene '{scene}', which this show does not have (scenes: "
+                            f"{', '.join(show.scenes) or 'none'})", "add a [scenes.NAME] table or name another scene")
     return tree
 
 
@@ -86,6 +93,7 @@ class ControlSurface:
         self.scenes = SceneEngine(self.tree, show.scenes, show.cues, self.clock) if show.scenes else None
         self.tempo = TempoControl(self.tree, self.clock)
         self.learned = LearnedMap(show, self.tree, say)
+        self.schedule, self.attract = self._unattended(show)
         self._panic = self.tree.listen(PANIC)
         self.osc: OscServer | None = None
         self.oscquery: OscQueryServer | None = None
@@ -96,6 +104,26 @@ class ControlSurface:
         self._lock = threading.Lock()  # scenes and tempo swap on reload while the thread ticks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def _unattended(self, show: Show) -> tuple[Schedule | None, Attract | None]:
+        """The show's opening hours and attract mode, where it has them."""
+        def goto(scene: str, fade: bool) -> str:  # self.scenes is replaced on reload: looked up at each call
+            if not self.scenes:
+                return "no scenes in this show"
+            return self.scenes.goto(scene) if fade else self.scenes.recall(scene, CueSection(scene=scene, fade=0))
+
+        schedule = Schedule(show.schedule, self.tree, goto, self.say) if show.schedule.enabled else None
+        rests = lambda: schedule is not None and schedule.mode == "rest"  # noqa: E731
+        attract = Attract(show.attract, self.tree, goto, self.say, rests) if show.attract.enabled else None
+        return schedule, attract
+
+    def _tick_unattended(self, now: float) -> None:
+        """The schedule, then attract mode, which re-applies its state at a boundary of the schedule."""
+        boundary = self.schedule is not None and self.schedule.tick(now)
+        if self.attract:
+            if boundary and self.schedule.mode == "play":  # a scene the schedule names holds until its end
+                self.attract.apply()
+            self.attract.tick(now)
 
     def modulators(self) -> tuple[Modulator, ...]:
         return self._modulators
@@ -112,6 +140,7 @@ class ControlSurface:
         if self.show.tempo.source == "link":
             link = self.clock.follow_link()
             lines.append(f"Tempo: Ableton Link at {link.bpm:.1f} bpm, {link.peers} peer(s)")
+        self._tick_unattended(time.perf_counter())  # a show that opens in its rest hours shows no picture at all
         self._thread.start()
         lines.append(self.learned.open())
         for section in TRANSPORTS:
@@ -183,8 +212,10 @@ class ControlSurface:
                         self._panic.clear()
                         self._calm()
                     self.tempo.tick()
+                    now = time.perf_counter()
+                    self._tick_unattended(now)
                     if self.scenes:
-                        self.scenes.tick(time.perf_counter())
+                        self.scenes.tick(now)
             except Exception as err:  # e.g. a scene value a reload made invalid: keep ticking, say it once
                 if str(err) != self.last_error:
                     self.last_error = str(err)
@@ -285,6 +316,8 @@ class ControlSurface:
             self.scenes = SceneEngine(self.tree, show.scenes, show.cues, self.clock) if show.scenes else None
             if show.tempo.bpm != old.tempo.bpm:
                 self.tree.set("/tempo/bpm", show.tempo.bpm, "show")
+            if (show.schedule, show.attract) != (old.schedule, old.attract):
+                self.schedule, self.attract = self._unattended(show)
         show, notes = self._reopen_transports(old, show)
         if show.map != old.map:  # a new [map]: its examples and mapping load from the files it names
             self.learned.close()
@@ -292,6 +325,7 @@ class ControlSurface:
             notes.append(self.learned.open() or "[map] off")
         self.show = show
         notes = ([f"{len(changed)} value(s) changed"] if changed else []) + notes
+        notes += [f"[{name}] applied" for name in ("schedule", "attract") if getattr(show, name) != getattr(old, name)]
         if show.tempo.source != old.tempo.source:
             notes.append("[tempo] source changed: restart the show to apply it")
         return notes

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from live.control.reader import ParamReader
+from live.control.schedule import REST
 from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.params import Event, Param
@@ -40,13 +41,18 @@ STAGES.register("mask", MaskStage.from_show, MaskSection)
 #: Between camera frames, a moved control re-renders the last frame; renders start at most this often (a projector
 #: shows no more).
 RERENDER_S = 1 / 60
+#: While the show rests (/live/rest, live/control/schedule.py) no stage runs: a black frame goes out this often, so
+#: the outputs, the recording and the watchdog (live/service.py) see the show alive at almost no cost.
+REST_FRAME_S = 0.5
 
 
 class ChainThread(BasePart):
     """Newest frame in, processed frame out; a stage that fails passes its input through and says so once.
 
     A control that moves between camera frames re-renders the last frame at once, so a fader answers within one
-    inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps)."""
+    inference, not one inference plus the wait for the camera's next frame (33 ms at 30 fps). While the show rests,
+    camera frames still go to the taps (the analysis, whose presence may wake the show), but no stage runs: a black
+    frame goes out every REST_FRAME_S instead."""
 
     def __init__(self, stages: Sequence[Stage], reader: ParamReader, inbox: Mailbox[Frame],
                  out: Mailbox[Frame], say: Callable[[str], None] = print,
@@ -138,7 +144,7 @@ class ChainThread(BasePart):
             swap.done.set()
 
     def _run(self) -> None:
-        last, seen, began = None, -1, 0.0
+        last, seen, began, black = None, -1, 0.0, 0.0
         while not self._stop.is_set():
             if self._swap is not None:
                 self._take_swap()
@@ -155,6 +161,14 @@ class ChainThread(BasePart):
             else:
                 for tap in self.taps:
                     tap(frame)
+            if self.reader.tree.snapshot.get(REST):
+                now = time.perf_counter()
+                if now - black >= REST_FRAME_S:
+                    black = now
+                    self.out.put(Frame(np.zeros_like(frame.image), frame.captured, frame.index, now))
+                last, seen = None, self.writes  # waking renders the next camera frame, not a stale one
+                self._armed = True
+                continue
             last, seen = frame, self.writes
             self._armed = True
             now = began = time.perf_counter()

@@ -31,9 +31,11 @@ def draw(image: np.ndarray, lines: list[str]) -> np.ndarray:
 
 def lines(name: str, values: Mapping, latency_ms: float, dropped: int, parts: list[str], reload_error: str) -> list[str]:
     """The HUD's lines: what a performer needs to know at a glance, each part's status, problems last."""
+    attract = "" if "/live/attract" not in values else "  attract " + ("active" if values["/live/attract"] else "idle")
     out = [f"{name}  latency {latency_ms:.0f} ms  dropped {dropped}",
            f"{values.get('/tempo/bpm', 0):.1f} bpm  cue {values.get('/scene/cue', '-')}"
-           + ("  BLACKOUT" if values.get("/live/blackout") else "")]
+           + ("  BLACKOUT" if values.get("/live/blackout") else "") + ("  REST" if values.get("/live/rest") else "")
+           + attract]
     out += parts
     measured = [(a, v) for a, v in values.items() if a.startswith("/in/") and "/band/" not in a and "/grid/" not in a]
     for kind in ("audio", "video"):  # the measured inputs, a line each: what the show hears and sees
