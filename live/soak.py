@@ -88,11 +88,9 @@ def timetable(seconds: float, kinds: tuple[str, ...], seed: int = 0) -> list[tup
 
 def soak_show(show_path: Path, folder: Path, source: str, osc_port: int, status_port: int) -> tuple[Path, dict]:
     """A copy of the show as the soak plays it: its camera `source`, OSC on `osc_port` from this machine, audio (if
-    on) to JACK's "system", no window or recording, `[status]` on `status_port` where the show knows that
-    section; model paths made absolute. Returns its path and its data."""
+    on) to JACK's "system", no window or recording, `[status]` (its /metrics) on `status_port`; model paths made
+    absolute. Returns its path and its data."""
     import tomli_w
-
-    from live.show import Show
 
     try:
         data = tomllib.loads(show_path.read_text())
@@ -110,8 +108,7 @@ def soak_show(show_path: Path, folder: Path, source: str, osc_port: int, status_
     data["osc"] = {**data.get("osc", {}), "enabled": True, "host": "127.0.0.1", "port": osc_port, "allow": []}
     data["oscquery"] = {**data.get("oscquery", {}), "port": 0, "zeroconf": False}
     data["outputs"] = [o for o in data.get("outputs", []) if o.get("kind") not in ("window", "record")]
-    if "status" in Show.model_fields:  # the Prometheus endpoint, once the show has one
-        data["status"] = {**data.get("status", {}), "port": status_port, "bind": "127.0.0.1"}
+    data["status"] = {**data.get("status", {}), "port": status_port, "bind": "127.0.0.1"}  # its /metrics
     path = folder / show_path.name
     path.write_text(tomli_w.dumps(data))
     return path, data
@@ -372,7 +369,7 @@ class Soak:
                 source = src
             self.osc_port, status_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
             self.copy, self.data = soak_show(self.show_path, folder, source, self.osc_port, status_port)
-            self.status_port = status_port if "status" in self.data else None
+            self.status_port = status_port
             if not self.data.get("audio", {}).get("enabled", True):
                 kinds.remove("audio")
             self.good = self.copy.read_text()

@@ -130,7 +130,7 @@ def test_window_on_a_display_shows_the_stylized_frame(tmp_path, camera_file, xvf
     assert code == 0, output
     assert "Output: window 'live'" in output
     match = cv2.matchTemplate(shot, expected, cv2.TM_CCOEFF_NORMED).max()
-    assert shown, f"stylized frame not on screen (best match {match:.2f})"
+    assert shown, f"stylized frame not on screen (best match {match:.2f}); the show said:\n{output}"
     camera_match = cv2.matchTemplate(shot, image, cv2.TM_CCOEFF_NORMED).max()
     assert match > camera_match  # it is the stylized frame, not the raw camera
 
