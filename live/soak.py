@@ -57,7 +57,9 @@ DOWN_S = 2.0  # how long the source and the JACK server stay away
 FUZZ_PACKETS = 2000  # datagrams per OSC fault
 START_S = 180.0  # the show loads its models before it plays
 STOP_S = 30.0
-SWAP_MODELS = ("styles-procedural.json", "styles-cpu.json")  # the model fault's other model: the first not the show's
+#: The model fault's other model: the show's model's fp16 twin (or the full-precision one), where there is one (the
+#: same styles, so the save plays), else the first of these that is not the show's.
+SWAP_MODELS = ("styles-procedural.json", "styles-cpu.json")
 MIN_S = 30.0  # the shortest soak: every kind of fault, each with time to recover
 SHOW_LINES = 60  # the show's last lines kept in the report
 _PLAYED = re.compile(r"Played ([\d.]+) s: (\d+) frames, ([\d.]+) fps, latency p50 ([\d.]+) ms / p95 ([\d.]+) ms, "
@@ -283,17 +285,22 @@ class Soak:
     def _model(self) -> tuple[float | None, str]:
         video = self.data.get("video", {})
         mine = Path(str(video.get("model", ""))).name
-        other = self.swap_model or next(m for m in SWAP_MODELS if m != mine)
-        other_path = Path(other) if Path(other).is_absolute() else \
-            Path(__file__).resolve().parent.parent / "exported_models" / Path(other).name
+        shipped = Path(__file__).resolve().parent.parent / "exported_models"
+        twins = (mine.replace(".json", "-fp16.json"), mine.replace("-fp16.json", ".json"))
+        other = self.swap_model or next(m for m in (*twins, *SWAP_MODELS) if m != mine and (shipped / m).is_file())
+        other_path = Path(other) if Path(other).is_absolute() else shipped / Path(other).name
         swapped = self._video_model(other_path)
+        played = ("[video] now plays", "[video] not applied")  # the swap thread's word, once the model is open
         at = time.monotonic()
         self.copy.write_text(swapped)
         there = self._line_since("Show: reloaded", at, RECOVER_S)
+        swap = self._line_since(played, at, RECOVER_S) if there and "opening beside" in there[1] else None
         at = time.monotonic()
         self.copy.write_text(self.good)
-        back = self._said_since("Show: reloaded", at, RECOVER_S)
-        how = "not reloaded" if there is None else "restart to apply" if "restart" in there[1] else "applied"
+        back = self._said_since(played if swap else "Show: reloaded", at, RECOVER_S)
+        how = ("not reloaded" if there is None else "restart to apply" if "restart" in there[1] else
+               "not swapped: no word from the swap" if swap is None else
+               "swapped and back" if "now plays" in swap[1] else "refused, the running one played on")
         return (back if there is not None else None), f"{mine} -> {other_path.name} -> {mine} ({how})"
 
     def _video_model(self, model: Path) -> str:
