@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -156,21 +157,29 @@ def run_live(args: list[str], env: dict[str, str] | None = None, timeout: float 
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def xvfb():
-    """An X server on a free display number; yields the DISPLAY value."""
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """An X server of our own; returns it and its DISPLAY value once it answers. The server picks a free display
+    number itself (-displayfd: by its lock files, so two test sessions never share one) and writes it to a pipe."""
     if not shutil.which("Xvfb"):
         pytest.fail("Xvfb is not installed (make test installs the xvfb package)")
-    number = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.05)
-    yield f":{number}"
+    read, write = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        ready, _, _ = select.select([pipe], [], [], 10)
+        number = pipe.readline().strip() if ready else ""
+    if not number.isdigit():
+        proc.kill()
+        pytest.fail("Xvfb did not start")
+    return proc, f":{number}"
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """The session's X server; yields the DISPLAY value."""
+    proc, display = start_xvfb()
+    yield display
     proc.terminate()
     proc.wait(timeout=5)
 

@@ -4,35 +4,13 @@ healthy; a display that goes away mid-show leaves the recording running."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
-import pytest
-
-from fixtures_live import LiveProcess, decode_frames, free_port, headless_env, run_live, show_with
-
-
-def private_xvfb() -> tuple[subprocess.Popen, str]:
-    """An X server of this test's own (it is killed mid-show, so never the session's)."""
-    if not shutil.which("Xvfb"):
-        pytest.fail("Xvfb is not installed (make test installs the xvfb package)")
-    number = next(n for n in range(200, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                  and not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.05)
-    return proc, f":{number}"
+from fixtures_live import LiveProcess, decode_frames, free_port, headless_env, run_live, show_with, start_xvfb
 
 
 def test_a_display_that_goes_away_leaves_the_recording_running(tmp_path, camera_file):
-    server, display = private_xvfb()
+    server, display = start_xvfb()  # its own server (killed mid-show), never the session's
     out = tmp_path / "out.mp4"
     show = show_with(tmp_path, osc={"port": free_port()}, audio={"enabled": False})
     try:
