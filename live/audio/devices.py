@@ -49,6 +49,9 @@ class Device:
 
 _abandoned: list[Any] = []  # dead streams: referenced forever (PortAudio still points at their C state), never closed
 _poisoned = False  # the PortAudio in use lost a stream: terminating it would hang or abort the process
+#: The PortAudio library file this process first loaded, the source of each fresh copy: once a copy replaces it, it
+#: is unloaded (its last reference gone) and no longer in /proc/self/maps.
+_portaudio_file: str | None = None
 _libjack: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not installed
 JACK_NO_START_SERVER = 0x01
 
@@ -131,12 +134,15 @@ def _may_terminate() -> bool:
 
 
 def _fresh_portaudio() -> None:
-    """Load and initialise a private copy of the PortAudio library; the poisoned one stays loaded, untouched.
+    """Load and initialise a private copy of the PortAudio library; the poisoned one is never terminated (that
+    would hang), only unloaded once the copy replaces it.
 
     A copy is needed because the dynamic loader hands the already-loaded library back for the same file.
     """
-    global _poisoned
-    original = sd._libname if os.path.isabs(sd._libname) else _loaded_path("libportaudio")
+    global _poisoned, _portaudio_file
+    if _portaudio_file is None:
+        _portaudio_file = sd._libname if os.path.isabs(sd._libname) else _loaded_path("libportaudio")
+    original = _portaudio_file
     if original is None:
         raise sd.PortAudioError("PortAudio lost its device and cannot be restarted in this process")
     folder = tempfile.mkdtemp(prefix="live-portaudio-")
