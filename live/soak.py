@@ -47,7 +47,8 @@ from live.errors import LiveError
 
 KINDS = ("source", "audio", "reload", "osc", "model")
 #: The issue's goals for one hour: (report key, limit, what it means).
-GOALS = (("crashes", 0, "crashes"), ("rss_growth_pct", 1.0, "RSS growth %"),
+GOALS = (("crashes", 0, "crashes"), ("faults_not_recovered", 0, "faults not recovered"),
+         ("rss_growth_pct", 1.0, "RSS growth %"),
          ("latency_p95_drift_pct", 5.0, "latency p95 drift %"),
          ("dropped_outside_faults_pct", 0.1, "dropped frames % outside fault windows"))
 EVERY_S = (20.0, 30.0)  # a fault every this many seconds in a long run (random within; shorter runs pack them)
@@ -499,6 +500,7 @@ class Soak:
             "faults": {k: self.count.get(k, 0) for k in KINDS},
             "faults_recovered": {k: sum(1 for f in self.faults if f["kind"] == k and f["recovered_s"] is not None)
                                  for k in KINDS},
+            "faults_not_recovered": sum(1 for f in self.faults if f["recovered_s"] is None),
             "faults_skipped": [k for k in KINDS if k not in kinds],
             "fault_log": self.faults,
             "crashes": len(self.crashes), "crash_log": self.crashes,

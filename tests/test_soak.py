@@ -40,7 +40,8 @@ def test_a_display_that_goes_away_leaves_the_recording_running(tmp_path, camera_
     assert times[-1] > killed + 4.0 and len(after) > 20, (killed, len(after), times[-1])
 
 
-REPORT_KEYS = {"show", "seconds", "warmup_s", "measured_by", "faults", "faults_recovered", "faults_skipped",
+REPORT_KEYS = {"show", "seconds", "warmup_s", "measured_by", "faults", "faults_recovered", "faults_not_recovered",
+               "faults_skipped",
                "fault_log", "crashes", "crash_log", "rss_mb", "rss_growth_pct", "threads", "fds", "latency_p95_ms",
                "latency_p95_drift_pct", "frames", "dropped", "dropped_pct", "dropped_outside_faults",
                "dropped_outside_faults_pct", "audio_underruns", "playing_s_by_quarter", "frames_by_quarter",
