@@ -24,6 +24,7 @@ from pathlib import Path
 
 import sdnotify
 
+from live.children import end_child
 from live.errors import LiveError
 
 PING_S = 1.0  # the output loop pings the watchdog at most this often
@@ -192,11 +193,7 @@ class Supervisor:
     def _end(child: subprocess.Popen) -> int:
         """Stop the child: SIGTERM (the show closes its outputs, a recording stays playable), SIGKILL after 5 s."""
         child.terminate()
-        try:
-            return child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            return child.wait()
+        return end_child(child, 5.0)
 
     def _record(self, cause: str, ran: float, wait: float) -> None:
         self.restarts += 1

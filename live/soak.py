@@ -139,23 +139,37 @@ def read_metrics(port: int, timeout: float = 0.5) -> dict[str, float] | None:
     return out
 
 
-def tree_figures(pid: int) -> dict[str, float] | None:
-    """RSS (MB), threads and open files of a process and its children (the synth's render process); None if gone."""
+def tree_figures(pid: int) -> dict[str, Any] | None:
+    """RSS (MB), threads and open files of a process and its children (the synth's render process, a window), and
+    each one's RSS by name ("show", "render_process", "window", "ffmpeg"), so growth can be pinned on one; None if
+    the show is gone."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return None
     rss = threads = fds = 0
+    by_process: dict[str, float] = {}
     for proc in procs:
         try:
             with proc.oneshot():
-                rss += proc.memory_info().rss
+                mine = proc.memory_info().rss
                 threads += proc.num_threads()
                 fds += proc.num_fds()
+                name = "show" if proc is root else process_name(proc.cmdline())
         except psutil.Error:
             continue
-    return {"rss_mb": rss / 2**20, "threads": threads, "fds": fds}
+        rss += mine
+        by_process[name] = round(by_process.get(name, 0.0) + mine / 2**20, 1)
+    return {"rss_mb": rss / 2**20, "threads": threads, "fds": fds, "rss_by_process": by_process}
+
+
+def process_name(cmdline: list[str]) -> str:
+    """A child's name for the report: the module a Python child runs (`-m live.audio.render_process` gives
+    "render_process"), else its program's name."""
+    if "-m" in cmdline[:-1]:
+        return cmdline[cmdline.index("-m") + 1].rsplit(".", 1)[-1]
+    return Path(cmdline[0]).name if cmdline else "?"
 
 
 class Soak:
@@ -507,6 +521,9 @@ class Soak:
             "rss_mb": {"start": round(start["rss_mb"], 1) if start else None,
                        "end": round(end["rss_mb"], 1) if end else None},
             "rss_growth_pct": growth,
+            "rss_mb_by_process": {name: {"start": start["rss_by_process"].get(name), "end": mb}
+                                  for name, mb in end["rss_by_process"].items()} if start and end else {},
+            "rss_mb_by_minute": [s["rss_mb"] and round(s["rss_mb"], 1) for s in samples[::60]],
             "threads": span("threads"), "fds": span("fds"),
             "latency_p95_ms": {"first": first, "last": last, "overall": p95_overall},
             "latency_p95_drift_pct": drift,
@@ -554,6 +571,8 @@ def print_report(r: dict[str, Any], print_: Callable[[str], None] = print) -> No
         ("crashes", str(r["crashes"])),
         ("RSS", f"{num(r['rss_mb']['start'], '.1f')} -> {num(r['rss_mb']['end'], '.1f')} MB "
                 f"({num(r['rss_growth_pct'], '+.2f', ' %')})"),
+        ("RSS by process", ", ".join(f"{name} {num(mb['start'], '.1f')} -> {num(mb['end'], '.1f')}"
+                                     for name, mb in r["rss_mb_by_process"].items()) or "n/a"),
         ("threads", f"{num(r['threads']['start'])} -> {num(r['threads']['end'])} (max {num(r['threads']['max'])})"),
         ("open files", f"{num(r['fds']['start'])} -> {num(r['fds']['end'])} (max {num(r['fds']['max'])})"),
         ("latency p95", f"first {num(r['latency_p95_ms']['first'], '.1f', ' ms')}, last "

@@ -92,13 +92,13 @@ def engine_recovers(name: str, decoder: Path) -> str:
 
         drain = threading.Thread(target=drain_and_play)
         drain.start()
-        killed = server.kill()
-        assert wait_for(lambda: engine.stats()["lost"] == 1, 3.0), f"the loss was never noticed: {said}"
+        killed = server.kill()  # (the counters move just before the line is said: wait for both)
+        assert wait_for(lambda: engine.stats()["lost"] == 1 and said, 3.0), f"the loss was never noticed: {said}"
         detected = said[0][0] - killed
         assert engine.status().startswith("audio: JACK server gone, silent, retrying; ")
         time.sleep(1.5)
         restarted = server.start()
-        assert wait_for(lambda: engine.stats()["reopened"] == 1, 5.0), f"audio never came back: {said}"
+        assert wait_for(lambda: engine.stats()["reopened"] == 1 and len(said) >= 2, 5.0), f"audio never came back: {said}"
         back = said[-1][0] - restarted
         assert wait_for(lambda: "PortAudio:out_0" in server.ports(), 2.0), server.ports()
         done.set()
@@ -111,7 +111,7 @@ def engine_recovers(name: str, decoder: Path) -> str:
         assert wait_for(lambda: engine.stats()["lost"] == 2, 3.0), f"the second loss was never noticed: {said}"
         time.sleep(1.0)
         server.start()
-        assert wait_for(lambda: engine.stats()["reopened"] == 2, 5.0), f"audio never came back again: {said}"
+        assert wait_for(lambda: engine.stats()["reopened"] == 2 and len(said) >= 4, 5.0), f"audio never came back again: {said}"
         closing = time.monotonic()
     finally:
         engine.close()

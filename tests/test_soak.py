@@ -42,7 +42,7 @@ def test_a_display_that_goes_away_leaves_the_recording_running(tmp_path, camera_
 
 REPORT_KEYS = {"show", "seconds", "warmup_s", "measured_by", "faults", "faults_recovered", "faults_not_recovered",
                "faults_skipped",
-               "fault_log", "crashes", "crash_log", "rss_mb", "rss_growth_pct", "threads", "fds", "latency_p95_ms",
+               "fault_log", "crashes", "crash_log", "rss_mb", "rss_growth_pct", "rss_mb_by_process", "rss_mb_by_minute", "threads", "fds", "latency_p95_ms",
                "latency_p95_drift_pct", "frames", "dropped", "dropped_pct", "dropped_outside_faults",
                "dropped_outside_faults_pct", "audio_underruns", "playing_s_by_quarter", "frames_by_quarter",
                "samples", "show_lines", "goals", "pass"}
@@ -68,6 +68,9 @@ def test_a_short_soak_injects_every_fault_and_the_show_plays_through(tmp_path):
     assert all(seconds > 0 for seconds in report["playing_s_by_quarter"]), (report["playing_s_by_quarter"], lines)
     assert all(frames is None or frames > 0 for frames in report["frames_by_quarter"]), report["frames_by_quarter"]
     assert report["frames"] > 100 and report["audio_underruns"] is not None, lines
+    by_process = report["rss_mb_by_process"]  # the synth's own process is measured apart from the show's
+    assert {"show", "render_process"} <= set(by_process) and by_process["show"]["end"] > 50, by_process
+    assert abs(sum(mb["end"] for mb in by_process.values()) - report["rss_mb"]["end"]) < 1.0, report["rss_mb"]
     assert report["threads"]["end"] <= report["threads"]["start"] + 3, report["threads"]
     assert report["fds"]["end"] <= report["fds"]["start"] + 5, report["fds"]
     assert set(report["goals"]) == {key for key, _, _ in GOALS} and report["goals"]["crashes"]["pass"]

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from live.audio.shm_ring import Seqlock, ShmRing
+from live.children import end_child
 from live.clock_offset import ClockOffset
 from live.errors import LiveError
 
@@ -193,11 +194,7 @@ class RenderProcess:
             self._conn.close()
             self._conn = None
         if self.process is not None:
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:  # stuck in a native call: it must not outlive the show
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+            end_child(self.process, STOP_TIMEOUT_S)
             self.process = None
 
     @property

@@ -27,6 +27,7 @@ os.environ.setdefault("QT_LOGGING_RULES", "*.warning=false")  # OpenCV's Qt High
 import cv2  # noqa: E402
 
 from live.audio.shm_ring import Seqlock  # noqa: E402
+from live.children import end_child  # noqa: E402
 from live.errors import LiveError  # noqa: E402
 from live.parts import BasePart, KindSection, Kinds, Part, close_in_reverse, open_in_order  # noqa: E402
 from live.video import hud  # noqa: E402
@@ -154,11 +155,7 @@ class WindowOutput(BasePart):
             self._conn.close()
             self._conn = None
         if self.process is not None:
-            try:
-                self.process.wait(WINDOW_STOP_S)
-            except subprocess.TimeoutExpired:  # stuck in the display: it must not outlive the show
-                self.process.kill()
-                self.process.wait(WINDOW_STOP_S)
+            end_child(self.process, WINDOW_STOP_S)
             self.process = None
         if self._frame is not None:
             self._frame.close()
