@@ -209,7 +209,8 @@ def _soak(args: argparse.Namespace) -> int:
     from live.soak import Soak, print_report
 
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
-    result = Soak(load_show(args.show).path, seconds, args.source, args.swap_model).run()
+    faults = tuple(k for k in args.faults.split(",") if k)
+    result = Soak(load_show(args.show).path, seconds, args.source, args.swap_model, faults=faults).run()
     print_report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -349,6 +350,8 @@ def parser() -> argparse.ArgumentParser:
                                        "without the source fault")
     soak.add_argument("--swap-model", metavar="MODEL.json", help="the model fault's other [video] model (default: "
                                                                  "styles-procedural, or styles-cpu)")
+    soak.add_argument("--faults", default="source,audio,reload,osc,model", metavar="KINDS",
+                      help="the fault kinds to inject, comma-separated (default: all, %(default)s)")
     soak.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     soak.add_argument("--strict", action="store_true", help="exit 1 if a goal fails")
     soak.set_defaults(func=_soak)

@@ -176,12 +176,17 @@ class Soak:
     """One soak run; `run()` returns the report (see `report`)."""
 
     def __init__(self, show_path: Path, seconds: float, source: str | None = None, swap_model: str | None = None,
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, faults: tuple[str, ...] = KINDS) -> None:
+        """`faults`: the kinds to inject (default all), to pin a leak or a failure on one kind."""
+        unknown = [k for k in faults if k not in KINDS]
+        if unknown or not faults:
+            raise LiveError(f"--faults {','.join(faults)}: {', '.join(unknown) or 'none given'} is not a fault kind",
+                            f"give some of {','.join(KINDS)}")
         if seconds < MIN_S:
             raise LiveError(f"{seconds:g} s is too short for a soak: each fault kind needs a few seconds to recover",
                             f"give at least {MIN_S:g} s, e.g. --minutes 60")
         self.show_path, self.seconds, self.say = show_path, seconds, say
-        self.user_source, self.swap_model = source, swap_model
+        self.user_source, self.swap_model, self.kinds = source, swap_model, faults
         self.samples: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self.crashes: list[dict[str, Any]] = []
@@ -379,20 +384,20 @@ class Soak:
             stack.callback(self.children.close)
             start_jack(self.children, self.jack_name)
             self.jack = self.children.procs[-1]
-            kinds = list(KINDS)
+            kinds = list(self.kinds)
             src = self.user_source
             if src in (None, "builtin") or Path(src).is_file():
                 self.fifo = folder / "camera.fifo"
                 os.mkfifo(self.fifo)
                 self.writer = self.children.start(self._writer_args(self.fifo))
                 source = str(self.fifo)
-            else:  # a camera or a stream the soak cannot take away
+            elif "source" in kinds:  # a camera or a stream the soak cannot take away
                 kinds.remove("source")
                 source = src
             self.osc_port, status_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
             self.copy, self.data = soak_show(self.show_path, folder, source, self.osc_port, status_port)
             self.status_port = status_port
-            if not self.data.get("audio", {}).get("enabled", True):
+            if not self.data.get("audio", {}).get("enabled", True) and "audio" in kinds:
                 kinds.remove("audio")
             self.good = self.copy.read_text()
             self.count = dict.fromkeys(KINDS, 0)
