@@ -11,6 +11,7 @@ never jumps mid-phrase, and a beat between loop starts costs a list filter.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -27,22 +28,29 @@ EXPORTED = Path(__file__).resolve().parents[2] / "exported_models"
 ENCODER = EXPORTED / "music-vae-encoder.json"
 DECODER = EXPORTED / "music-vae-decoder.json"
 LOOP_STEPS = 2 * BAR_STEPS  # the VAE's melodies are two bars
-RETRAIN = "train the music VAE again with `live train music` (it writes both files and their manifests)"
+RETRAIN = "train the music VAE with `live train music` (it writes the encoder, the decoder and their manifests)"
 
 
 def open_model(path: Path, kind: str, providers: tuple[str, ...], threads: int, backend: str,
                ) -> tuple[Manifest, Session]:
     """A manifest of `kind` (its sha256 checked) and its session; LiveError naming the file and the fix."""
-    manifest = load_manifest(path)
+    try:
+        manifest = load_manifest(path)
+    except LiveError as err:
+        raise LiveError(err.what, RETRAIN if path.parent == EXPORTED else err.fix) from None
     if manifest.kind != kind:
-        raise LiveError(f"{path} is a {manifest.kind} model, not a {kind} one", f"use exported_models/{path.name}")
+        raise LiveError(f"{path} is a {manifest.kind} model, not a {kind} one",
+                        f"use exported_models/{ENCODER.name if kind == 'music-encoder' else DECODER.name}")
     return manifest, BACKENDS.get(backend)(manifest.onnx_path, providers, threads)
 
 
+@functools.cache
 def out_of_key(key: Key) -> np.ndarray:
     """The tokens that start a note outside `key` (a mask over the vocabulary)."""
     scale = key.scale()
-    return np.array([(pitch := token_pitch(t)) is not None and pitch % 12 not in scale for t in range(VOCAB)])
+    mask = np.array([(pitch := token_pitch(t)) is not None and pitch % 12 not in scale for t in range(VOCAB)])
+    mask.flags.writeable = False  # shared by every call for this key
+    return mask
 
 
 def towards(notes: list[Note], register: int) -> list[Note]:
@@ -106,6 +114,7 @@ class Morph:
         (mean,) = self._encoder.run(["mu"], {"tokens": tokens[None]})
         self.melodies = {**self.melodies, which: tokens}  # replaced whole: plan may read them from another thread
         self._means = {**self._means, which: mean[0].astype(np.float32)}
+        self._melodies_key = key_of([n for tokens in self.melodies.values() for n in decode(tokens)])
 
     def plan(self, heard: Heard, start: int, steps: int, controls: Controls) -> list[Note]:
         """The loop's notes starting in start..start+steps (see live.music.modes.Mode)."""
@@ -125,7 +134,7 @@ class Morph:
             return controls.key
         if heard.notes:
             return heard.key
-        return key_of(decode(self.melodies["a"]) + decode(self.melodies["b"]))
+        return self._melodies_key
 
     def _refresh(self, heard: Heard, controls: Controls) -> None:
         morph = min(max(float(controls.morph), 0.0), 1.0)
