@@ -137,3 +137,13 @@ def test_morph_key_lock_and_store(standin_vae) -> None:  # noqa: F811
         mode.store("b", played, 0)
     with pytest.raises(LiveError, match="music-decoder model, not a music-encoder"):
         Morph(decoder, decoder)
+
+
+def test_chord_prior_labels_four_voice_beats() -> None:
+    """The labeller the transition prior was measured with (live/train/chord_prior.py) on a four-voice I IV V I
+    cadence in C, and a beat of passing notes that fits no chord."""
+    from live.train.chord_prior import beat_chords
+
+    voicings = [(48, 64, 67, 72), (53, 65, 69, 72), (55, 62, 67, 71), (48, 64, 67, 72), (49, 51, 54, 56)]
+    notes = [Note(STEPS_PER_BEAT * beat, STEPS_PER_BEAT, p) for beat, chord in enumerate(voicings) for p in chord]
+    assert beat_chords(notes) == [(C_MAJOR, 0), (C_MAJOR, 3), (C_MAJOR, 4), (C_MAJOR, 0), None]
