@@ -116,6 +116,16 @@ def movement(voicing: tuple[int, ...], before: tuple[int, ...]) -> float:
     return float(sum(min(abs(p - q) for q in before) for p in voicing))
 
 
+def bass(chord: Chord, role: int, ceiling: int) -> int:
+    """The chord's root (role 0), third (1) or fifth (2) in the bass register, under the performer's line."""
+    pitch = BASS_LOW + (chord.root - BASS_LOW) % 12 + chord.intervals[role]
+    if pitch > BASS_HIGH:
+        pitch -= 12
+    while pitch >= ceiling and pitch - 12 >= BASS_FLOOR:
+        pitch -= 12
+    return pitch
+
+
 class Accompany:
     """Bass and chords under the performer (the live mode "accompany")."""
 
@@ -124,8 +134,7 @@ class Accompany:
     def __init__(self, rest_after_bars: int = 2) -> None:
         """`rest_after_bars`: the accompaniment stops when the performer has played nothing for this many bars."""
         self.rest_after = rest_after_bars * BAR_STEPS
-        self.chord: Chord | None = None  # the chord sounding, for status and tests
-        self.key: Key | None = None
+        self.chord: Chord | None = None  # the chord sounding, for status
         self._voicing: tuple[int, ...] = ()
         self._decided_at = -1
 
@@ -143,48 +152,35 @@ class Accompany:
             if step % BAR_STEPS not in hits:
                 continue
             weights = heard_weights(heard.notes, step, span)
-            changed = self._decide(weights, key, step)
-            assert self.chord is not None
+            chord, changed = self._decide(weights, key, step)
             recent = [n.pitch for n in heard.notes if n.start + n.steps > step - BAR_STEPS]
             ceiling = min(recent, default=CHORD_HIGH + 1)
             latest = heard_weights(heard.notes, step, span, older=0.0)
-            seventh = latest[self.chord.pitch_classes(True)[3]] >= SEVENTH_HEARD * max(latest.sum(), 1.0)
-            self._voicing = self._voice(self.chord.pitch_classes(seventh), ceiling)
+            seventh = latest[chord.pitch_classes(True)[3]] >= SEVENTH_HEARD * max(latest.sum(), 1.0)
+            self._voicing = self._voice(chord.pitch_classes(seventh), ceiling)
             notes += [Note(step, span, p) for p in self._voicing]
-            notes.append(Note(step, span, self._bass(0 if changed else BASS_ROLE[step % BAR_STEPS], ceiling)))
+            notes.append(Note(step, span, bass(chord, 0 if changed else BASS_ROLE[step % BAR_STEPS], ceiling)))
         return notes
 
-    def _decide(self, weights: np.ndarray, key: Key, step: int) -> bool:
-        """Choose the chord at `step` (at most once a step); True if it changed."""
-        if step == self._decided_at:
-            return False
+    def _decide(self, weights: np.ndarray, key: Key, step: int) -> tuple[Chord, bool]:
+        """The chord at `step` (chosen once a step) and whether it changed there."""
+        if step == self._decided_at and self.chord is not None:
+            return self.chord, False
         self._decided_at = step
         chords = diatonic_chords(key)
         before = self.chord
         previous = next((i for i, c in enumerate(chords) if before and c.root == before.root
                          and c.intervals[:3] == before.intervals[:3]), None)
-        self.key = key
         if not weights.any():
             self.chord = chords[previous if previous is not None else 0]
         else:
             fit = np.array([chord_fit(c, weights / weights.sum()) for c in chords])
             prior = LOG_TRANSITIONS[key.minor][previous] if previous is not None else 0.0
             self.chord = chords[int(np.argmax(fit + PRIOR_WEIGHT * prior))]
-        return self.chord != before
+        return self.chord, self.chord != before
 
     def _voice(self, pitch_classes: tuple[int, ...], ceiling: int) -> tuple[int, ...]:
         """The voicing below `ceiling` (the lowest if none is) that moves least from the last one."""
         candidates = voicings(pitch_classes)
         below = [v for v in candidates if v[-1] < ceiling] or [min(candidates, key=lambda v: v[-1])]
         return min(below, key=lambda v: (movement(v, self._voicing), -v[-1]))
-
-    def _bass(self, role: int, ceiling: int) -> int:
-        """The chord's root (role 0), third (1) or fifth (2) in the bass register, under the performer's line."""
-        assert self.chord is not None
-        root = BASS_LOW + (self.chord.root - BASS_LOW) % 12
-        pitch = root + self.chord.intervals[role]
-        if pitch > BASS_HIGH:
-            pitch -= 12
-        while pitch >= ceiling and pitch - 12 >= BASS_FLOOR:
-            pitch -= 12
-        return pitch
