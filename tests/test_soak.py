@@ -75,3 +75,12 @@ def test_a_short_soak_injects_every_fault_and_the_show_plays_through(tmp_path):
     assert report["fds"]["end"] <= report["fds"]["start"] + 5, report["fds"]
     assert set(report["goals"]) == {key for key, _, _ in GOALS} and report["goals"]["crashes"]["pass"]
     assert "soak: PASS" in output or "soak: FAIL" in output
+
+
+def test_an_unknown_fault_kind_is_refused_by_name(tmp_path):
+    """`live soak --faults` names what it does not know and what it knows, before anything starts."""
+    show = show_with(tmp_path, osc={"port": free_port()}, stages=[])
+    result = run_live(["soak", str(show), "--seconds", "40", "--faults", "audio,camera"], timeout=30)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output
+    assert "camera is not a fault kind" in output and "source,audio,reload,osc,model" in output, output
