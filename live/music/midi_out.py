@@ -3,7 +3,7 @@
 The music thread plans a beat's notes ahead of it; they wait here in a bounded schedule (the earliest first; when it
 is full, the newest note is dropped and counted) and one thread of ours sends each at its perf_counter() time, so
 the music thread never waits on MIDI. The port is our own rtmidi output: connected to the first port whose name
-starts with `[music] midi_out`, or, with none named, a virtual port other software connects to. With JACK MIDI
+starts with `[music] midi_out`, or, with none named, a virtual port ("live:music") other software connects to. With JACK MIDI
 (`[midi] api = "jack"`) it is a JACK client.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,12 @@ import rtmidi
 from live.control.midi import API
 from live.control.priority import favour_this_thread
 
-CLIENT = "live-music"
-VIRTUAL_PORT = "out"
+#: Our client is named like the show's MIDI control client ("live"), whose port scan skips its own client's ports
+#: (live/control/midi.py: "live:", or "live-01:" once JACK renamed the second): a show reading every input port
+#: never hears its own generated notes as the performer's.
+CLIENT = "live"
+OWN = re.compile(rf"^{CLIENT}(-\d+)?:")
+VIRTUAL_PORT = "music"
 PENDING = 512  # messages waiting to be sent (a few bars of busy melody); more are dropped, counted
 IDLE_S = 0.5
 CLOSE_S = 1.0
@@ -51,16 +56,17 @@ class MidiOut:
             return (f"Music MIDI out: unavailable ({str(err).strip()}); generated notes are not sent\n"
                     "  fix: start the MIDI system (JACK, or the ALSA sequencer), or set [music] output = \"synth\"")
         if self.port:
-            names = [n for n in out.get_ports() if not n.startswith(f"{CLIENT}:")]
-            match = next((i for i, n in enumerate(out.get_ports()) if n in names
-                          and n.lower().startswith(self.port.lower())), None)
+            ports = out.get_ports()
+            names = [n for n in ports if not OWN.match(n)]
+            match = next((i for i, n in enumerate(ports) if n in names and n.lower().startswith(self.port.lower())),
+                         None)
             if match is None:
                 out.delete()
                 there = ", ".join(repr(n) for n in names) or "none"
                 return (f"Music MIDI out: no output port starting with {self.port!r} (ports here: {there}); generated "
                         "notes are not sent\n  fix: connect the instrument, or set [music] midi_out to the start of "
                         "one of those names (\"\" = a virtual port)")
-            self.name = out.get_ports()[match]
+            self.name = ports[match]
             out.open_port(match, VIRTUAL_PORT)
         else:
             out.open_virtual_port(VIRTUAL_PORT)

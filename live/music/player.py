@@ -65,7 +65,7 @@ with warnings.catch_warnings():  # `register` names ABCMeta.register on the clas
         output: Literal[OUTPUTS] = Field("synth", description="who plays the generated notes: the show's synth, "
                                                               "MIDI out, or both")
         midi_out: str = Field("", description="MIDI output port (the start of its name); \"\" = a virtual port "
-                                              "'live-music:out' other software connects to")
+                                              "'live:music' other software connects to")
         channel: int = Field(1, ge=1, le=16, description="MIDI out channel")
         temperature: float = Field(0.9, ge=0.05, le=2.0)
         density: float = Field(0.5, ge=0.0, le=1.0)
