@@ -59,7 +59,12 @@ def test_the_controls_shape_what_the_model_draws(music_stand_in: Path) -> None:
     starts = {}
     for density in (0.1, 0.9):
         controls = Controls(density=density, register=60)
-        lines = [model.generate(prime, 16, 64, controls, A_MINOR, rng, first_note=True) for _ in range(4)]
+        lines = []
+        for _ in range(4):
+            line = model.line(prime, 16, A_MINOR, rng)
+            line.draw(4, controls, first_note=True)
+            line.draw(60, controls)  # drawn on: the same line as in one go
+            lines.append(np.array(line.tokens))
         for line in lines:
             assert line[0] >= tk.FIRST_PITCH
             assert not np.any((line[1:] == tk.HOLD) & (line[:-1] == tk.REST))

@@ -66,7 +66,8 @@ class MusicModel:
         self.name = manifest.name
         self.state_shape = tuple(int(n) for n in controls["state_shape"])
         self.session = open_session(manifest.onnx_path, ("cpu",), threads)  # a few µs a step: no GPU hand-off
-        self.cost = StepCost()
+        self._run(np.array([tk.REST]), 0, np.zeros(self.state_shape, np.float32))  # the first run allocates: not
+        self.cost = StepCost()  # on a beat
 
     def prime(self, tokens: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Run the model over `tokens` (the first at grid step `start`) from a fresh state: the logits for the step
@@ -92,21 +93,40 @@ class MusicModel:
         logits, state_out = self.session.run(["logits", "state_out"], feeds)
         return logits[0, -1], state_out
 
-    def generate(self, prime: np.ndarray, start: int, steps: int, controls: Controls, key: Key | None,
-                 rng: np.random.Generator, first_note: bool = False) -> np.ndarray:
-        """`steps` tokens for grid steps start..start+steps, continuing `prime` (which ends at `start`), drawn
-        under `controls` (key lock in `key`, if given). `first_note`: the first step starts a note."""
-        bias = logit_bias(controls, key)
-        logits, state = self.prime(prime, start - len(prime))
-        previous = int(prime[-1]) if len(prime) else tk.REST
-        out = np.empty(steps, np.int64)
+    def line(self, prime: np.ndarray, start: int, key: Key | None, rng: np.random.Generator) -> Line:
+        """A melody continuing `prime` (which ends at grid step `start`), to be drawn step by step."""
+        return Line(self, prime, start, key, rng)
+
+
+class Line:
+    """A melody the model draws a few steps at a time (a beat's worth, just before the beat), so an answer costs
+    a prime and one run a step, spread over its beats, and the controls of each moment shape its steps."""
+
+    def __init__(self, model: MusicModel, prime: np.ndarray, start: int, key: Key | None,
+                 rng: np.random.Generator) -> None:
+        self.model, self.key, self.rng = model, key, rng
+        self.start = start
+        self.logits, self.state = model.prime(prime, start - len(prime))
+        self.tokens: list[int] = []
+        self._previous = int(prime[-1]) if len(prime) else tk.REST
+        self._fed = True  # the last token drawn has been run through the model (its logits are the next step's)
+
+    @property
+    def end(self) -> int:
+        """The grid step after the last drawn."""
+        return self.start + len(self.tokens)
+
+    def draw(self, steps: int, controls: Controls, first_note: bool = False, no_hold: bool = False) -> None:
+        """`steps` more tokens under `controls` (key lock in the line's key). `first_note`: the first of them starts
+        a note; `no_hold`: the first of them does not hold the note before (it was released)."""
+        bias = logit_bias(controls, self.key)
         for i in range(steps):
-            token = draw(logits, bias, controls.temperature, rng, silent=previous == tk.REST,
-                         note=first_note and i == 0)
-            out[i] = previous = token
-            if i + 1 < steps:
-                logits, state = self.step(token, start + i, state)
-        return out
+            if not self._fed:
+                self.logits, self.state = self.model.step(self._previous, self.end - 1, self.state)
+            token = draw(self.logits, bias, controls.temperature, self.rng,
+                         silent=self._previous == tk.REST or (no_hold and i == 0), note=first_note and i == 0)
+            self.tokens.append(token)
+            self._previous, self._fed = token, False
 
 
 def logit_bias(controls: Controls, key: Key | None) -> np.ndarray:
@@ -117,11 +137,8 @@ def logit_bias(controls: Controls, key: Key | None) -> np.ndarray:
     bias[[tk.REST, tk.HOLD]] -= tilt / 2
     pitches = np.arange(tk.LOW, tk.HIGH + 1)
     allowed = np.abs(pitches - controls.register) <= REGISTER_SPAN
-    if controls.key_lock and key is not None:
+    if controls.key_lock and key is not None:  # a key has 7 or 8 of any 13 semitones: never all removed
         allowed &= np.isin(pitches % 12, sorted(key.scale()))
-    if not allowed.any():  # a register at the end of the range with a key lock: nearest in-key pitches instead
-        scale = pitches if not (controls.key_lock and key) else pitches[np.isin(pitches % 12, sorted(key.scale()))]
-        allowed = np.isin(pitches, scale[np.argsort(np.abs(scale - controls.register))[:7]])
     bias[tk.FIRST_PITCH:][~allowed] = -np.inf
     return bias
 
