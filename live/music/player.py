@@ -231,7 +231,9 @@ class MusicPlayer:
         self._hear()
         clock, lead = self.clock, PLAN_AHEAD_S + self.delay
         ahead = clock.beat_at(now + lead)
-        if self._next is None or self._next - ahead > 2:  # the first look, or the clock started again from 0
+        if self._next is not None and self._next - ahead > 2:  # the clock started again (a MIDI clock's start)
+            self._regrid(clock.beat_at(now) * tk.STEPS_PER_BEAT)
+        if self._next is None or self._next - ahead > 2:
             self._next = math.floor(ahead) + 1
         if ahead >= self._next:
             beat, self._next = self._next, self._next + 1
@@ -257,6 +259,13 @@ class MusicPlayer:
                 self._held[pitch] = step
             elif begun is not None and not self._held:
                 self._last_off, self._released_at = step, at
+
+    def _regrid(self, step: float) -> None:
+        """The grid started again: what was played before is on the old one, so it is forgotten (a key still
+        held begins now)."""
+        self._done.clear()
+        self._held = dict.fromkeys(self._held, step)
+        self._last_off = self._released_at = None
 
     def heard(self, now: float) -> Heard:
         """What the performer played lately, on the grid (notes still held last up to now)."""
