@@ -60,9 +60,9 @@ class MusicModel:
                             "set [music] model to exported_models/music-lm.json (`live train music` makes it)")
         controls = manifest.controls
         wrong = {key: controls.get(key) for key, want in GRID.items() if controls.get(key) != want}
-        if wrong:
-            raise LiveError(f"{manifest_path}: the model's grid {wrong} is not the live part's {GRID}",
-                            "retrain the model with this version (`live train music`)")
+        if wrong or not isinstance(controls.get("state_shape"), list):
+            raise LiveError(f"{manifest_path}: the model's grid {wrong or controls} is not the live part's {GRID} "
+                            "(with a state_shape)", "retrain the model with this version (`live train music`)")
         self.name = manifest.name
         self.state_shape = tuple(int(n) for n in controls["state_shape"])
         self.session = open_session(manifest.onnx_path, ("cpu",), threads)  # a few µs a step: no GPU hand-off

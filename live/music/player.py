@@ -133,7 +133,8 @@ class MusicPlayer:
         self.section, self.tree, self.clock, self.resolve = section, tree, clock, resolve
         self.delay, self.say = event_delay, say
         self.performer = performer
-        self.midi = MidiOut(midi_api, section.midi_out, section.channel, say) if section.output != "synth" else None
+        self.midi_api = midi_api
+        self.midi: MidiOut | None = None  # opened when the output first includes MIDI
         self._modes: dict[str, Mode] = {}
         self._unavailable: dict[str, str] = {}  # mode -> why it cannot play (said once)
         self._heard: deque | None = None
@@ -170,8 +171,8 @@ class MusicPlayer:
         else:
             lines = [f"Music: {name}: {self._unavailable[name]}" if name != "off" else
                      "Music: off (/music/mode starts it)"]
-        if self.midi is not None:
-            lines.append(self.midi.open())
+        if self.section.output != "synth":
+            lines.append(self._midi_out().open())
         self._heard = self.tree.listen(self.performer, timed=True)
         self._thread.start()
         return "\n".join(lines)
@@ -201,9 +202,19 @@ class MusicPlayer:
                 return self._modes[name]
             except LiveError as err:
                 self._unavailable[name] = f"{err.what}; the show plays on without it — fix: {err.fix}"
+            except Exception as err:  # a model that loads but does not fit (ORT, a manifest's odd controls)
+                self._unavailable[name] = (f"mode {name} could not start ({type(err).__name__}: {err}); the show "
+                                           "plays on without it")
         if self._thread.is_alive():  # open() says it as part of its line
             self.say(f"Music: {self._unavailable[name]}")
         return None
+
+    def _midi_out(self, opened: bool = False) -> MidiOut:
+        """MIDI out, made on first use (`opened`: and opened now, saying what it got)."""
+        self.midi = MidiOut(self.midi_api, self.section.midi_out, self.section.channel, self.say)
+        if opened:
+            self.say(self.midi.open())
+        return self.midi
 
     @staticmethod
     def _describe(mode: Mode) -> str:
@@ -300,8 +311,8 @@ class MusicPlayer:
             if output in ("synth", "both"):
                 self.tree.emit(MUSIC_NOTE, note.pitch, controls.velocity, at=on - self.delay)
                 self.tree.emit(MUSIC_NOTE, note.pitch, 0.0, at=off - self.delay)
-            if output in ("midi", "both") and self.midi is not None:
-                self.midi.note(on, off, note.pitch, controls.velocity)
+            if output in ("midi", "both"):
+                (self.midi or self._midi_out(opened=True)).note(on, off, note.pitch, controls.velocity)
             self.notes += 1
         if notes and not self._held and self._released_at is not None and self._measured != self._released_at:
             self._measured = self._released_at
