@@ -353,8 +353,8 @@ class AudioEngine:
 
 
 class _Notes:
-    """The tree's listener for notes (the performer's and the music part's) and panic: each event straight into the render process's note ring (called
-    under the tree's lock, so the ring has one writer at a time)."""
+    """The tree's listener for notes (the performer's and the music part's) and panic: each event straight into the
+    render process's note ring (called under the tree's lock, so the ring has one writer at a time)."""
 
     def __init__(self, process: rp.RenderProcess) -> None:
         self.process = process

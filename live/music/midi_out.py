@@ -3,8 +3,8 @@
 The music thread plans a beat's notes ahead of it; they wait here in a bounded schedule (the earliest first; when it
 is full, the newest note is dropped and counted) and one thread of ours sends each at its perf_counter() time, so
 the music thread never waits on MIDI. The port is our own rtmidi output: connected to the first port whose name
-starts with `[music] midi_out`, or, with none named, a virtual port ("live:music") other software connects to. With JACK MIDI
-(`[midi] api = "jack"`) it is a JACK client.
+starts with `[music] midi_out`, or, with none named, a virtual port ("live:music") other software connects to. With
+JACK MIDI (`[midi] api = "jack"`) it is a JACK client.
 """
 
 from __future__ import annotations
