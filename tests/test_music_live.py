@@ -111,15 +111,15 @@ class Band:
         self.sent = 0
         self.late = 0  # events written in a later cycle than their frame (this client was late)
         self.heard: list[tuple[int, bytes]] = []
+        self.xruns = 0
+        self.client.set_xrun_callback(self._xrun)
         self.client.set_process_callback(self._process)
         self.client.activate()
 
     def _process(self, frames: int) -> None:
         now = self.client.last_frame_time
-        if self.origin is None:
-            self.origin = now
-        at = now - self.origin
-        if at + frames <= len(self.audio):
+        at = now - self.origin if self.origin is not None else -1
+        if 0 <= at <= len(self.audio) - frames:
             self.audio[at:at + frames] = self.ear.get_array()
         self.keys.clear_buffer()
         schedule = self.schedule
@@ -130,6 +130,9 @@ class Band:
             self.sent += 1
         for offset, data in self.midi_in.incoming_midi_events():
             self.heard.append((now + offset, bytes(data)))
+
+    def _xrun(self, delayed_us: float) -> None:
+        self.xruns += 1  # the machine: a dummy server on a busy VM misses cycles, and the MIDI clock's ticks with it
 
     def close(self) -> None:
         self.client.deactivate()
@@ -211,13 +214,15 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path, 
     for end, until, phrase in ((end_1, start + 12 * BEAT, [69, 72, 76, 74, 71, 68, 69]),
                                (end_2, start + 20 * BEAT, [76, 72, 71, 69, 68])):
         answer = [(f, p) for f, p in ons if end < f < until]
-        assert len(answer) >= 2, (answer, output)
+        assert len(answer) >= 2, (answer, [line for line in output.splitlines() if "Music" in line or "MIDI" in line])
         next_beat = start + (int(grid(end)) // 4 + 1) * BEAT
         heard_at = onset_after(audio, end + RATE // 4 - origin)  # once the phrase's last note has faded
         assert heard_at >= 0, "no answer heard"
         heard_at += origin
-        assert heard_at - end <= BEAT, f"answered {(heard_at - end) / RATE * 1000:.0f} ms after the phrase"
-        assert abs(heard_at - next_beat) <= BLOCK, f"the answer sounds {heard_at - next_beat} frames off its beat"
+        assert heard_at - end <= BEAT, f"answered {(heard_at - end) / RATE * 1000:.0f} ms after the phrase " \
+            f"({[line for line in output.splitlines() if 'Music' in line]})"
+        assert abs(heard_at - next_beat) <= BLOCK, \
+            f"the answer sounds {heard_at - next_beat} frames off its beat (the JACK server missed {band.xruns} cycles)"
         midi_errors = [abs(grid(f) - round(grid(f))) * STEP for f, _ in answer]  # sent by a thread: jitter
         assert np.median(midi_errors) <= BLOCK, f"MIDI out frames off the grid: {midi_errors}"
         pitches = [p for _, p in answer]
