@@ -28,6 +28,7 @@ from live.control.surface import BLACKOUT, HUD, PANIC, ControlSurface
 from live.errors import LiveError
 from live.mailbox import Mailbox
 from live.models.manifest import load_manifest
+from live.music.player import MusicPlayer
 from live.params import Event, Param, ParamTree
 from live.parts import BasePart, Part, close_in_reverse
 from live.show import AudioSection, Show, VideoSection
@@ -100,14 +101,15 @@ def parameters(show: Show, stages: list[Stage]) -> tuple[list[Param], list[Event
     synth = load_manifest(show.resolve(show.audio.model))
     synth_params, synth_events = AudioEngine.params(synth.controls.get("latent_names", ()))
     control_params, control_events = ControlSurface.params(show)
+    music_params, music_events = MusicPlayer.params(show.music) if show.music else ([], [])
     params += [*synth_params, *control_params, *AudioIn.params(show.audio_in),
-               *VideoAnalysis.params(show.watch), *show.attract.params(),
+               *VideoAnalysis.params(show.watch), *show.attract.params(), *music_params,
                Param(BLACKOUT, "bool", False, doc="black video and silent audio, until set to 0"),
                Param(REST, "bool", False, doc="rest: black video at 2 frames/s, silent audio, no models run (low "
                                               "CPU); set by [schedule] at its boundaries, or by hand until the next"),
                Param(HUD, "bool", False, doc="show health (fps, latency, cue, tempo, rejected packets) over the "
                                              "window's picture; key h")]
-    events += [*synth_events, *control_events,
+    events += [*synth_events, *control_events, *music_events,
                Event(PANIC, (), doc="every note off, fades stopped, blackout off: back to a safe state")]
     known = {p.address: p for p in params}
     for address, override in show.controls.items():
@@ -138,6 +140,7 @@ class Graph:
     audio_in: AudioIn | None = None  # [audio_in]: the input analysed into /in/audio/*
     watch: VideoAnalysis | None = None  # [watch]: the camera analysed off the frame path, as /in/video/*
     status: StatusPage | None = None  # [status]: the status page and /metrics (port 0: none)
+    music: MusicPlayer | None = None  # [music]: generated notes, on the beat, to the synth and/or MIDI out
     say: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -152,8 +155,8 @@ class Graph:
     @staticmethod
     def part_names() -> tuple[str, ...]:
         """The graph's parts by name, in the order they open."""
-        return ("surface", "audio_in", "watch", "capture", "chain", "styles", "audio", "outputs", "swapper",
-                "status")
+        return ("surface", "audio_in", "watch", "capture", "chain", "styles", "audio", "music", "outputs",
+                "swapper", "status")
 
     @property
     def parts(self) -> list[Part]:
@@ -169,7 +172,8 @@ class Graph:
             old, notes = self.show, []
             swapped_audio = self.audio is not None and new.audio != old.audio and \
                 all(getattr(new.audio, key) == getattr(old.audio, key) for key in AUDIO_RESTART)
-            restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch", "status")
+            restart = [f"[{name}]" for name in ("audio", "audio_in", "stages", "outputs", "styles", "watch", "status",
+                                                "music")
                        if getattr(new, name) != getattr(old, name) and not (name == "audio" and swapped_audio)]
             kept = {key: getattr(old.video, key) for key in ("source", *VIDEO_SWAPPED)}
             if new.video.model_copy(update=kept) != old.video:
@@ -201,7 +205,7 @@ class Graph:
     def playing(self, controls: Show, **parts) -> Show:
         """What plays: the control sections of `controls` over the running parts' settings (some replaced)."""
         running = {name: getattr(self.show, name) for name in ("video", "audio", "audio_in", "stages", "outputs",
-                                                                "styles", "watch", "status")}
+                                                                "styles", "watch", "status", "music")}
         return with_sections(controls, **{**running, **parts})
 
     def swap_video(self, video: VideoSection, controls: Show | None = None) -> str:
@@ -391,8 +395,9 @@ def build(show: Show, source: str | int | None = None, record: Path | None = Non
         audio_in = AudioIn(show.audio_in, show.path.parent, surface.tree,
                            surface.clock if show.tempo.source == "audio" else None, say)
     status = StatusPage(show.status, say) if show.status.port else None
+    music = MusicPlayer.from_show(show, surface.tree, surface.clock, say) if show.music else None
     return Graph(show, surface, capture, chain, audio, Outputs(sinks, say), captured, stylized, styles, audio_in,
-                 watch, status, say)
+                 watch, status, music, say)
 
 
 def check(show: Show) -> list[str]:
@@ -407,6 +412,8 @@ def check(show: Show) -> list[str]:
     manifests = [show.resolve(show.video.model), *(show.resolve(s.model) for s in show.stages if hasattr(s, "model"))]
     if show.audio.enabled:
         manifests.append(show.resolve(show.audio.model))
+    if show.music and show.music.mode != "off":
+        manifests.append(show.resolve(show.music.model))
     watch = show.watch  # its models are optional while playing (missing: said, at rest); checking says so too
     manifests += [show.resolve(model) for model in (watch.face_model, watch.mask_model) if watch.enabled and model]
     problems = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,7 @@ from live.control.scenes import CueSection
 from live.control.schedule import ScheduleSection
 from live.control.tempo import TempoSection
 from live.errors import LiveError
+from live.music.player import MusicSection
 from live.params import CLIP_MODES, CURVES, SMOOTHING
 from live.parts import KindSection
 from live.status_page import StatusSection
@@ -123,6 +125,8 @@ class Show(_Section):
     scenes: dict[str, dict[str, float | int | bool | str]] = Field(default_factory=dict)
     cues: list[CueSection] = Field(default_factory=list)
     map: MapSection = Field(default_factory=MapSection)
+    music: MusicSection | None = Field(None, description="generated music that plays along (live/music/player.py); "
+                                                         "no [music] table = none")
 
     #: The file this show came from; relative paths in it resolve against its folder.
     _path: Path = PrivateAttr(default=DEFAULT_SHOW)
@@ -246,6 +250,8 @@ def _section_model(loc: list[str]) -> type[BaseModel] | None:
         else:
             field = model.model_fields.get(part)
             annotation = field.annotation if field else None
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # an optional table ([music])
+                annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), None)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model, annotation = annotation, None
         elif annotation is None:

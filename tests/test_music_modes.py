@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures_music import PRESETS, onnx_argmax, standin_vae  # noqa: F401 (a fixture)
+from fixtures_music_vae import PRESETS, onnx_argmax, standin_vae  # noqa: F401 (a fixture)
 
 from live.errors import LiveError
 from live.music.accompany import BASS_HIGH, Accompany

@@ -38,6 +38,7 @@ GAIN = "/synth/gain"
 AUTO = "/synth/auto"
 FOLLOW = "/synth/follow"
 NOTE = "/synth/note"
+MUSIC_NOTE = "/music/note"  # the notes the music part generates (live/music/player.py), played like NOTE
 BLACKOUT, PANIC = "/live/blackout", "/live/panic"  # system controls (live/control/surface.py) the synth obeys
 TEMPO = "/tempo/bpm"
 TIMBRE = tuple(f"/synth/timbre/{letter}" for letter in "abcd")
@@ -201,8 +202,8 @@ class AudioEngine:
         self._stop.clear()
         self._steer(time.perf_counter())
         self._opened, self._device = self.process.open()
-        self._listening = [self.tree.listen("/synth/", timed=True, into=self._notes),
-                           self.tree.listen(PANIC, timed=True, into=self._notes)]
+        self._listening = [self.tree.listen(prefix, timed=True, into=self._notes)
+                           for prefix in ("/synth/", MUSIC_NOTE, PANIC)]
         self._thread = threading.Thread(target=self._control, name="live-synth-control", daemon=True)
         self._thread.start()
         return self._opened
@@ -352,15 +353,15 @@ class AudioEngine:
 
 
 class _Notes:
-    """The tree's listener for notes and panic: each event straight into the render process's note ring (called
-    under the tree's lock, so the ring has one writer at a time)."""
+    """The tree's listener for notes (the performer's and the music part's) and panic: each event straight into the
+    render process's note ring (called under the tree's lock, so the ring has one writer at a time)."""
 
     def __init__(self, process: rp.RenderProcess) -> None:
         self.process = process
 
     def append(self, event: tuple[str, tuple, float]) -> None:
         address, args, at = event
-        if address == NOTE:
+        if address in (NOTE, MUSIC_NOTE):
             self.process.note(int(args[0]), float(args[1]), at)
         elif address == PANIC:
             self.process.panic(at)

@@ -113,15 +113,21 @@ class Clock:
     # --- MIDI clock in (called by live/control/midi.py) ---------------------------------------------------
 
     def midi_clock(self, now: float) -> None:
-        """One 0xF8 tick (24 per quarter note): the tempo follows the mean tick interval of the last two beats."""
+        """One 0xF8 tick (24 per quarter note): the beat follows the line through the ticks of the last two beats
+        (least squares), its slope the tempo. A tick's arrival is known only to within the MIDI system's period
+        (JACK hands a cycle's messages over together), so anchoring on the last tick alone put the beat grid up to a
+        period off, tick by tick; the line spreads that error over two beats (issue 14: notes on the grid within
+        an audio block)."""
         self._ticks.append(now)
         self._tick_count += 1
-        if len(self._ticks) >= MIDI_PPQN // 2:
-            interval = (self._ticks[-1] - self._ticks[0]) / (len(self._ticks) - 1)
+        n = len(self._ticks)
+        if n >= MIDI_PPQN // 2:
+            middle, mean = (n - 1) / 2, sum(self._ticks) / n
+            interval = sum((i - middle) * (t - mean) for i, t in enumerate(self._ticks)) / (n * (n * n - 1) / 12)
             if interval > 0:
                 bpm = min(max(60.0 / (interval * MIDI_PPQN), MIN_BPM), MAX_BPM)
                 beat = self._tick_count / MIDI_PPQN  # the master's beat position, counted from its start
-                self._anchor = (now, beat, bpm)
+                self._anchor = (mean + middle * interval, beat, bpm)  # the line at the last tick
 
     def midi_start(self, now: float) -> None:
         """0xFA (start) or 0xFB (continue): the master's first tick is beat 0."""
