@@ -21,6 +21,7 @@ from fixtures_audio import jack_server  # noqa: F401
 from fixtures_live import LiveProcess, free_port, headless_env, show_with, wait_until
 from fixtures_midi import unique
 from fixtures_music import music_stand_in  # noqa: F401
+from fixtures_music_vae import standin_vae  # noqa: F401
 from live.audio.pitch import Pitch
 from live.music import tokens as tk
 from live.music.answer import Answer, copies
@@ -244,3 +245,51 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path, 
                         r"at ([\d.]+) ms a step", output)
     assert summary, output
     assert int(summary[3]) <= 500 and int(summary[4]) >= 2 * 15, summary[0]
+
+
+def test_the_player_accompanies_then_morphs_and_stores_a_melody(standin_vae: tuple[Path, Path]) -> None:  # noqa: F811
+    """The [music] part in-process with the show's clock at 240 BPM: accompany puts chords of the key played under
+    a C major phrase, each note dated exactly on the grid; /music/mode switches to morph, whose loop plays, and
+    /music/store_a makes the phrase melody A."""
+    from live.audio.engine import MUSIC_NOTE, NOTE, AudioEngine
+    from live.control.tempo import Clock
+    from live.music.player import MusicPlayer, MusicSection
+    from live.params import ParamTree
+
+    encoder, decoder = standin_vae
+    section = MusicSection(mode="accompany", encoder=str(encoder), decoder=str(decoder))
+    params, events = MusicPlayer.params(section)
+    synth_params, synth_events = AudioEngine.params()
+    tree = ParamTree([*params, *synth_params], [*events, *synth_events])
+    clock, said = Clock(bpm=240), []
+    player = MusicPlayer(section, tree, clock, Path, event_delay=0.0, say=said.append)
+    played = tree.listen(MUSIC_NOTE, timed=True)
+
+    def onsets() -> list[tuple[int, float]]:
+        got = []
+        while played:
+            _, (pitch, velocity), at = played.popleft()
+            if velocity > 0:
+                got.append((pitch, at))
+        return got
+
+    print(player.open())
+    try:
+        for pitch in (60, 64, 67, 72, 67, 64):  # C major, over a bar and a half
+            tree.emit(NOTE, pitch, 0.8)
+            time.sleep(0.12)
+            tree.emit(NOTE, pitch, 0.0)
+        time.sleep(0.6)
+        chords = onsets()
+        tree.set("/music/mode", "morph")
+        tree.emit("/music/store_a")
+        time.sleep(1.2)
+        looped = onsets()
+    finally:
+        player.close()
+    print(said, chords, looped)
+    assert chords and all(pitch % 12 in {0, 2, 4, 5, 7, 9, 11} for pitch, _ in chords), chords
+    assert all(abs(s - round(s)) < 1e-6 for s in (clock.beat_at(at) * tk.STEPS_PER_BEAT for _, at in chords))
+    assert "Music: melody A stored for morph (two bars)" in said, said
+    assert looped and all(abs(s - round(s)) < 1e-6
+                          for s in (clock.beat_at(at) * tk.STEPS_PER_BEAT for _, at in looped)), looped

@@ -34,10 +34,12 @@ from live.control.priority import favour_this_thread
 from live.control.tempo import Clock
 from live.errors import LiveError
 from live.music import tokens as tk
+from live.music.accompany import Accompany
 from live.music.answer import Answer
 from live.music.midi_out import MidiOut
 from live.music.model import MusicModel
 from live.music.modes import PLAN_AHEAD_S, Controls, Heard, Mode
+from live.music.morph import LOOP_STEPS, Morph
 from live.params import Event, Param, ParamTree, Value
 
 P = "/music/"
@@ -61,6 +63,9 @@ with warnings.catch_warnings():  # `register` names ABCMeta.register on the clas
                                                                 "and chords under what is played); morph (between "
                                                                 "two melodies)")
         model: str = Field("../exported_models/music-lm.json", description="the melody model (`live train music`)")
+        encoder: str = Field("../exported_models/music-vae-encoder.json",
+                             description="morph: the bar VAE's encoder (`live train music`)")
+        decoder: str = Field("../exported_models/music-vae-decoder.json", description="morph: the bar VAE's decoder")
         threads: int = Field(1, ge=1, le=8, description="ONNX Runtime threads for the music model")
         output: Literal[OUTPUTS] = Field("synth", description="who plays the generated notes: the show's synth, "
                                                               "MIDI out, or both")
@@ -82,8 +87,16 @@ def _answer(section: MusicSection, resolve: Callable[[str], Path]) -> Mode:
     return Answer(MusicModel(resolve(section.model), section.threads))
 
 
+def _morph(section: MusicSection, resolve: Callable[[str], Path]) -> Mode:
+    return Morph(resolve(section.encoder), resolve(section.decoder), threads=section.threads)
+
+
 #: The modes by /music/mode name: factory(section, resolve a show path) -> Mode; LiveError if it cannot play.
-MODES: dict[str, Callable[[MusicSection, Callable[[str], Path]], Mode]] = {"answer": _answer}
+MODES: dict[str, Callable[[MusicSection, Callable[[str], Path]], Mode]] = {
+    "answer": _answer,
+    "accompany": lambda section, resolve: Accompany(),
+    "morph": _morph,
+}
 
 
 def controls_of(values: Mapping[str, Value]) -> Controls:
@@ -123,7 +136,10 @@ class MusicPlayer:
         ]
         note = Event(MUSIC_NOTE, (("note", "int", 0, 127), ("velocity", "float", 0.0, 1.0)),
                      doc="a generated note (MIDI number, velocity 0..1; 0 releases it): the synth plays it")
-        return params, [note]
+        stores = [Event(P + f"store_{which}", (), doc=f"morph: the last two bars played become melody "
+                                                     f"{which.upper()} (heard from the next loop on)")
+                  for which in "ab"]
+        return params, [note, *stores]
 
     def __init__(self, section: MusicSection, tree: ParamTree, clock: Clock, resolve: Callable[[str], Path],
                  event_delay: float, midi_api: str = "default", performer: str = NOTE,
@@ -138,6 +154,7 @@ class MusicPlayer:
         self._modes: dict[str, Mode] = {}
         self._unavailable: dict[str, str] = {}  # mode -> why it cannot play (said once)
         self._heard: deque | None = None
+        self._stores: deque | None = None
         self._held: dict[int, float] = {}  # pitch -> grid step (fractional) it began
         self._done: deque[tuple[float, float, int]] = deque(maxlen=512)  # (begin, end, pitch), grid steps
         self._last_off: float | None = None
@@ -174,6 +191,7 @@ class MusicPlayer:
         if self.section.output != "synth":
             lines.append(self._midi_out().open())
         self._heard = self.tree.listen(self.performer, timed=True)
+        self._stores = self.tree.listen(P + "store_")
         self._thread.start()
         return "\n".join(lines)
 
@@ -181,9 +199,10 @@ class MusicPlayer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=CLOSE_S)
-        if self._heard is not None:
-            self.tree.unlisten(self._heard)
-            self._heard = None
+        for queue in (self._heard, self._stores):
+            if queue is not None:
+                self.tree.unlisten(queue)
+        self._heard = self._stores = None
         if self.midi is not None:
             self.midi.close()
         if self.notes:
@@ -240,6 +259,8 @@ class MusicPlayer:
     def _tick(self, now: float) -> float:
         """Hear, then plan the next beat if its time has come; how long to wait before looking again."""
         self._hear()
+        while self._stores:
+            self._store(self._stores.popleft()[0][-1])
         clock, lead = self.clock, PLAN_AHEAD_S + self.delay
         ahead = clock.beat_at(now + lead)
         if self._next is not None and self._next - ahead > 2:  # the clock started again (a MIDI clock's start)
@@ -270,6 +291,22 @@ class MusicPlayer:
                 self._held[pitch] = step
             elif begun is not None and not self._held:
                 self._last_off, self._released_at = step, at
+
+    def _store(self, which: str) -> None:
+        """/music/store_a or _b: the two bars that end at the bar line after the last note played become morph's
+        melody A or B; nothing played, or morph unable to play, is a line."""
+        mode = self._mode("morph")
+        ends = [end for _, end, _ in self._done]
+        if mode is None or not ends:
+            self.say(f"Music: nothing to store as melody {which.upper()}: " +
+                     ("play a phrase first" if mode is not None else self._unavailable["morph"]))
+            return
+        end = math.ceil(max(ends) / tk.BAR_STEPS) * tk.BAR_STEPS
+        try:
+            mode.store(which, self.heard(time.perf_counter()).notes, end - LOOP_STEPS)
+            self.say(f"Music: melody {which.upper()} stored for morph (two bars)")
+        except LiveError as err:
+            self.say(f"Music: {err.what}; fix: {err.fix}")
 
     def _regrid(self, step: float) -> None:
         """The grid started again: what was played before is on the old one, so it is forgotten (a key still
@@ -314,7 +351,8 @@ class MusicPlayer:
             if output in ("midi", "both"):
                 (self.midi or self._midi_out(opened=True)).note(on, off, note.pitch, controls.velocity)
             self.notes += 1
-        if notes and not self._held and self._released_at is not None and self._measured != self._released_at:
+        if notes and mode.name == "answer" and not self._held and self._released_at is not None \
+                and self._measured != self._released_at:
             self._measured = self._released_at
             self.latency_s = at(min(n.start for n in notes)) - self._released_at
             self.latencies.append(self.latency_s)
