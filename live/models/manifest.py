@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from live.errors import LiveError
 
 Kind = Literal["image-to-image", "image-to-style", "latent-to-image", "synth-decoder", "param-map", "person-mask",
-               "face-detector"]
+               "face-detector", "music-sequence", "music-encoder", "music-decoder"]
 
 
 class TensorSpec(BaseModel):
