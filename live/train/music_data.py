@@ -8,8 +8,8 @@ distribution and use ... in music21"), so they are left out unless asked for. Th
 published between 1782 and 1903 (Bach's chorales, Aird's Airs, Ryan's Mammoth Collection, O'Neill's Music of
 Ireland).
 
-A piece becomes one token line (live/music/tokens.py): its top line (a chorale's soprano, a tune's melody; the
-highest note of a chord), starting on a bar line, on the sixteenth grid. The grid's bar is 4/4, so only pieces in
+A piece becomes one token line (live/music/tokens.py): its top line (a chorale's soprano part, a tune's melody;
+the highest note of a chord), starting on a bar line, on the sixteenth grid. The grid's bar is 4/4, so only pieces in
 4/4, 2/2 or 2/4 are kept (two 2/4 bars make one grid bar); pickups end on the bar line they lead to, and a bar cut
 short before a repeat starts on its own bar line. Pieces with triplets on more than 5 % of their notes are left
 out; the rest are rounded to the grid.
@@ -144,15 +144,17 @@ def _placed_measures(measures: list, bar: float) -> list[float]:
     return starts
 
 
-def score_tokens(score, top_part: bool) -> tuple[np.ndarray | None, str]:
-    """The token line of a music21 score's top part (or of its only part), or (None, why it is left out)."""
+def score_tokens(score, soprano: bool) -> tuple[np.ndarray | None, str]:
+    """The token line of a music21 score's soprano part (`soprano`) or of its first part, or (None, why it is left
+    out)."""
     from music21 import chord, harmony, meter, note, stream
 
     parts = list(score.parts) if isinstance(score, stream.Score) else [score]
+    if soprano:  # a chorale's score may open with a horn or cornet doubling it: the part named Soprano
+        parts = [p for p in parts if "soprano" in f"{p.partName} {p.id}".lower()]
     if not parts:
-        return None, "no parts"
-    if top_part and len(parts) < 4:
-        return None, "not a four-part chorale"
+        return None, "no soprano part" if soprano else "no parts"
+    written = list(parts[0].getElementsByClass(stream.Measure))  # bar lengths as written (tied notes end there)
     part = parts[0].stripTies(inPlace=False)
     signatures = list(part.recurse().getElementsByClass(meter.TimeSignature))
     if not signatures:
@@ -164,13 +166,13 @@ def score_tokens(score, top_part: bool) -> tuple[np.ndarray | None, str]:
         return None, f"meter {first if first not in METERS else sorted(others - METERS)[0]}"
     bar = float(signatures[0].barDuration.quarterLength)
     measures = list(part.getElementsByClass(stream.Measure))
-    if not measures:
+    if not measures or len(measures) != len(written):
         return None, "no bars"
     notes: list[tk.Note] = []
     off_grid = 0
     end = 0.0
-    for start, measure in zip(_placed_measures(measures, bar), measures):
-        end = max(end, start + float(measure.duration.quarterLength))
+    for start, measure, as_written in zip(_placed_measures(written, bar), measures, written):
+        end = max(end, start + float(as_written.duration.quarterLength))
         for n in measure.recurse().notes:
             if isinstance(n, harmony.Harmony) or n.duration.isGrace or not isinstance(n, (note.Note, chord.Chord)):
                 continue
@@ -200,10 +202,11 @@ def _read_unit(unit: tuple[str, str, str | None]) -> tuple[str, str, np.ndarray 
     chorale = name.startswith("bach/")
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            score = music21.converter.parse(text, format="abc") if text is not None else music21.converter.parse(path)
+            score = (music21.converter.parse(text, format="abc") if text is not None
+                     else music21.converter.parse(path, forceSource=True))  # no pickled copy in a scratch folder
             if isinstance(score, music21.stream.Opus):
                 score = score.scores[0]
-            tokens, why = score_tokens(score, top_part=chorale)
+            tokens, why = score_tokens(score, soprano=chorale)
     except Exception as err:  # music21 raises many types on a malformed encoding; the piece is only left out
         return name, name, None, f"unreadable ({type(err).__name__})"
     return name, _title(score, Path(path).stem), tokens, why
