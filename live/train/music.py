@@ -534,17 +534,25 @@ def stepwise_difference(session: ort.InferenceSession, state_shape: tuple[int, .
 
 
 def licence(corpus: Corpus) -> str:
+    """The manifest's licence line; `corpus_terms` says in full what the corpus's licence files say."""
     if corpus.source.get("corpus", "").startswith("MIDI"):
-        return (f"MIT (the weights); corpus: the MIDI files in {corpus.source['folder']}, whose own licences apply to "
-                "what the model learnt from them")
-    essen = "essenFolksong" in corpus.source.get("collections", [])
-    return ("MIT (the weights); corpus: music21 " + MUSIC21_VERSION + "'s bundled corpus (the package is "
-            "BSD-3-Clause). Its corpus/license.txt: the encodings are distributed with the encoders' permission, the "
-            "works are believed to be in the public domain, some encodings may restrict commercial use. The "
-            "collections used (" + ", ".join(corpus.source.get("collections", [])) + ") are works published "
-            "1782-1903 and carry no licence file of their own" +
-            ("; the Essen folk songs' corpus/essenFolksong/license.txt allows non-commercial use only, so this model "
-             "is for non-commercial use" if essen else "") + ".")
+        return f"MIT (weights); corpus: the MIDI files in {corpus.source['folder']} (their own licences apply)"
+    if "essenFolksong" in corpus.source.get("collections", []):
+        return (f"MIT (weights); corpus: music21 {MUSIC21_VERSION}'s bundled corpus (BSD-3-Clause) with the Essen "
+                "folk songs, whose licence allows non-commercial use only: so does this model's")
+    return (f"MIT (weights); corpus: music21 {MUSIC21_VERSION}'s bundled corpus (BSD-3-Clause; the works are public "
+            "domain, published 1782-1903; see provenance.corpus_terms)")
+
+
+def corpus_terms(corpus: Corpus) -> str:
+    if corpus.source.get("corpus", "").startswith("MIDI"):
+        return "the user's MIDI files"
+    return (f"music21 {MUSIC21_VERSION} is BSD-3-Clause (dist-info/licenses/LICENSE). Its corpus/license.txt: the "
+            "encodings are distributed with the permission of their encoders, each work is believed to be out of "
+            "copyright in the US or licensed for use, some encodings may restrict commercial use. Only "
+            "corpus/essenFolksong has a licence file of its own (non-commercial distribution and use in music21), "
+            "so it is left out by default. Used here: " + ", ".join(
+                f"{c} ({COLLECTIONS[c]})" for c in corpus.source.get("collections", [])) + ".")
 
 
 def versions() -> dict[str, str]:
@@ -687,7 +695,8 @@ def run(corpus: Corpus, config: Config, out: Path | None, argv: list[str],
 
     if out is None:
         return report
-    provenance = {"command": command_line("music", argv), "corpus": corpus.source, "seed": config.seed,
+    provenance = {"command": command_line("music", argv), "corpus": corpus.source,
+                  "corpus_terms": corpus_terms(corpus), "seed": config.seed,
                   "threads": config.threads, "config": {k: v for k, v in vars(config).items()},
                   "libraries": versions(), "held_out_nll_nats_per_token": report["nll_nats_per_token"]}
     report["exports"] = export_all(lm, encoder, decoder, presets, out, provenance, corpus, config.latent)
