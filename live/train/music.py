@@ -53,6 +53,7 @@ LM_NAME, ENCODER_NAME, DECODER_NAME = "music-lm", "music-vae-encoder", "music-va
 LEAD = tk.BAR_STEPS  # the bar of silence before every piece
 SHIFTS = np.arange(-5, 7)  # the 12 keys every piece is heard in
 VAE_STEPS = 2 * tk.BAR_STEPS  # the VAE's melodies: 2 bars
+BEATS = VAE_STEPS // tk.STEPS_PER_BEAT
 MORPH_STEPS = 17  # points on the line between two presets where the VAE's smoothness is measured
 COST_RUNS = 2000
 
@@ -187,15 +188,17 @@ class CausalTransformer(nn.Module):
 
 
 class BarEncoder(nn.Module):
-    """2 bars of tokens [B, 32] -> the latent's mean and log-variance [B, Z]."""
+    """2 bars of tokens [B, 32] -> the latent's mean and log-variance [B, Z]: convolutions down to 8 steps (a beat
+    each), then a small MLP."""
 
     def __init__(self, latent: int, width: int = 128, embed: int = 64) -> None:
         super().__init__()
         self.token = nn.Embedding(tk.VOCAB, embed)
         self.place = nn.Parameter(torch.zeros(VAE_STEPS, embed))
         self.body = nn.Sequential(nn.Conv1d(embed, width, 3, padding=1), nn.GELU(),
+                                  nn.Conv1d(width, width, 4, stride=2, padding=1), nn.GELU(),
                                   nn.Conv1d(width, width, 4, stride=2, padding=1), nn.GELU(), nn.Flatten(),
-                                  nn.Linear(width * VAE_STEPS // 2, 256), nn.GELU(), nn.Linear(256, 2 * latent))
+                                  nn.Linear(width * BEATS, 256), nn.GELU(), nn.Linear(256, 2 * latent))
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.body((self.token(tokens) + self.place).transpose(1, 2)).chunk(2, dim=1)
@@ -203,18 +206,20 @@ class BarEncoder(nn.Module):
 
 
 class BarDecoder(nn.Module):
-    """z [B, Z] -> logits of each of the 32 steps [B, 32, VOCAB], all at once (not autoregressive)."""
+    """z [B, Z] -> logits of each of the 32 steps [B, 32, VOCAB], all at once (not autoregressive): a small MLP to
+    8 beats, then upsampling convolutions to the steps."""
 
     def __init__(self, latent: int, width: int = 128) -> None:
         super().__init__()
         self.width = width
-        self.seed = nn.Sequential(nn.Linear(latent, 256), nn.GELU(), nn.Linear(256, width * VAE_STEPS // 2), nn.GELU())
+        self.seed = nn.Sequential(nn.Linear(latent, 256), nn.GELU(), nn.Linear(256, width * BEATS), nn.GELU())
         self.body = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv1d(width, width, 3, padding=1),
-                                  nn.GELU(), nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
-                                  nn.Conv1d(width, tk.VOCAB, 1))
+                                  nn.GELU(), nn.Upsample(scale_factor=2.0, mode="nearest"),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.GELU(), nn.Conv1d(width, tk.VOCAB, 1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.seed(z).view(-1, self.width, VAE_STEPS // 2)).transpose(1, 2)
+        return self.body(self.seed(z).view(-1, self.width, BEATS)).transpose(1, 2)
 
 
 class MeanOnly(nn.Module):
