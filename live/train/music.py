@@ -1,5 +1,6 @@
-"""`live train music`: the melody models the live music modes play, trained on music21's corpus (or a MIDI folder),
-measured, and exported to ONNX.
+"""`live train music`: train, measure and export to ONNX the melody models the live music modes play.
+
+They learn from music21's bundled corpus or a folder of MIDI files.
 
 Three options are measured on the same pieces, held out by piece (live/train/music_data.py):
 - an n-gram over tokens (orders 1..5, Witten-Bell interpolation), the baseline;

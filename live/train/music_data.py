@@ -54,7 +54,7 @@ METERS = {"4/4", "2/2", "2/4"}  # bars the 4/4 grid can hold
 OFF_GRID = 0.05  # the share of notes allowed off the sixteenth grid (rounded); more: the piece is left out
 MIN_NOTES = 8
 HELD_OUT = 0.1  # the share of pieces held out (by a hash of the piece's name: the same piece, whatever the run)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MIDI_SUFFIXES = (".mid", ".midi")
 
 
@@ -277,8 +277,9 @@ def music21_corpus(collections: tuple[str, ...] = DEFAULT_COLLECTIONS, limit: in
         if tokens is None:
             skipped[why] = skipped.get(why, 0) + 1
             continue
-        digest = hashlib.sha1(tokens.astype(np.int8).tobytes()).digest()
-        if digest in seen:  # the same tune in two collections would leak across the split
+        first = tokens[tokens >= tk.FIRST_PITCH][0]
+        digest = hashlib.sha1(transpose(tokens, tk.pitch_token(60) - first).astype(np.int8).tobytes()).digest()
+        if digest in seen:  # the same tune in two collections (in any key) would leak across the split
             skipped["duplicate"] = skipped.get("duplicate", 0) + 1
             continue
         seen.add(digest)
