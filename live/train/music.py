@@ -453,6 +453,9 @@ def vae_measures(encoder: BarEncoder, decoder: BarDecoder, held: np.ndarray,
     """Held-out reconstruction (from the mean, argmax): all tokens, and note starts; and the walk from the first
     preset to the second: tokens changed between neighbouring points of MORPH_STEPS, against the two ends'
     difference (a smooth walk changes a little at each point and adds up to not much more than the ends)."""
+    if len(presets) < 2:
+        raise LiveError(f"the corpus gave {len(presets)} 2-bar melody to morph between, the VAE needs two",
+                        "use more pieces (a larger --limit, more --collections, more MIDI files)")
     with torch.no_grad():
         x = torch.from_numpy(held)
         guess = torch.cat([decoder(encoder(x[i:i + 512])[0]).argmax(-1) for i in range(0, len(x), 512)])
