@@ -65,18 +65,18 @@ class Config:
 
     seed: int = 0
     threads: int = TRAIN_THREADS
-    steps: int = 1500  # for the LM and the transformer alike
+    steps: int = 800  # for the LM and the transformer alike
     batch: int = 32
-    window: int = 128  # tokens a training sequence (and the transformer's context)
-    hidden: int = 256
+    window: int = 64  # tokens a training sequence (and the transformer's context)
+    hidden: int = 192
     layers: int = 2
     embed: int = 64
     lr: float = 3e-3
     transformer: bool = True
-    width: int = 128  # the transformer's model width (4 heads, 4 x width feed-forward)
+    width: int = 96  # the transformer's model width (4 heads, 4 x width feed-forward): about the GRU's size
     blocks: int = 3
-    vae_steps: int = 2000
-    vae_batch: int = 128
+    vae_steps: int = 1000
+    vae_batch: int = 64
     latent: int = 16
     beta: float = 0.5
     orders: int = 5  # n-grams 1..orders
