@@ -75,10 +75,10 @@ class Config:
     transformer: bool = True
     width: int = 96  # the transformer's model width (4 heads, 4 x width feed-forward): about the GRU's size
     blocks: int = 3
-    vae_steps: int = 1000
+    vae_steps: int = 5000
     vae_batch: int = 64
     latent: int = 16
-    beta: float = 0.5
+    beta: float = 0.2
     orders: int = 5  # n-grams 1..orders
     samples: int = 64  # melodies sampled from the exported LM for the statistics
     sample_bars: int = 8
@@ -496,7 +496,8 @@ def choose_presets(pieces: list[Piece], count: int = 4) -> dict[str, list[int]]:
              chorales[len(chorales) // 2], folk[len(folk) // 2]]
     presets: dict[str, list[int]] = {}
     for onsets, piece, bar, window in picks:
-        name = f"{piece.title} (bars {bar + 1}-{bar + 2})"
+        title = piece.title.removeprefix("T:").strip()  # a few ABC tunes repeat their field name in the title
+        name = f"{title} (bars {bar + 1}-{bar + 2})"
         if name not in presets and len(presets) < count:
             presets[name] = [int(t) for t in window]
     return presets
