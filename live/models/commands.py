@@ -19,6 +19,8 @@ def _summary(controls: dict) -> str:
     if "styles" in controls:
         return f"styles ({len(controls['styles'])}): {', '.join(controls['styles'])}"
     def short(value: object) -> str:
+        if isinstance(value, dict):  # named entries (a decoder's presets): their names
+            return f"({len(value)}: {', '.join(map(str, value))})"
         if not isinstance(value, list):
             return str(value)
         flat = all(not isinstance(v, (list, dict)) for v in value)

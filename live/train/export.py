@@ -34,11 +34,15 @@ def command_line(kind: str, argv: list[str]) -> str:
 
 def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
                 output_names: list[str], dynamic_shapes: Any = None, check: tuple[torch.Tensor, ...] | None = None,
-                tolerance: float = 1e-3) -> float:
+                tolerance: float = 1e-3, dynamic_axes: dict[str, dict[int, str]] | None = None) -> float:
     """Export `module` to `path` and return the max |torch - ORT| difference on `check` (default: `example`).
 
     Raises LiveError (and writes nothing) if the export fails or ORT disagrees with torch by more than
     `tolerance`. Inputs to `check` may differ in size from `example` to prove dynamic axes work.
+
+    `dynamic_axes` (names -> {axis: name}) takes torch's TorchScript exporter instead of torch.export: the only
+    one that writes nn.GRU/nn.LSTM as ONNX's own recurrent operators, so a sequence axis stays dynamic
+    (torch.export unrolls the recurrence over the example's length).
     """
     module = module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,9 +52,14 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=input_names,
-                                        output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False)
-            program.save(str(tmp))
+            if dynamic_axes is not None:
+                torch.onnx.export(module, example, str(tmp), dynamo=False, opset_version=OPSET,
+                                  input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+            else:
+                program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET,
+                                            input_names=input_names, output_names=output_names,
+                                            dynamic_shapes=dynamic_shapes, verbose=False)
+                program.save(str(tmp))
         _strip_metadata(tmp)
         inputs = check or example
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
