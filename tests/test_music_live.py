@@ -3,9 +3,8 @@
 
 The test's own JACK client is the rest of the band: it sends MIDI clock (so the show's beat grid is the test's: beat k
 falls on frame start + k * 24,000 at 120 BPM), plays the phrases into the show's MIDI input at exact frames, and
-records what the show plays (its synth's output ports, its MIDI out port), each with its frame. Until the trained
-model ships, the show plays the stand-in (tests/fixtures_music.py): random weights, so keys and copies are the
-live part's doing.
+records what the show plays (its synth's output ports, its MIDI out port), each with its frame. The show plays the
+shipped melody model (exported_models/music-lm.json).
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import numpy as np
 from fixtures_audio import jack_server  # noqa: F401
 from fixtures_live import LiveProcess, free_port, headless_env, show_with, wait_until
 from fixtures_midi import unique
-from fixtures_music import music_stand_in  # noqa: F401
-from fixtures_music_vae import standin_vae  # noqa: F401
+from fixtures_music_vae import music_vae  # noqa: F401
 from live.audio.pitch import Pitch
 from live.music import tokens as tk
 from live.music.answer import Answer, copies
@@ -37,22 +35,17 @@ A_MINOR = Key(9, True)
 SHIPPED = Path(__file__).resolve().parents[1] / "exported_models" / "music-lm.json"
 
 
-def model_file(stand_in: Path) -> Path:
-    """The shipped model once it is there, else the stand-in."""
-    return SHIPPED if SHIPPED.is_file() else stand_in
-
-
 # --- the model and the answer mode, on ONNX Runtime -----------------------------------------------------------------
 
 PHRASE = [Note(0, 2, 69), Note(2, 2, 72), Note(4, 2, 76), Note(6, 2, 74), Note(8, 2, 71), Note(10, 2, 68),
           Note(12, 1, 69)]
 
 
-def test_the_controls_shape_what_the_model_draws(music_stand_in: Path) -> None:
+def test_the_controls_shape_what_the_model_draws() -> None:
     """Key lock keeps every note in the key, register within an octave of its centre, density changes how many
     notes start, a hold never follows silence, the first step of an answer is a note; a step costs well under a
     millisecond."""
-    model = MusicModel(model_file(music_stand_in))
+    model = MusicModel(SHIPPED)
     rng = np.random.default_rng(3)
     prime = tk.encode(PHRASE, 16)
     starts = {}
@@ -75,11 +68,11 @@ def test_the_controls_shape_what_the_model_draws(music_stand_in: Path) -> None:
     assert 0 < model.cost.per_step_ms < 1.0, model.cost
 
 
-def test_an_answer_waits_for_the_phrase_to_end_and_never_copies_it(music_stand_in: Path) -> None:
+def test_an_answer_waits_for_the_phrase_to_end_and_never_copies_it() -> None:
     """No answer while a key is held; the first beat planned after the release starts one, in the phrase's key,
     with a note on that beat; playing again stops it. And what counts as a copy: the rhythm with the same intervals
     (transposed too), or with the same pitch classes."""
-    answer = Answer(MusicModel(model_file(music_stand_in)), seed=5)
+    answer = Answer(MusicModel(SHIPPED), seed=5)
     controls = Controls(call_bars=1, answer_bars=1, key_lock=True)
     held = Heard(tuple(PHRASE[:-1]), 12.5, True, 11.9, A_MINOR)
     assert answer.plan(held, 16, 4, controls) == []
@@ -164,8 +157,8 @@ def offs_of(events: list[tuple[int, bytes]], pitch: int) -> list[int]:
                                                                                        d[2] == 0)]
 
 
-def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path, jack_server: str,  # noqa: F811
-                                                               music_stand_in: Path) -> None:  # noqa: F811
+def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path,
+                                                               jack_server: str) -> None:  # noqa: F811
     """Two phrases in A minor into the show's MIDI input, the second released just after a beat (the longest wait
     for the next one). Each is answered: its first note on the first beat after the release, so within one beat
     (500 ms at 120 BPM); the synth's onset on the grid within one audio block; at least 90 % of the notes in A
@@ -177,9 +170,9 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path, 
                      audio={"model": "synth-decoder.json"},
                      midi={"api": "jack", "inputs": [f"{band.client.name}:keys"]},
                      tempo={"source": "midi", "bpm": BPM},
-                     music={"mode": "answer", "model": str(model_file(music_stand_in)), "output": "both",
+                     music={"mode": "answer", "model": str(SHIPPED), "output": "both",
                             "midi_out": f"{band.client.name}:fromshow", "call_bars": 1, "answer_bars": 1,
-                            "density": 0.25, "register": 72},
+                            "density": 0.6, "register": 72},
                      params={"/synth/auto": False, "/synth/timbre/d": -1.0})
     live = LiveProcess(["run", str(show), "--source", "builtin", "--no-window", "--for", "60"],
                        env=headless_env())
@@ -247,7 +240,7 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path, 
     assert int(summary[3]) <= 500 and int(summary[4]) >= 2 * 15, summary[0]
 
 
-def test_the_player_accompanies_then_morphs_and_stores_a_melody(standin_vae: tuple[Path, Path]) -> None:  # noqa: F811
+def test_the_player_accompanies_then_morphs_and_stores_a_melody(music_vae: tuple[Path, Path]) -> None:  # noqa: F811
     """The [music] part in-process with the show's clock at 240 BPM: accompany puts chords of the key played under
     a C major phrase, each note dated exactly on the grid; /music/mode switches to morph, whose loop plays, and
     /music/store_a makes the phrase melody A."""
@@ -256,7 +249,7 @@ def test_the_player_accompanies_then_morphs_and_stores_a_melody(standin_vae: tup
     from live.music.player import MusicPlayer, MusicSection
     from live.params import ParamTree
 
-    encoder, decoder = standin_vae
+    encoder, decoder = music_vae
     section = MusicSection(mode="accompany", encoder=str(encoder), decoder=str(decoder))
     params, events = MusicPlayer.params(section)
     synth_params, synth_events = AudioEngine.params()

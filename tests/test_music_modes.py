@@ -1,12 +1,11 @@
 """The live music modes accompany and morph, planned beat by beat as the music player calls them (once a beat, with
-what the performer played so far). Morph runs on real ONNX Runtime sessions of a stand-in VAE (tests/fixtures_music.py)
-exported and described as the trained one is."""
+what the performer played so far). Morph runs the shipped bar VAE on ONNX Runtime."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures_music_vae import PRESETS, onnx_argmax, standin_vae  # noqa: F401 (a fixture)
+from fixtures_music_vae import music_vae, onnx_argmax, presets  # noqa: F401 (a fixture)
 
 from live.errors import LiveError
 from live.music.accompany import BASS_HIGH, Accompany
@@ -90,10 +89,10 @@ def shape(notes: list[Note]) -> list[tuple[int, int, int]]:
     return [(n.start, n.steps, n.pitch % 12) for n in notes]
 
 
-def test_morph_fader_moves_between_the_melodies_at_loop_starts(standin_vae) -> None:  # noqa: F811
-    encoder, decoder = standin_vae
+def test_morph_fader_moves_between_the_melodies_at_loop_starts(music_vae) -> None:  # noqa: F811
+    encoder, decoder = music_vae
     mode = Morph(encoder, decoder)
-    a, b = (encode(PRESETS[name], LOOP_STEPS) for name in ("rising", "falling"))  # the presets, in order
+    a, b = presets()
     assert np.array_equal(mode.melodies["a"], a) and np.array_equal(mode.melodies["b"], b)
     free = Controls(key_lock=False)
     reconstruction = {name: shape(decode(onnx_argmax(encoder, decoder, tokens))) for name, tokens in
@@ -113,15 +112,17 @@ def test_morph_fader_moves_between_the_melodies_at_loop_starts(standin_vae) -> N
     assert np.mean([n.pitch for n in high]) - np.mean([n.pitch for n in low]) >= 24
 
 
-def test_morph_key_lock_and_store(standin_vae) -> None:  # noqa: F811
-    encoder, decoder = standin_vae
+def test_morph_key_lock_and_store(music_vae) -> None:  # noqa: F811
+    encoder, decoder = music_vae
     mode = Morph(encoder, decoder)
-    d_major = Key(2, False)
-    free = loop_of(mode, 0, Controls(key=d_major, key_lock=False, morph=0.5))
-    locked = loop_of(mode, 1, Controls(key=d_major, key_lock=True, morph=0.5))
-    assert in_key(free, d_major) < 0.9 and locked and in_key(locked, d_major) == 1.0
+    a, b = presets()
+    theirs = key_of(decode(a) + decode(b))
+    far = Key((theirs.tonic + 6) % 12, False)  # a key a tritone away shares few notes with the melodies'
+    free = loop_of(mode, 0, Controls(key=far, key_lock=False, morph=0.5))
+    locked = loop_of(mode, 1, Controls(key=far, key_lock=True, morph=0.5))
+    assert in_key(free, far) < 0.9 and locked and in_key(locked, far) == 1.0
     # Without a key set or a performer, the lock follows the key of A and B.
-    assert in_key(loop_of(mode, 2, Controls(morph=0.5)), key_of(PRESETS["rising"] + PRESETS["falling"])) == 1.0
+    assert in_key(loop_of(mode, 2, Controls(morph=0.5)), theirs) == 1.0
     # Store two bars the performer played (steps 64..96) as A: heard from the next loop start on.
     played = [Note(64 + 6 * i, 3, pitch) for i, pitch in enumerate((72, 67, 64, 60, 64, 67))]
     before = loop_of(mode, 3, Controls(key_lock=False))
