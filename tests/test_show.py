@@ -63,7 +63,7 @@ def test_params_section_is_checked_against_the_tree(tmp_path):
         tree_of(load_show(write(tmp_path, base + '[params]\n"/video/style_a" = "cubism"\n')))
 
 
-@pytest.mark.parametrize("name", ["default", "vj", "gallery"])
+@pytest.mark.parametrize("name", ["default", "vj", "gallery", "duet"])
 def test_shipped_shows_validate(name):
     from live.graph import check
 
