@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
-import gc
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -380,8 +379,9 @@ def return_freed_memory() -> None:
     """Hand the memory a swapped-out model freed back to the system. glibc's malloc keeps freed memory for reuse,
     and a model's weights and ONNX Runtime's buffers, freed in a swap, left the show process 70 MB larger after 11
     swaps of the gallery model (live soak --faults model, 6 minutes), the next load rarely fitting the holes. Called
-    in the swap thread, never on the frame path; a no-op where the C library has no malloc_trim (not glibc)."""
-    gc.collect()  # the old sessions' last references, so their memory is free before the trim
+    in the swap thread, never on the frame path: the trim takes well under a millisecond (a full gc.collect() would
+    hold every Python thread for 60-100 ms here, so the old parts' memory is what their refcounts freed). A no-op
+    where the C library has no malloc_trim (not glibc)."""
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
 
