@@ -286,3 +286,51 @@ def test_the_player_accompanies_then_morphs_and_stores_a_melody(music_vae: tuple
     assert "Music: melody A stored for morph (two bars)" in said, said
     assert looped and all(abs(s - round(s)) < 1e-6
                           for s in (clock.beat_at(at) * tk.STEPS_PER_BEAT for _, at in looped)), looped
+
+
+def test_a_release_just_before_a_beat_is_answered_on_that_beat() -> None:
+    """The beat is planned while a key is still held (no answer yet); the key comes up 20 ms before the beat, later
+    than the beat's plan: the music thread, woken by the release, plans the beat again and the answer still starts
+    on it, within one beat of the phrase's end. (Up to three tries: a loaded machine may wake the test itself late.)"""
+    from live.audio.engine import MUSIC_NOTE, NOTE, AudioEngine
+    from live.control.tempo import Clock
+    from live.music.player import MusicPlayer, MusicSection
+    from live.params import ParamTree
+
+    section = MusicSection(mode="answer", model=str(SHIPPED), call_bars=1, answer_bars=1, density=0.6)
+    params, events = MusicPlayer.params(section)
+    synth_params, synth_events = AudioEngine.params()
+    beat_s, delay = 60.0 / BPM, 0.006
+
+    def sleep_until(t: float) -> None:
+        time.sleep(max(t - time.perf_counter(), 0.0))
+
+    for _ in range(3):
+        tree = ParamTree([*params, *synth_params], [*events, *synth_events])
+        clock, said = Clock(bpm=BPM), []
+        player = MusicPlayer(section, tree, clock, Path, event_delay=delay, say=said.append)
+        played = tree.listen(MUSIC_NOTE, timed=True)
+        player.open()
+        try:
+            first = clock.next_boundary(time.perf_counter(), 1.0)
+            pitches = (69, 72, 76, 74, 71)  # legato eighths in A minor: a key is down throughout
+            for i, pitch in enumerate(pitches):
+                sleep_until(first + i * beat_s / 2)
+                tree.emit(NOTE, pitch, 0.8)
+                if i:
+                    tree.emit(NOTE, pitches[i - 1], 0.0)
+            beat = first + 3 * beat_s  # the last note is held over a beat, and released just before the next
+            sleep_until(beat - 0.02)
+            released = time.perf_counter()
+            tree.emit(NOTE, pitches[-1], 0.0)
+            sleep_until(beat + beat_s)
+        finally:
+            player.close()
+        if beat - released > 0.012:
+            break
+    onsets = sorted(at + delay for _, (_, velocity), at in played if velocity > 0)
+    print(f"released {1000 * (beat - released):.1f} ms before the beat; answer at "
+          f"{[round(1000 * (t - beat), 2) for t in onsets[:4]]} ms from it; {said}")
+    assert beat - released > 0.012, "three tries, and the test's own release came too late each time"
+    assert onsets and abs(onsets[0] - beat) < 1e-6, (onsets[:3], beat)
+    assert onsets[0] - released <= beat_s

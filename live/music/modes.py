@@ -48,5 +48,6 @@ class Mode(Protocol):
 
     def plan(self, heard: Heard, start: int, steps: int, controls: Controls) -> list[Note]:
         """The notes to play that start in grid steps start..start+steps (absolute steps; a note may last past
-        the window). Called once per window, in order, PLAN_AHEAD_S before `start`."""
+        the window). Called once per window, in order, PLAN_AHEAD_S before `start`; the answer mode's window that
+        got no notes while a key was held is asked again if the key is released before the window starts."""
         ...

@@ -47,7 +47,9 @@ MODE_NAMES = ("off", "answer", "accompany", "morph")
 OUTPUTS = ("synth", "midi", "both")
 KEYS = {key.name(): key for key in (tk.Key(tonic, minor) for minor in (False, True) for tonic in range(12))}
 HEARD_STEPS = 9 * tk.BAR_STEPS  # what the modes are given: the longest call (8 bars) and a bar more
-IDLE_S = 0.05  # the thread looks at the performer's notes and the clock at least this often
+IDLE_S = 0.05  # the thread looks at the clock at least this often (a performer's note wakes it at once)
+REPLAN_MARGIN_S = 0.008  # a beat planned empty is planned again on a release up to this long (plus the note delay)
+# before it: the render process needs the note delay, this covers the re-plan itself
 RELEASE_S = 0.01  # a generated note is released this long before its end on the grid (repeated notes re-strike)
 CLOSE_S = 1.0
 
@@ -109,6 +111,19 @@ def controls_of(values: Mapping[str, Value]) -> Controls:
                     velocity=float(values[P + "velocity"]))
 
 
+class _Waking(deque):
+    """The performer's notes as the tree hands them over (under its lock), waking the music thread: a release just
+    before a beat is answered on that beat, not 50 ms later."""
+
+    def __init__(self, wake: threading.Event, maxlen: int) -> None:
+        super().__init__(maxlen=maxlen)
+        self.wake = wake
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self.wake.set()
+
+
 class MusicPlayer:
     """The `[music]` part (live/parts.py)."""
 
@@ -161,6 +176,7 @@ class MusicPlayer:
         self._released_at: float | None = None  # perf_counter() time of the last release that left nothing held
         self._measured: float | None = None  # the release whose answer latency was taken
         self._next: int | None = None  # the next beat to plan
+        self._empty: int | None = None  # the last beat planned, if the answer mode gave it no notes (a key held)
         self.key = ""  # the key heard in the performer's recent notes
         self.latency_s: float | None = None  # the last answer: from the release to its first note on the grid
         self.latencies: deque[float] = deque(maxlen=64)
@@ -168,6 +184,7 @@ class MusicPlayer:
         self.plan_s = 0.0  # the slowest plan() so far
         self.problem = ""
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a performer's note, or stop
         self._thread = threading.Thread(target=self._run, name="music", daemon=True)
 
     @classmethod
@@ -190,13 +207,14 @@ class MusicPlayer:
                      "Music: off (/music/mode starts it)"]
         if self.section.output != "synth":
             lines.append(self._midi_out().open())
-        self._heard = self.tree.listen(self.performer, timed=True)
+        self._heard = self.tree.listen(self.performer, timed=True, into=_Waking(self._wake, 256))
         self._stores = self.tree.listen(P + "store_")
         self._thread.start()
         return "\n".join(lines)
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=CLOSE_S)
         for queue in (self._heard, self._stores):
@@ -253,15 +271,19 @@ class MusicPlayer:
                 if text != self.problem:
                     self.problem = text
                     self.say(text)
-            if wait > 0:
-                self._stop.wait(wait)
+            if wait > 0 and self._wake.wait(wait):
+                self._wake.clear()
 
     def _tick(self, now: float) -> float:
         """Hear, then plan the next beat if its time has come; how long to wait before looking again."""
-        self._hear()
+        released = self._hear()
         while self._stores:
             self._store(self._stores.popleft()[0][-1])
         clock, lead = self.clock, PLAN_AHEAD_S + self.delay
+        if released and self._empty is not None:  # released after its beat was planned: plan it again if in time
+            beat, self._empty = self._empty, None
+            if clock.beat_at(now + self.delay + REPLAN_MARGIN_S) < beat:
+                self._plan(beat, now)
         ahead = clock.beat_at(now + lead)
         if self._next is not None and self._next - ahead > 2:  # the clock started again (a MIDI clock's start)
             self._regrid(clock.beat_at(now) * tk.STEPS_PER_BEAT)
@@ -278,9 +300,10 @@ class MusicPlayer:
         bpm = clock.bpm
         return min((self._next - ahead) * 60.0 / bpm, IDLE_S) if clock.running and bpm > 0 else IDLE_S
 
-    def _hear(self) -> None:
-        """The performer's notes since the last look, onto the grid (each at the time it was played)."""
-        heard, beat_at = self._heard, self.clock.beat_at
+    def _hear(self) -> bool:
+        """The performer's notes since the last look, onto the grid (each at the time it was played); True if a
+        release left nothing held."""
+        heard, beat_at, released = self._heard, self.clock.beat_at, False
         while heard:
             _, (pitch, velocity), at = heard.popleft()
             step = beat_at(at) * tk.STEPS_PER_BEAT
@@ -290,7 +313,8 @@ class MusicPlayer:
             if velocity > 0:
                 self._held[pitch] = step
             elif begun is not None and not self._held:
-                self._last_off, self._released_at = step, at
+                self._last_off, self._released_at, released = step, at, True
+        return released
 
     def _store(self, which: str) -> None:
         """/music/store_a or _b: the two bars that end at the bar line after the last note played become morph's
@@ -336,6 +360,8 @@ class MusicPlayer:
         began = time.perf_counter()
         notes = mode.plan(self.heard(now), start, tk.STEPS_PER_BEAT, controls)
         self.plan_s = max(self.plan_s, time.perf_counter() - began)
+        # an answer waits for the release: one that comes after its beat was planned, but before it, asks again
+        self._empty = beat if not notes and mode.name == "answer" and self._held else None
         beat_now, seconds_per_step = self.clock.beat_at(now), 60.0 / self.clock.bpm / tk.STEPS_PER_BEAT
         output = values[P + "output"]
 
