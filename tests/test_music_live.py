@@ -267,17 +267,19 @@ def test_the_player_accompanies_then_morphs_and_stores_a_melody(music_vae: tuple
         return got
 
     print(player.open())
+    chords: list[tuple[int, float]] = []
+    looped: list[tuple[int, float]] = []
     try:
         for pitch in (60, 64, 67, 72, 67, 64):  # C major, over a bar and a half
             tree.emit(NOTE, pitch, 0.8)
             time.sleep(0.12)
             tree.emit(NOTE, pitch, 0.0)
-        time.sleep(0.6)
-        chords = onsets()
+        wait_until(lambda: chords.extend(onsets()) or len(chords) >= 4, timeout=5)
         tree.set("/music/mode", "morph")
+        time.sleep(0.3)
+        onsets()  # what accompany planned before the switch
         tree.emit("/music/store_a")
-        time.sleep(1.2)
-        looped = onsets()
+        wait_until(lambda: looped.extend(onsets()) or len(looped) >= 4, timeout=5)
     finally:
         player.close()
     print(said, chords, looped)
