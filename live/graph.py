@@ -16,7 +16,6 @@ frame boundary and the old part closes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import threading
@@ -385,11 +384,11 @@ def return_freed_memory() -> None:
     a frame or two at a swap the performer asked for, against memory that grows with every swap of a show running
     for weeks. A no-op trim where the C library has no malloc_trim (not glibc)."""
     gc.collect()
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
+    if hasattr(_PROCESS, "malloc_trim"):
+        _PROCESS.malloc_trim(0)
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+_PROCESS = ctypes.CDLL(None)  # the symbols the process has loaded (the C library's among them): no lookup at start
 
 
 def build(show: Show, source: str | int | None = None, record: Path | None = None, window: bool | None = None,
