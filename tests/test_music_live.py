@@ -104,6 +104,7 @@ class Band:
         self.schedule: list[tuple[int, bytes]] = []
         self.sent = 0
         self.late = 0  # events written in a later cycle than their frame (this client was late)
+        self.written: list[int] = []  # the frame each scheduled event went out at (a late cycle: its start)
         self.heard: list[tuple[int, bytes]] = []
         self.xruns = 0
         self.client.set_xrun_callback(self._xrun)
@@ -121,9 +122,15 @@ class Band:
             frame, data = schedule[self.sent]
             self.late += frame < now
             self.keys.write_midi_event(max(frame - now, 0), data)
+            self.written.append(max(frame, now))
             self.sent += 1
         for offset, data in self.midi_in.incoming_midi_events():
             self.heard.append((now + offset, bytes(data)))
+
+    def written_at(self, frame: int) -> int:
+        """The frame at which the scheduled event for `frame` really went out: this client, in a Python process
+        with other threads, is sometimes late on a loaded machine, and what the show heard is what counts."""
+        return self.written[[f for f, _ in self.schedule].index(frame)]
 
     def _xrun(self, delayed_us: float) -> None:
         self.xruns += 1  # the machine: a dummy server on a busy VM misses cycles, and the MIDI clock's ticks with it
@@ -200,7 +207,7 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path,
         code, output = live.finish(timeout=20)
         band.close()
     assert code == 0 and "Traceback" not in output, output
-    assert band.late <= 2, f"the test's own client was late {band.late} times"
+    end_1, end_2 = band.written_at(end_1), band.written_at(end_2)  # the phrases' ends as the show heard them
     origin = band.origin
     audio = band.audio
     ons = [(f, d[1]) for f, d in band.heard if d[0] & 0xF0 == 0x90 and d[2] > 0]
@@ -216,8 +223,9 @@ def test_the_show_answers_a_jack_midi_phrase_on_the_beat_in_key(tmp_path: Path,
         assert heard_at - end <= BEAT, f"answered {(heard_at - end) / RATE * 1000:.0f} ms after the phrase " \
             f"({[line for line in output.splitlines() if 'Music' in line]})"
         assert abs(heard_at - next_beat) <= BLOCK, \
-            f"the answer sounds {heard_at - next_beat} frames off its beat (the JACK server missed {band.xruns} cycles)"
-        midi_errors = [abs(grid(f) - round(grid(f))) * STEP for f, _ in answer]  # sent by a thread: jitter
+            f"the answer sounds {heard_at - next_beat} frames off its beat (the JACK server missed {band.xruns} " \
+            f"cycles, the test's client was late {band.late} times)"
+        midi_errors = [abs(grid(f) - round(grid(f))) * STEP for f, _ in answer]  # sent at its time by a process
         assert np.median(midi_errors) <= BLOCK, f"MIDI out frames off the grid: {midi_errors}"
         pitches = [p for _, p in answer]
         assert sum(p % 12 in A_MINOR.scale() for p in pitches) >= 0.9 * len(pitches), pitches
@@ -336,3 +344,32 @@ def test_a_release_just_before_a_beat_is_answered_on_that_beat() -> None:
     assert beat - released > 0.012, "three tries, and the test's own release came too late each time"
     assert onsets and abs(onsets[0] - beat) < 1e-6, (onsets[:3], beat)
     assert onsets[0] - released <= beat_s
+
+
+def test_midi_out_sends_on_time_from_its_own_process_and_releases_what_sounds_at_close(jack_server: str) -> None:  # noqa: F811
+    """MIDI out's child process connects to the port named, sends a note at its time (within a period and a
+    margin: JACK passes a message on at the next cycle), releases the note still sounding when the show closes it,
+    and says in one line, with the fix, when no port has the name given."""
+    from live.control.midi import API
+    from live.music.midi_out import MidiOut
+
+    band = Band(unique("ears"), 2.0)
+    said: list[str] = []
+    out = MidiOut(API["jack"], f"{band.client.name}:fromshow", 3, said.append)
+    try:
+        assert out.open().startswith(f"Music MIDI out: {band.client.name}:fromshow, channel 3")
+        wait_until(lambda: band.midi_in.connections, timeout=5)
+        time.sleep(0.3)  # the connection takes effect at JACK's next graph change
+        now, frame = time.perf_counter(), band.client.frame_time
+        out.note(now + 0.2, now + 30.0, 64, 0.5)
+        assert wait_until(lambda: band.heard, timeout=3), "the note never came"
+    finally:
+        out.close()
+    time.sleep(0.1)
+    band.close()
+    (on_frame, on), (_, off) = band.heard[:2]
+    assert on == bytes([0x92, 64, 64]) and off == bytes([0x92, 64, 0]), band.heard
+    assert abs(on_frame - (frame + 0.2 * RATE)) <= 2 * BLOCK + RATE // 200, on_frame - frame  # frame_time: ±1 period
+    assert out.stats()["sent"] == 1 and not said, (out.stats(), said)
+    missing = MidiOut(API["jack"], "no-such-instrument", 1).open()
+    assert "no output port starting with 'no-such-instrument'" in missing and "fix:" in missing, missing

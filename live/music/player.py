@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from live.audio.engine import MUSIC_NOTE, NOTE
 from live.audio.render_process import note_delay
+from live.control.midi import API
 from live.control.priority import favour_this_thread
 from live.control.tempo import Clock
 from live.errors import LiveError
@@ -248,7 +249,7 @@ class MusicPlayer:
 
     def _midi_out(self, opened: bool = False) -> MidiOut:
         """MIDI out, made on first use (`opened`: and opened now, saying what it got)."""
-        self.midi = MidiOut(self.midi_api, self.section.midi_out, self.section.channel, self.say)
+        self.midi = MidiOut(API[self.midi_api], self.section.midi_out, self.section.channel, self.say)
         if opened:
             self.say(self.midi.open())
         return self.midi
